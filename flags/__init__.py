@@ -1,0 +1,1 @@
+"""absl flag definitions of the part_tf scripts."""

@@ -1,0 +1,129 @@
+"""Flags of scripts/train.py, with validators that turn bad values into a
+one-line error before anything is loaded or written.
+
+Names are the lists of the library, so `--helpfull` shows every choice.
+"""
+
+import os
+
+from absl import flags
+
+from flags.budgets import DEFINE_budget
+
+# Imported from the light modules that hold the names (no TensorFlow import).
+DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
+                 "mnist_offline", "svhn_cropped", "tiny_imagenet")
+MODEL_NAMES = ("resnet18", "small_cnn")
+METHOD_NAMES = ("at", "part")
+CAM_METHODS = ("gradcam_plus_plus",)
+MASK_RULES = ("zscore", "official", "soft")
+
+
+def define_flags():
+  """Defines the training flags on `absl.flags.FLAGS`."""
+  # Data.
+  flags.DEFINE_enum("dataset", "mnist_offline", DATASET_NAMES,
+                    "Dataset; mnist_offline needs no network.")
+  flags.DEFINE_string("data_dir", None,
+                      "TFDS data folder (default: TFDS' own, ~/tensorflow_datasets).")
+  flags.DEFINE_integer("max_train_examples", None,
+                       "Use only the first N training examples.", lower_bound=1)
+  flags.DEFINE_integer("max_test_examples", None,
+                       "Use only the first N test examples.", lower_bound=1)
+  flags.DEFINE_bool("augment", True, "Random crop (and flip where the "
+                    "dataset allows it) on the training images.")
+  # Model.
+  flags.DEFINE_enum("model", "small_cnn", MODEL_NAMES, "Classifier.")
+  # Method and budgets.
+  flags.DEFINE_enum("method", "part", METHOD_NAMES,
+                    "at: adversarial training; part: AT with CAM budgets.")
+  DEFINE_budget("epsilon", "8/255", "Full L-inf budget.")
+  DEFINE_budget("epsilon_low", "7/255", "Budget of unimportant pixels (PART).")
+  DEFINE_budget("step_size", "2/255", "PGD step size for training AEs.")
+  flags.DEFINE_integer("num_steps", 10, "PGD steps for training AEs.",
+                       lower_bound=1)
+  flags.DEFINE_integer("burn_in_epochs", 20,
+                       "Epochs with the uniform budget before CAM budgets.",
+                       lower_bound=0)
+  flags.DEFINE_enum("cam", "gradcam_plus_plus", CAM_METHODS, "CAM method.")
+  flags.DEFINE_enum("mask_rule", "zscore", MASK_RULES, "CAM -> eps_map rule.")
+  flags.DEFINE_string("cam_layer", "cam_features",
+                      "Layer to take the CAMs at.")
+  # Optimisation.
+  flags.DEFINE_integer("epochs", 80, "Training epochs.", lower_bound=1)
+  flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1)
+  flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adam"), "Optimiser.")
+  flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0)
+  flags.DEFINE_float("weight_decay", 2e-4,
+                     "L2 added to gradients (PyTorch SGD semantics).",
+                     lower_bound=0.0)
+  flags.DEFINE_enum("lr_schedule", "piecewise", ("constant", "piecewise",
+                                                 "cosine"),
+                    "Learning-rate schedule over all epochs (burn-in "
+                    "included, unlike the reference code).")
+  flags.DEFINE_list("lr_decay_epochs", [],
+                    "piecewise: epochs after which the rate is multiplied by "
+                    "--lr_decay_factor, e.g. 60,70.")
+  flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise: decay factor.",
+                     lower_bound=0.0)
+  # Evaluation.
+  flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on a held-out "
+                       "subset every N epochs (0: only after the last one).",
+                       lower_bound=0)
+  flags.DEFINE_integer("eval_subset", 512, "Size of that held-out subset.",
+                       lower_bound=1)
+  flags.DEFINE_integer("eval_num_steps", 20, "PGD steps of the evaluation.",
+                       lower_bound=1)
+  DEFINE_budget("eval_step_size", None,
+                "PGD step size of the evaluation (default epsilon/4).")
+  # Run.
+  flags.DEFINE_string("model_dir", None, "Run folder (created; a run that "
+                      "was killed resumes from it).")
+  flags.DEFINE_integer("seed", 0, "Seed of everything random.", lower_bound=0)
+  flags.DEFINE_enum("jit_compile", "auto", ("auto", "true", "false"),
+                    "XLA for the train step; auto = on when a GPU is present.")
+  flags.DEFINE_bool("mixed_precision", False, "mixed_float16 (GPU).")
+  flags.DEFINE_bool("deterministic", True, "Deterministic TF ops: the same "
+                    "--seed gives the same run on the same machine.")
+  flags.DEFINE_bool("export", True, "Export the SavedModel at the end.")
+  flags.mark_flag_as_required("model_dir")
+  _register_validators()
+
+
+def _register_validators():
+  flags.register_multi_flags_validator(
+      ["epsilon", "epsilon_low"],
+      lambda f: f["epsilon_low"] <= f["epsilon"],
+      message="--epsilon_low must not be larger than --epsilon")
+  flags.register_validator("epsilon", lambda v: v > 0,
+                           message="--epsilon must be > 0")
+  flags.register_validator("step_size", lambda v: v > 0,
+                           message="--step_size must be > 0")
+  flags.register_validator("eval_step_size", lambda v: v is None or v > 0,
+                           message="--eval_step_size must be > 0")
+  flags.register_multi_flags_validator(
+      ["burn_in_epochs", "epochs", "method"],
+      lambda f: f["method"] == "at" or f["burn_in_epochs"] < f["epochs"],
+      message="--burn_in_epochs must be smaller than --epochs, or the "
+              "pixel-reweighted budgets are never used")
+  flags.register_validator(
+      "model_dir", lambda v: v is None or not os.path.isfile(v),
+      message="--model_dir names an existing file; it must be a folder")
+  flags.register_validator(
+      "lr_decay_epochs", _all_positive_ints,
+      message="--lr_decay_epochs must be positive integers like 60,70")
+  flags.register_multi_flags_validator(
+      ["mask_rule", "dataset"],
+      lambda f: f["mask_rule"] != "official" or f["dataset"] not in (
+          "mnist", "mnist_offline", "fashion_mnist"),
+      message="--mask_rule=official needs RGB images (it maps CAMs through "
+              "an RGB colormap); use zscore or soft for grayscale datasets")
+
+
+def _all_positive_ints(values):
+  try:
+    return all(int(v) > 0 for v in values)
+  except ValueError:
+    return False

@@ -1,0 +1,208 @@
+"""A complete PART training run, top to bottom: setup, data, model, optimiser,
+callbacks, fit (resuming a killed run), evaluation, export.
+
+`scripts/train.py` turns its flags into a `TrainConfig` and calls `train`.
+Everything a run writes goes under `model_dir`:
+
+  config.json        the settings (a resumed run must match them)
+  backup/            resumable epoch-end backups (weights, optimiser, switch)
+  log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
+  tensorboard/       the same as TensorBoard events
+  classifier.keras   the trained classifier
+  export/            SavedModel for serving (see `part_tf.export`)
+  metrics.json       final natural and PGD-20 accuracy on the test split
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from part_tf import data
+from part_tf import evaluation
+from part_tf import io_utils
+from part_tf.export import export_classifier
+from part_tf.models import build_model
+from part_tf.training import BurnInSwitch
+from part_tf.training import PARTModel
+from part_tf.training.checkpointing import AtomicBackupAndRestore
+from part_tf.training.checkpointing import restored_epoch
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Settings of one run; the fields mirror the flags of scripts/train.py."""
+  model_dir: str
+  dataset: str = "mnist_offline"
+  data_dir: str | None = None
+  max_train_examples: int | None = None
+  max_test_examples: int | None = None
+  augment: bool = True
+  model: str = "small_cnn"
+  method: str = "part"
+  epsilon: float = 8 / 255
+  epsilon_low: float = 7 / 255
+  step_size: float = 2 / 255
+  num_steps: int = 10
+  burn_in_epochs: int = 20
+  cam: str = "gradcam_plus_plus"
+  mask_rule: str = "zscore"
+  cam_layer: str = "cam_features"
+  epochs: int = 80
+  batch_size: int = 128
+  optimizer: str = "sgd"
+  learning_rate: float = 0.01
+  momentum: float = 0.9
+  weight_decay: float = 2e-4
+  lr_schedule: str = "piecewise"
+  lr_decay_epochs: tuple = ()
+  lr_decay_factor: float = 0.1
+  eval_every: int = 0
+  eval_subset: int = 512
+  eval_num_steps: int = 20
+  eval_step_size: float | None = None
+  seed: int = 0
+  jit_compile: str = "auto"
+  mixed_precision: bool = False
+  deterministic: bool = True
+  export: bool = True
+
+  # Settings that may change when a run is resumed.
+  RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
+                       "data_dir")
+
+
+def _check_same_run(path, config):
+  """A resumed run must have the settings it was started with."""
+  new = json.loads(json.dumps(dataclasses.asdict(config)))
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
+             if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != new[k]]
+  if changed:
+    raise ValueError(f"{config.model_dir} holds a run with other settings "
+                     f"({'; '.join(changed)}); use a new --model_dir")
+
+
+def _learning_rate(config, steps_per_epoch):
+  if config.lr_schedule == "constant":
+    return config.learning_rate
+  if config.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
+  epochs = sorted(int(e) for e in config.lr_decay_epochs)
+  if not epochs:
+    return config.learning_rate
+  return keras.optimizers.schedules.PiecewiseConstantDecay(
+      boundaries=[e * steps_per_epoch for e in epochs],
+      values=[config.learning_rate * config.lr_decay_factor ** i
+              for i in range(len(epochs) + 1)])
+
+
+def _optimizer(config, steps_per_epoch):
+  lr = _learning_rate(config, steps_per_epoch)
+  if config.optimizer == "sgd":
+    return keras.optimizers.SGD(lr, momentum=config.momentum)
+  if config.optimizer == "adam":
+    return keras.optimizers.Adam(lr)
+  raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def train(config: TrainConfig) -> dict:
+  """Runs (or resumes) training and returns the final metrics."""
+  # --- Setup -----------------------------------------------------------------
+  gpus = tf.config.list_physical_devices("GPU")
+  keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  if config.mixed_precision:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  jit = {"auto": bool(gpus), "true": True, "false": False}[config.jit_compile]
+  strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
+              else tf.distribute.get_strategy())
+  os.makedirs(config.model_dir, exist_ok=True)
+  config_path = os.path.join(config.model_dir, "config.json")
+  _check_same_run(config_path, config)
+  io_utils.atomic_write_json(config_path, dataclasses.asdict(config))
+  backup_dir = os.path.join(config.model_dir, "backup")
+  start_epoch = restored_epoch(backup_dir)
+  if start_epoch >= config.epochs:
+    logging.info("run in %s already finished its %d epochs", config.model_dir,
+                 start_epoch)
+
+  # --- Data ------------------------------------------------------------------
+  train_data, test_data, spec = data.load(
+      config.dataset, data_dir=config.data_dir,
+      max_train=config.max_train_examples, max_test=config.max_test_examples)
+  steps_per_epoch = data.steps_per_epoch(train_data, config.batch_size)
+  train_ds = data.train_dataset(
+      train_data, spec, config.batch_size, seed=config.seed,
+      start_epoch=start_epoch, epochs=config.epochs, augment=config.augment)
+  test_ds = data.eval_dataset(test_data, config.batch_size)
+  subset = data.ArrayData(test_data.images[:config.eval_subset],
+                          test_data.labels[:config.eval_subset])
+  subset_ds = data.eval_dataset(subset, config.batch_size)
+  eval_step = config.eval_step_size or config.epsilon / 4
+
+  # --- Model -----------------------------------------------------------------
+  with strategy.scope():
+    classifier = build_model(config.model, spec.image_shape, spec.num_classes,
+                             mean=spec.mean, std=spec.std)
+    model = PARTModel(
+        classifier, method=config.method, epsilon=config.epsilon,
+        epsilon_low=config.epsilon_low, step_size=config.step_size,
+        num_steps=config.num_steps, cam=config.cam,
+        mask_rule=config.mask_rule, cam_layer=config.cam_layer,
+        weight_decay=config.weight_decay, seed=config.seed)
+    model.compile(optimizer=_optimizer(config, steps_per_epoch),
+                  jit_compile=jit)
+
+  # --- Callbacks -------------------------------------------------------------
+  callbacks = [
+      BurnInSwitch(config.burn_in_epochs),
+      evaluation.RobustEvaluation(
+          subset_ds, config.eval_every, config.epsilon, eval_step,
+          config.eval_num_steps, seed=config.seed),
+      AtomicBackupAndRestore(backup_dir),  # before the loggers: a logged
+      keras.callbacks.CSVLogger(            # epoch is always a saved one
+          os.path.join(config.model_dir, "log.csv"), append=True),
+      keras.callbacks.TensorBoard(
+          os.path.join(config.model_dir, "tensorboard")),
+  ]
+
+  # --- Fit -------------------------------------------------------------------
+  started = time.time()
+  if start_epoch < config.epochs:
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+              initial_epoch=start_epoch, validation_data=test_ds,
+              callbacks=callbacks, verbose=2)
+  train_seconds = time.time() - started
+
+  # --- Final evaluation ------------------------------------------------------
+  result = evaluation.robust_accuracy(
+      classifier, test_ds, config.epsilon, eval_step, config.eval_num_steps,
+      seed=config.seed)
+
+  # --- Export and metrics ----------------------------------------------------
+  io_utils.atomic_file(os.path.join(config.model_dir, "classifier.keras"),
+                       classifier.save)
+  if config.export:
+    export_classifier(classifier, os.path.join(config.model_dir, "export"))
+  metrics = {
+      "natural_accuracy": float(result["natural_accuracy"]),
+      f"pgd{config.eval_num_steps}_accuracy": float(result["pgd_accuracy"]),
+      "num_test_examples": result["num_examples"],
+      "epsilon": config.epsilon, "eval_step_size": eval_step,
+      "method": config.method, "dataset": config.dataset,
+      "epochs": config.epochs, "resumed_at_epoch": start_epoch,
+      "train_seconds_this_session": round(train_seconds, 1),
+  }
+  io_utils.atomic_write_json(os.path.join(config.model_dir, "metrics.json"),
+                             metrics)
+  return metrics

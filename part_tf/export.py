@@ -1,0 +1,49 @@
+"""Export the robust classifier (not the training wrapper) for serving.
+
+The SavedModel has two signatures, each returning `logits`, `probabilities`
+and `classes`:
+
+* `serving_default`: `images`, float32 [None, H, W, C] with values in [0, 1];
+* `serving_uint8`: `images`, uint8 [None, H, W, C] with values in 0..255.
+
+Load it with `tf.saved_model.load(path).signatures["serving_default"]`, or
+inspect it with `saved_model_cli show --dir PATH --all`.
+"""
+
+import keras
+import tensorflow as tf
+
+from part_tf import io_utils
+
+
+def export_classifier(classifier: keras.Model, export_dir: str) -> str:
+  """Writes `classifier` as a SavedModel to `export_dir`, atomically.
+
+  Args:
+    classifier: functional model, images in [0, 1] -> logits.
+    export_dir: target folder; an existing export there is replaced only once
+      the new one is completely written.
+
+  Returns:
+    `export_dir`.
+  """
+  shape = [None, *classifier.input_shape[1:]]
+
+  def outputs(images):
+    logits = tf.cast(classifier(images, training=False), tf.float32)
+    return {"logits": logits,
+            "probabilities": tf.nn.softmax(logits),
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+  archive = keras.export.ExportArchive()
+  archive.track(classifier)
+  archive.add_endpoint(
+      "serving_default", outputs,
+      input_signature=[tf.TensorSpec(shape, tf.float32, name="images")])
+  archive.add_endpoint(
+      "serving_uint8",
+      lambda images: outputs(tf.cast(images, tf.float32) / 255.0),
+      input_signature=[tf.TensorSpec(shape, tf.uint8, name="images")])
+  with io_utils.atomic_directory(export_dir) as tmp:
+    archive.write_out(tmp, verbose=False)
+  return export_dir

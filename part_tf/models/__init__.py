@@ -1,0 +1,7 @@
+"""Classifiers (images in [0, 1] -> logits) with a named CAM layer."""
+
+from part_tf.models.classifiers import build_model
+from part_tf.models.classifiers import CAM_LAYER
+from part_tf.models.classifiers import MODEL_NAMES
+from part_tf.models.classifiers import resnet18
+from part_tf.models.classifiers import small_cnn

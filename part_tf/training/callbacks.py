@@ -1,0 +1,29 @@
+"""Keras callbacks of a PART run: the burn-in switch."""
+
+import keras
+from absl import logging
+
+
+class BurnInSwitch(keras.callbacks.Callback):
+  """Turns the CAM budgets on at epoch `burn_in_epochs` (0-based).
+
+  Sets `model.part_active` at the start of every epoch from the epoch index
+  alone, so the state is right after a resume too (and it is also saved with
+  the weights). Flipping a variable does not retrace the compiled step.
+
+  Args:
+    burn_in_epochs: number of epochs trained with the uniform budget.
+  """
+
+  def __init__(self, burn_in_epochs: int):
+    super().__init__()
+    if burn_in_epochs < 0:
+      raise ValueError(f"burn_in_epochs must be >= 0, got {burn_in_epochs}")
+    self.burn_in_epochs = burn_in_epochs
+
+  def on_epoch_begin(self, epoch, logs=None):
+    active = int(epoch >= self.burn_in_epochs)
+    if int(self.model.part_active.numpy()) != active:
+      logging.info("epoch %d: pixel-reweighted budgets %s", epoch + 1,
+                   "on" if active else "off")
+    self.model.part_active.assign(active)

@@ -1,0 +1,183 @@
+"""`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT.
+
+One training step, top to bottom (all inside the compiled step):
+
+  x -> CAM of the predicted class -> eps_map -> weighted-budget PGD -> x_adv
+    -> base-method loss on x_adv -> SGD update
+
+During burn-in (and always for the base methods) the budget is uniform. The
+switch is the non-trainable variable `part_active`, flipped by the
+`BurnInSwitch` callback without retracing and saved with the weights.
+"""
+
+import keras
+import tensorflow as tf
+
+from part_tf import attacks
+from part_tf.cam import ClassActivationMaps
+from part_tf.cam import eps_map_from_cam
+from part_tf.cam import MASK_RULES
+from part_tf.models import CAM_LAYER
+from part_tf.training.methods import BASE_METHODS
+from part_tf.training.methods import METHODS
+
+
+@keras.saving.register_keras_serializable(package="part_tf")
+class PARTModel(keras.Model):
+  """Wraps a functional classifier and trains it with (PART-)adversarial training.
+
+  The wrapper's forward pass is the classifier's, so `predict`/`evaluate`
+  behave as usual (natural accuracy); `train_step` crafts AEs and trains on them.
+
+  Args:
+    classifier: functional `keras.Model`, images in [0, 1] -> logits, with a
+      layer named `cam_layer`.
+    method: one of `part_tf.training.METHOD_NAMES` ("at", "part").
+    epsilon: full L-inf budget.
+    epsilon_low: budget of the unimportant pixels (PART only).
+    step_size: PGD step size.
+    num_steps: PGD steps when crafting training AEs.
+    cam: CAM method (see `part_tf.cam.CAM_METHODS`).
+    mask_rule: one of `part_tf.cam.MASK_RULES`.
+    cam_layer: name of the layer to take the CAMs at.
+    weight_decay: L2 penalty added to the gradients before the optimiser
+      (PyTorch `SGD(weight_decay=...)` semantics, as in the reference code;
+      Keras' own `weight_decay` is decoupled and behaves differently).
+    seed: base of the stateless seeds of the random starts (combined with the
+      optimiser's step counter, so a resumed run continues the same sequence).
+    **kwargs: passed to `keras.Model` (e.g. `name`).
+
+  Example:
+    >>> classifier = part_tf.models.small_cnn((28, 28, 1), 10)
+    >>> model = PARTModel(classifier, method="part", epsilon=0.1,
+    ...                   epsilon_low=0.07, step_size=0.025, num_steps=10)
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> model.fit(train_ds, epochs=8, callbacks=[BurnInSwitch(3)])
+  """
+
+  def __init__(self, classifier, method="part", epsilon=8 / 255,
+               epsilon_low=7 / 255, step_size=2 / 255, num_steps=10,
+               cam="gradcam_plus_plus", mask_rule="zscore",
+               cam_layer=CAM_LAYER, weight_decay=0.0, seed=0, **kwargs):
+    if method not in METHODS:
+      raise ValueError(f"unknown method {method!r}; choose one of "
+                       f"{tuple(METHODS)}")
+    if mask_rule not in MASK_RULES:
+      raise ValueError(f"unknown mask rule {mask_rule!r}; choose one of "
+                       f"{MASK_RULES}")
+    if not 0 <= epsilon_low <= epsilon:
+      raise ValueError(f"need 0 <= epsilon_low <= epsilon, got epsilon_low="
+                       f"{epsilon_low}, epsilon={epsilon}")
+    if step_size <= 0 or num_steps < 0:
+      raise ValueError(f"need step_size > 0 and num_steps >= 0, got "
+                       f"{step_size}, {num_steps}")
+    inputs = keras.Input(shape=classifier.input_shape[1:], name="images")
+    super().__init__(inputs=inputs, outputs=classifier(inputs), **kwargs)
+    self.classifier = classifier
+    self.method = method
+    self.epsilon = float(epsilon)
+    self.epsilon_low = float(epsilon_low)
+    self.step_size = float(step_size)
+    self.num_steps = int(num_steps)
+    self.cam = cam
+    self.mask_rule = mask_rule
+    self.cam_layer = cam_layer
+    self.weight_decay = float(weight_decay)
+    self.seed = int(seed)
+    self._base = BASE_METHODS[METHODS[method].base]
+    self._reweighted = METHODS[method].reweighted
+    self._cams = (ClassActivationMaps(classifier, cam, cam_layer)
+                  if self._reweighted else None)
+    self.part_active = self.add_weight(
+        name="part_active", shape=(), dtype="int32", initializer="zeros",
+        trainable=False)
+    self._trackers = {
+        name: keras.metrics.Mean(name=name)
+        for name in ("loss", "eps_mean", "full_eps_fraction")}
+    self._trackers["adv_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
+        name="adv_accuracy")
+    self._trackers["accuracy"] = keras.metrics.SparseCategoricalAccuracy(
+        name="accuracy")
+
+  # --- the data flow, one named piece each ---------------------------------
+
+  def budget(self, x):
+    """x -> eps_map: uniform, or from the CAMs once `part_active` is set."""
+    uniform = tf.fill(tf.shape(x), tf.constant(self.epsilon, x.dtype))
+    if not self._reweighted:
+      return uniform
+    return tf.cond(
+        self.part_active > 0,
+        lambda: eps_map_from_cam(self._cams(x), x.shape[1:], self.epsilon,
+                                 self.epsilon_low, self.mask_rule),
+        lambda: uniform)
+
+  def craft(self, x, y, eps_map, seed):
+    """(x, eps_map) -> x_adv: the base method's attack with this budget."""
+    return attacks.pgd(
+        lambda z: self.classifier(z, training=False), x, y, eps_map,
+        step_size=self.step_size, num_steps=self.num_steps,
+        loss_fn=self._base.attack_loss, init_fn=self._base.attack_init,
+        seed=seed)
+
+  def step_seed(self):
+    return tf.stack([tf.constant(self.seed, tf.int64),
+                     tf.cast(self.optimizer.iterations, tf.int64)])
+
+  # --- Keras hooks -----------------------------------------------------------
+
+  def train_step(self, data):
+    x, y = data[0], data[1]
+    x = tf.convert_to_tensor(x, tf.float32)
+    eps_map = self.budget(x)
+    x_adv = self.craft(x, y, eps_map, self.step_seed())
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    with tf.GradientTape() as tape:
+      loss, logits_adv = self._base.train_loss(
+          lambda z: self.classifier(z, training=True), x, x_adv, y)
+      scaled = self.optimizer.scale_loss(loss / replicas)
+    variables = self.classifier.trainable_variables
+    grads = tape.gradient(scaled, variables)
+    if self.weight_decay:
+      grads = [g + self.weight_decay * tf.cast(v, g.dtype)
+               for g, v in zip(grads, variables)]
+    self.optimizer.apply(grads, variables)
+    self._trackers["loss"].update_state(loss)
+    self._trackers["adv_accuracy"].update_state(y, logits_adv)
+    self._trackers["eps_mean"].update_state(tf.reduce_mean(eps_map))
+    self._trackers["full_eps_fraction"].update_state(tf.reduce_mean(
+        tf.cast(eps_map >= self.epsilon, tf.float32)))
+    return {name: self._trackers[name].result()
+            for name in ("loss", "adv_accuracy", "eps_mean",
+                         "full_eps_fraction")}
+
+  def test_step(self, data):
+    x, y = data[0], data[1]
+    logits = self.classifier(x, training=False)
+    self._trackers["loss"].update_state(
+        tf.reduce_mean(attacks.cross_entropy(logits, y)))
+    self._trackers["accuracy"].update_state(y, logits)
+    return {name: self._trackers[name].result()
+            for name in ("loss", "accuracy")}
+
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def get_config(self):
+    return {
+        "classifier": keras.saving.serialize_keras_object(self.classifier),
+        "method": self.method, "epsilon": self.epsilon,
+        "epsilon_low": self.epsilon_low, "step_size": self.step_size,
+        "num_steps": self.num_steps, "cam": self.cam,
+        "mask_rule": self.mask_rule, "cam_layer": self.cam_layer,
+        "weight_decay": self.weight_decay, "seed": self.seed,
+        "name": self.name,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["classifier"] = keras.saving.deserialize_keras_object(
+        config["classifier"])
+    return cls(**config)

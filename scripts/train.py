@@ -1,0 +1,42 @@
+"""Trains a classifier with PART (or AT) and exports it.
+
+Quick run on the offline MNIST sample (no network):
+  python scripts/train.py --flagfile=configs/mnist_offline.cfg \
+      --model_dir=runs/mnist_part
+Paper setup on CIFAR-10 (GPU):
+  python scripts/train.py --flagfile=configs/cifar10_resnet18.cfg \
+      --model_dir=runs/cifar10_part
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import train_flags  # pylint: disable=g-import-not-at-top
+
+train_flags.define_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imported here so that flag errors come back before TensorFlow loads.
+  from part_tf import experiment  # pylint: disable=g-import-not-at-top
+  values = {f.name: FLAGS[f.name].value
+            for f in dataclasses.fields(experiment.TrainConfig)}
+  values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
+  config = experiment.TrainConfig(**values)
+  try:
+    metrics = experiment.train(config)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  print(" ".join(f"{k}={v}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+  app.run(main)
