@@ -181,7 +181,7 @@ def train(config: TrainConfig) -> dict:
   if start_epoch < config.epochs:
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
               initial_epoch=start_epoch, validation_data=test_ds,
-              callbacks=callbacks, verbose=2)
+              callbacks=callbacks, shuffle=False, verbose=2)
   train_seconds = time.time() - started
 
   # --- Final evaluation ------------------------------------------------------

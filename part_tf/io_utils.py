@@ -27,6 +27,7 @@ def atomic_write_text(path: str, text: str) -> None:
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
                              suffix=os.path.basename(path))
   try:
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()

@@ -1,0 +1,149 @@
+"""Speed of PART against AT, and of batched CAM budgets against per-image CAMs.
+
+  python scripts/benchmark.py                      # small_cnn, 28x28x1, batch 128
+  python scripts/benchmark.py --model=resnet18 --image_size=32 --channels=3
+
+Prints medians over --repeats timed calls (after warm-up) and their ratios:
+  1. one compiled train step (PGD-`num_steps` + update) of AT and of PART
+     (CAM budgets on): target PART / AT <= 1.10;
+  2. eps_map throughput: the batched in-graph path (GradCAM++ for the whole
+     batch + resize + mask rule, in one tf.function) against calling
+     tf-keras-vis once per image, eagerly, with `expand_cam=True` as its docs
+     show: target >= 20x.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+flags.DEFINE_enum("model", "small_cnn", ("small_cnn", "resnet18"), "Model.")
+flags.DEFINE_integer("image_size", 28, "Image height and width.")
+flags.DEFINE_integer("channels", 1, "Image channels.")
+flags.DEFINE_integer("num_classes", 10, "Classes.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("num_steps", 10, "PGD steps of the train step.")
+flags.DEFINE_integer("repeats", 15, "Timed calls per measurement.")
+flags.DEFINE_integer("instances", 4, "Independently built models per method.")
+flags.DEFINE_integer("per_image_count", 32,
+                     "Images timed on the per-image path (it is slow).")
+flags.DEFINE_bool("jit_compile", False, "XLA (use on GPU).")
+FLAGS = flags.FLAGS
+
+
+def median_seconds(fn, repeats, warmup=3):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def median_seconds_interleaved(fns, repeats, warmup=3):
+  """Median seconds of each of several functions, called in turn."""
+  for _ in range(warmup):
+    for fn in fns.values():
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv):
+  del argv
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus  # pylint: disable=g-import-not-at-top
+  from tf_keras_vis.utils.scores import CategoricalScore  # pylint: disable=g-import-not-at-top
+
+  from part_tf.cam import ClassActivationMaps  # pylint: disable=g-import-not-at-top
+  from part_tf.cam import eps_map_from_cam  # pylint: disable=g-import-not-at-top
+  from part_tf.models import build_model  # pylint: disable=g-import-not-at-top
+  from part_tf.models import CAM_LAYER  # pylint: disable=g-import-not-at-top
+  from part_tf.training import PARTModel  # pylint: disable=g-import-not-at-top
+
+  shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(FLAGS.batch_size, *shape)).astype(np.float32)
+  y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32)
+  print(f"model={FLAGS.model} input={shape} batch={FLAGS.batch_size} "
+        f"pgd_steps={FLAGS.num_steps} jit_compile={FLAGS.jit_compile} "
+        f"devices={[d.device_type for d in tf.config.list_logical_devices()]}")
+
+  # --- 1. Train step: AT vs PART -------------------------------------------
+  # On CPU with oneDNN, the speed of a compiled step is bimodal (~1.6x apart)
+  # per traced function, fixed for the life of that function, whatever its
+  # content (seen on this project's 2-core machines). So each method gets
+  # several independently built models, all timed in turn (drift hits all
+  # alike), and the ratio is taken both on each method's fastest model and
+  # on the median over its models.
+  steps = {}
+  for method in ("at", "part"):
+    for instance in range(FLAGS.instances):
+      keras.utils.set_random_seed(instance)
+      classifier = build_model(FLAGS.model, shape, FLAGS.num_classes)
+      model = PARTModel(classifier, method=method, epsilon=8 / 255,
+                        epsilon_low=4 / 255, step_size=2 / 255,
+                        num_steps=FLAGS.num_steps)
+      model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                    jit_compile=FLAGS.jit_compile)
+      model.part_active.assign(1)
+      steps[(method, instance)] = lambda m=model: m.train_on_batch(x, y)
+  timed = median_seconds_interleaved(steps, FLAGS.repeats)
+  per_method = {
+      method: sorted(t for (m, _), t in timed.items() if m == method)
+      for method in ("at", "part")}
+  for method, times in per_method.items():
+    print(f"train step  {method.upper():4s} medians per model (ms): "
+          + ", ".join(f"{t * 1e3:.1f}" for t in times))
+  best = per_method["part"][0] / per_method["at"][0]
+  typical = (statistics.median(per_method["part"]) /
+             statistics.median(per_method["at"]))
+  print(f"PART / AT step time ratio: {best:.3f} fastest models, "
+        f"{typical:.3f} median models (target <= 1.10)")
+
+  # --- 2. eps_map throughput: batched in-graph vs per image ----------------
+  cams = ClassActivationMaps(classifier)
+  batched = tf.function(
+      lambda images: eps_map_from_cam(cams(images), shape, 8 / 255, 4 / 255),
+      jit_compile=FLAGS.jit_compile)
+  xt = tf.constant(x)
+  batched_s = median_seconds(lambda: batched(xt).numpy(), FLAGS.repeats)
+  batched_ips = FLAGS.batch_size / batched_s
+
+  visualizer = GradcamPlusPlus(classifier)
+  count = FLAGS.per_image_count
+
+  def per_image():
+    for image in x[:count]:
+      predicted = int(np.argmax(classifier(image[None]).numpy()))
+      visualizer(CategoricalScore(predicted), image,
+                 penultimate_layer=CAM_LAYER,
+                 seek_penultimate_conv_layer=False)
+
+  per_image_s = median_seconds(per_image, max(3, FLAGS.repeats // 5),
+                               warmup=1)
+  per_image_ips = count / per_image_s
+  print(f"eps_map batched in-graph: {batched_ips:10.1f} images/s "
+        f"(median {batched_s * 1e3:.1f} ms per batch of {FLAGS.batch_size})")
+  print(f"CAM per image (eager tf-keras-vis): {per_image_ips:10.1f} images/s "
+        f"(median {per_image_s * 1e3:.1f} ms per {count} images)")
+  print(f"batched / per-image throughput ratio: "
+        f"{batched_ips / per_image_ips:.1f}x (target >= 20x)")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,152 @@
+"""End to end on the offline MNIST sample: training works, a run is exactly
+reproducible and resumable, and the exported SavedModel serves the same model.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from part_tf import data
+from part_tf import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+QUICK = dict(dataset="mnist_offline", max_train_examples=2048,
+             max_test_examples=256, model="small_cnn", method="part",
+             epsilon=0.1, epsilon_low=0.07, step_size=0.025, num_steps=3,
+             epochs=3, burn_in_epochs=1, batch_size=128, optimizer="adam",
+             learning_rate=1e-3, weight_decay=0.0, lr_schedule="constant",
+             eval_num_steps=5, eval_subset=128, seed=3)
+
+
+def _epochs_logged(model_dir):
+  with open(os.path.join(model_dir, "log.csv")) as f:
+    return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+class EndToEndTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    cls.full_dir = os.path.join(cls.root, "full")
+    cls.full = experiment.train(
+        experiment.TrainConfig(model_dir=cls.full_dir, **QUICK))
+
+  def test_training_lifts_accuracy_well_above_chance(self):
+    self.assertGreater(self.full["natural_accuracy"], 0.7)
+    self.assertGreater(self.full["pgd5_accuracy"], 0.3)
+    self.assertLess(self.full["pgd5_accuracy"], self.full["natural_accuracy"])
+    self.assertEqual(self.full["num_test_examples"], 256)
+
+  def test_log_shows_burn_in_then_reweighted_budgets(self):
+    with open(os.path.join(self.full_dir, "log.csv")) as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual([int(r["epoch"]) for r in rows], [0, 1, 2])
+    self.assertAllClose(float(rows[0]["full_eps_fraction"]), 1.0)
+    for row in rows[1:]:
+      self.assertBetween(float(row["full_eps_fraction"]), 0.01, 0.5)
+      self.assertBetween(float(row["eps_mean"]), 0.07, 0.1)
+    self.assertTrue(np.isnan(float(rows[0]["val_pgd_accuracy"])))
+    self.assertBetween(float(rows[2]["val_pgd_accuracy"]), 0.0, 1.0)
+
+  def test_killed_run_resumes_to_exactly_the_same_model(self):
+    # Stop after 2 of 3 epochs (as a kill after epoch 2 would), then run the
+    # same command again: same metrics and weights as the uninterrupted run.
+    model_dir = os.path.join(self.root, "resumed")
+    first = experiment.train(experiment.TrainConfig(
+        model_dir=model_dir, **{**QUICK, "epochs": 2}))
+    self.assertEqual(first["resumed_at_epoch"], 0)
+    resumed = experiment.train(
+        experiment.TrainConfig(model_dir=model_dir, **QUICK))
+    self.assertEqual(resumed["resumed_at_epoch"], 2)
+    self.assertEqual(_epochs_logged(model_dir), [0, 1, 2])
+    for key in ("natural_accuracy", "pgd5_accuracy"):
+      self.assertEqual(resumed[key], self.full[key])
+    a = keras.saving.load_model(os.path.join(self.full_dir, "classifier.keras"))
+    b = keras.saving.load_model(os.path.join(model_dir, "classifier.keras"))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+      self.assertAllEqual(wa, wb)
+
+  def test_resume_with_other_settings_is_refused(self):
+    config = experiment.TrainConfig(model_dir=self.full_dir,
+                                    **{**QUICK, "epsilon_low": 0.05})
+    with self.assertRaisesRegex(ValueError, "epsilon_low: 0.07 -> 0.05"):
+      experiment.train(config)
+
+  def test_export_serves_the_trained_classifier(self):
+    classifier = keras.saving.load_model(
+        os.path.join(self.full_dir, "classifier.keras"))
+    serving = tf.saved_model.load(os.path.join(self.full_dir, "export"))
+    _, test, _ = data.load("mnist_offline", max_test=64)
+    x = test.images.astype(np.float32) / 255.0
+    out = serving.signatures["serving_default"](images=tf.constant(x))
+    self.assertAllClose(out["logits"], classifier(x), atol=1e-4, rtol=1e-5)
+    out8 = serving.signatures["serving_uint8"](images=tf.constant(test.images))
+    self.assertAllEqual(out8["classes"], out["classes"])
+    accuracy = np.mean(out["classes"].numpy() == test.labels)
+    self.assertGreater(accuracy, 0.7)
+
+  def test_metrics_json_and_config(self):
+    with open(os.path.join(self.full_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertEqual(metrics, json.loads(json.dumps(self.full)))
+    with open(os.path.join(self.full_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual(config["epsilon_low"], 0.07)
+    self.assertFalse([n for n in os.listdir(self.full_dir)
+                      if n.startswith(".tmp-")])
+
+
+class KillAndResumeTest(tf.test.TestCase):
+
+  def test_sigkill_mid_run_then_same_command_finishes_the_run(self):
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    command = [
+        sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+        f"--model_dir={model_dir}", "--max_train_examples=1024",
+        "--max_test_examples=128", "--epochs=4", "--burn_in_epochs=1",
+        "--epsilon=0.1", "--epsilon_low=0.07", "--step_size=0.025",
+        "--num_steps=2", "--optimizer=adam", "--learning_rate=1e-3",
+        "--eval_num_steps=2", "--eval_subset=64", "--noexport"]
+    state = os.path.join(model_dir, "backup", "state.json")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    epoch = 0
+    while time.time() < deadline and process.poll() is None:
+      if os.path.exists(state):
+        with open(state) as f:
+          epoch = json.load(f)["epoch"]
+        if epoch >= 1:
+          break
+      time.sleep(0.05)
+    self.assertIsNone(process.poll(), "the run ended before it was killed")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    self.assertBetween(epoch, 1, 3)
+    self.assertFalse(os.path.exists(os.path.join(model_dir, "metrics.json")))
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertGreaterEqual(metrics["resumed_at_epoch"], epoch)
+    self.assertEqual(sorted(set(_epochs_logged(model_dir))), [0, 1, 2, 3])
+    with open(os.path.join(model_dir, "config.json")) as f:
+      self.assertEqual(json.load(f)["epochs"], 4)
+
+
+if __name__ == "__main__":
+  tf.test.main()
