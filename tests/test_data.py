@@ -267,7 +267,13 @@ class TrainDatasetTest(tf.test.TestCase):
       ids = np.concatenate([y for _, y in batches[epoch * 6:epoch * 6 + 6]])
       self.assertLen(set(ids.tolist()), 96)
 
-  @parameterized.expand([("cifar10",), ("svhn_cropped",), ("mnist_offline",)])
+  def test_svhn_is_not_augmented(self):
+    spec = data.DATASETS["svhn_cropped"]
+    examples = _id_data(64, spec.image_shape)
+    (x, y), = _batches(data.train_dataset(examples, spec, 64, 11, 0, 1))
+    self.assertAllEqual(_to_uint8(x), examples.images[y])
+
+  @parameterized.expand([("cifar10",), ("fashion_mnist",), ("mnist_offline",)])
   def test_augmentation_is_a_shift_and_maybe_a_flip(self, name):
     spec = data.DATASETS[name]
     pad = spec.crop_padding

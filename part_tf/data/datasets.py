@@ -78,9 +78,10 @@ DATASETS: dict[str, DatasetSpec] = {
         _spec("cifar100", "cifar100", (32, 32, 3), 100,
               (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
               crop_padding=4, flip=True),
+        # The PART reference code trains SVHN without augmentation.
         _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10,
               (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-              crop_padding=4, flip=False),
+              crop_padding=0, flip=False),
         # No TFDS builder yet: load() works once one named tiny_imagenet is
         # registered.
         _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200,
