@@ -1,6 +1,8 @@
 """SavedModel export: round trip, both signatures, atomic replacement."""
 
 import os
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -34,6 +36,19 @@ class ExportTest(tf.test.TestCase):
     self.assertAllClose(out8["logits"], logits, atol=1e-4, rtol=1e-5)
     spec = loaded.signatures["serving_default"].structured_input_signature[1]
     self.assertEqual(spec["images"].shape.as_list(), [None, 32, 32, 3])
+
+  def test_saved_model_cli_shows_the_signature(self):
+    path = export.export_classifier(small_cnn((8, 8, 1), 3),
+                                    os.path.join(tempfile.mkdtemp(), "e"))
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run(
+        [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
+         "serving_default"], capture_output=True, text=True, timeout=120)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    for name in ("inputs['images']", "outputs['logits']",
+                 "outputs['probabilities']", "outputs['classes']",
+                 "(-1, 8, 8, 1)"):
+      self.assertIn(name, result.stdout)
 
   def test_failed_export_keeps_the_previous_one(self):
     model = small_cnn((8, 8, 1), 3)

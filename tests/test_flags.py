@@ -83,6 +83,15 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotEqual(result.returncode, 0)
     self.assertIn("model_dir", result.stderr)
 
+  @parameterized.parameters(
+      *sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+              if f.endswith(".cfg")))
+  def test_shipped_flagfiles_are_valid(self, name):
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    result = run_train(f"--flagfile=configs/{name}", f"--model_dir={model_dir}",
+                       "--only_check_args")
+    self.assertEqual(result.returncode, 0, result.stderr)
+
   def test_helpfull_lists_the_choices(self):
     result = run_train("--helpfull")  # absl exits 1 after printing help
     self.assertNotIn("Traceback", result.stderr)

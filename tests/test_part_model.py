@@ -72,6 +72,22 @@ class PARTModelTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(log_at["loss"], log_part["loss"])
     self.assertEqual(log_part["full_eps_fraction"], 1.0)
 
+  def test_weight_decay_adds_wd_times_w_to_the_gradient(self):
+    x, y = _data(32)
+    a, b = _pair_of_classifiers()
+    old = [w.copy() for w in a.get_weights()]
+    lr, wd = 0.1, 0.05
+    for classifier, decay in ((a, 0.0), (b, wd)):
+      model = PARTModel(classifier, method="at", epsilon=0.1, step_size=0.03,
+                        num_steps=1, weight_decay=decay, seed=2)
+      model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=False)
+      model.train_on_batch(x, y)
+    trainable = {id(v) for v in a.trainable_variables}
+    for var, wa, wb, w0 in zip(a.weights, a.get_weights(), b.get_weights(),
+                               old):
+      expected = -lr * wd * w0 if id(var) in trainable else 0.0 * w0
+      self.assertAllClose(wb - wa, expected, atol=1e-6)
+
   def test_part_budget_differs_from_at_after_burn_in(self):
     x, y = _data()
     a, b = _pair_of_classifiers()

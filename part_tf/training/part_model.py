@@ -141,16 +141,22 @@ class PARTModel(keras.Model):
     x = tf.convert_to_tensor(x, tf.float32)
     eps_map = self.budget(x)
     x_adv = self.craft(x, y, eps_map, self.step_seed())
+    variables = self.classifier.trainable_variables
+    # Gradients are summed over replicas, so each replica's loss is divided by
+    # their number (what Keras' own compute_loss does under a strategy).
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       loss, logits_adv = self._base.train_loss(
           lambda z: self.classifier(z, training=True), x, x_adv, y)
-      scaled = self.optimizer.scale_loss(loss / replicas)
-    variables = self.classifier.trainable_variables
+      total = loss
+      if self.weight_decay:
+        # 0.5 * wd * |w|^2 adds exactly wd * w to every gradient (PyTorch's
+        # coupled SGD weight decay), and is loss-scaled like the rest.
+        total += 0.5 * self.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+             for v in variables])
+      scaled = self.optimizer.scale_loss(total / replicas)
     grads = tape.gradient(scaled, variables)
-    if self.weight_decay:
-      grads = [g + self.weight_decay * tf.cast(v, g.dtype)
-               for g, v in zip(grads, variables)]
     self.optimizer.apply(grads, variables)
     self._trackers["loss"].update_state(loss)
     self._trackers["adv_accuracy"].update_state(y, logits_adv)
