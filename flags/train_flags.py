@@ -10,7 +10,8 @@ from absl import flags
 
 from flags.budgets import DEFINE_budget
 
-# Imported from the light modules that hold the names (no TensorFlow import).
+# Copies of the library's names, so that parsing flags does not import
+# TensorFlow; tests/test_flags.py checks that they stay equal.
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
                  "mnist_offline", "svhn_cropped", "tiny_imagenet")
 MODEL_NAMES = ("resnet18", "small_cnn")

@@ -7,48 +7,63 @@ import tensorflow as tf
 from part_tf import attacks
 
 
-def robust_accuracy(classifier, dataset, epsilon: float, step_size: float,
-                    num_steps: int = 20, seed: int = 0,
-                    random_start: bool = True) -> dict:
-  """Natural and PGD-`num_steps` accuracy (uniform L-inf budget `epsilon`).
+class PGDEvaluator:
+  """Natural and PGD-`num_steps` accuracy under a uniform L-inf budget.
+
+  The per-batch step is traced once per evaluator and reused, so evaluating
+  every few epochs does not retrace.
 
   Args:
     classifier: images in [0, 1] -> logits.
-    dataset: yields (images float32 in [0, 1], integer labels).
     epsilon: L-inf budget of the attack.
     step_size: PGD step size (commonly epsilon / 4).
     num_steps: PGD steps (20 for the standard PGD-20 evaluation).
-    seed: stateless seed of the random starts (batch index is folded in).
+    seed: stateless seed of the random starts (the batch index is folded in).
     random_start: start inside the budget at random (Madry et al.).
-
-  Returns:
-    {"natural_accuracy", "pgd_accuracy", "num_examples"}.
+    jit_compile: compile the step with XLA (use on GPU).
   """
-  init = attacks.uniform_init if random_start else attacks.no_init
 
-  @tf.function
-  def correct(x, y, batch_index):
-    model_fn = lambda z: classifier(z, training=False)
-    y = tf.cast(y, tf.int64)
-    x_adv = attacks.pgd(model_fn, x, y, epsilon, step_size, num_steps,
-                        init_fn=init,
-                        seed=tf.stack([tf.constant(seed, tf.int64),
-                                       batch_index]))
-    natural = tf.argmax(model_fn(x), axis=-1) == y
-    robust = tf.argmax(model_fn(x_adv), axis=-1) == y
-    return (tf.reduce_sum(tf.cast(natural, tf.int64)),
-            tf.reduce_sum(tf.cast(robust, tf.int64)),
-            tf.size(y, out_type=tf.int64))
+  def __init__(self, classifier, epsilon: float, step_size: float,
+               num_steps: int = 20, seed: int = 0, random_start: bool = True,
+               jit_compile: bool = False):
+    init = attacks.uniform_init if random_start else attacks.no_init
 
-  totals = np.zeros(3, np.int64)
-  for i, (x, y) in enumerate(dataset):
-    totals += np.array([int(t) for t in correct(
-        tf.cast(x, tf.float32), y, tf.constant(i, tf.int64))])
-  natural, robust, count = totals
-  if count == 0:
-    raise ValueError("robust_accuracy got an empty dataset")
-  return {"natural_accuracy": natural / count, "pgd_accuracy": robust / count,
-          "num_examples": int(count)}
+    def correct(x, y, batch_index):
+      model_fn = lambda z: classifier(z, training=False)
+      y = tf.cast(y, tf.int64)
+      x_adv = attacks.pgd(model_fn, x, y, epsilon, step_size, num_steps,
+                          init_fn=init,
+                          seed=tf.stack([tf.constant(seed, tf.int64),
+                                         batch_index]))
+      natural = tf.argmax(model_fn(x), axis=-1) == y
+      robust = tf.argmax(model_fn(x_adv), axis=-1) == y
+      return tf.stack([tf.reduce_sum(tf.cast(natural, tf.int64)),
+                       tf.reduce_sum(tf.cast(robust, tf.int64)),
+                       tf.size(y, out_type=tf.int64)])
+
+    self._correct = tf.function(correct, jit_compile=jit_compile,
+                                reduce_retracing=True)
+
+  def __call__(self, dataset) -> dict:
+    """Returns {"natural_accuracy", "pgd_accuracy", "num_examples"}."""
+    totals = np.zeros(3, np.int64)
+    for i, (x, y) in enumerate(dataset):
+      totals += self._correct(tf.cast(x, tf.float32), y,
+                              tf.constant(i, tf.int64)).numpy()
+    natural, robust, count = totals
+    if count == 0:
+      raise ValueError("robust accuracy asked of an empty dataset")
+    return {"natural_accuracy": natural / count,
+            "pgd_accuracy": robust / count, "num_examples": int(count)}
+
+
+def robust_accuracy(classifier, dataset, epsilon: float, step_size: float,
+                    num_steps: int = 20, seed: int = 0,
+                    random_start: bool = True,
+                    jit_compile: bool = False) -> dict:
+  """One-off `PGDEvaluator(...)(dataset)`; see `PGDEvaluator` for the args."""
+  return PGDEvaluator(classifier, epsilon, step_size, num_steps, seed,
+                      random_start, jit_compile)(dataset)
 
 
 class RobustEvaluation(keras.callbacks.Callback):
@@ -60,16 +75,18 @@ class RobustEvaluation(keras.callbacks.Callback):
   Args:
     dataset: fixed evaluation batches (images in [0, 1], labels).
     every_n_epochs: evaluate after every N-th epoch and after the last one.
-    epsilon, step_size, num_steps, seed: the attack (see `robust_accuracy`).
+    epsilon, step_size, num_steps, seed, jit_compile: the attack (see
+      `PGDEvaluator`).
   """
 
   def __init__(self, dataset, every_n_epochs, epsilon, step_size,
-               num_steps=20, seed=0):
+               num_steps=20, seed=0, jit_compile=False):
     super().__init__()
     self.dataset = dataset
     self.every_n_epochs = every_n_epochs
     self.attack = dict(epsilon=epsilon, step_size=step_size,
-                       num_steps=num_steps, seed=seed)
+                       num_steps=num_steps, seed=seed, jit_compile=jit_compile)
+    self._evaluator = None
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is None:
@@ -78,6 +95,7 @@ class RobustEvaluation(keras.callbacks.Callback):
     due = self.every_n_epochs > 0 and (epoch + 1) % self.every_n_epochs == 0
     value = float("nan")
     if due or last:
-      value = float(robust_accuracy(self.model.classifier, self.dataset,
-                                    **self.attack)["pgd_accuracy"])
+      if self._evaluator is None:
+        self._evaluator = PGDEvaluator(self.model.classifier, **self.attack)
+      value = float(self._evaluator(self.dataset)["pgd_accuracy"])
     logs["val_pgd_accuracy"] = value

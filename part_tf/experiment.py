@@ -9,7 +9,7 @@ Everything a run writes goes under `model_dir`:
   log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
   tensorboard/       the same as TensorBoard events
   classifier.keras   the trained classifier
-  export/            SavedModel for serving (see `part_tf.export`)
+  export/<epochs>/   SavedModel for serving (see `part_tf.export`)
   metrics.json       final natural and PGD-20 accuracy on the test split
 """
 
@@ -30,6 +30,7 @@ from part_tf.models import build_model
 from part_tf.training import BurnInSwitch
 from part_tf.training import PARTModel
 from part_tf.training.checkpointing import AtomicBackupAndRestore
+from part_tf.training.checkpointing import restore
 from part_tf.training.checkpointing import restored_epoch
 
 
@@ -83,11 +84,32 @@ def _check_same_run(path, config):
     return
   with open(path) as f:
     old = json.load(f)
+  resumable = set(TrainConfig.RESUMABLE_CHANGES)
+  if new["lr_schedule"] == "cosine":
+    resumable.discard("epochs")  # the cosine curve spans all epochs
   changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
-             if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != new[k]]
+             if k not in resumable and old.get(k) != new[k]]
   if changed:
     raise ValueError(f"{config.model_dir} holds a run with other settings "
                      f"({'; '.join(changed)}); use a new --model_dir")
+
+
+def _drop_log_rows_from(path, epoch):
+  """Keeps the rows of epochs before `epoch`: the ones a resume won't redo.
+
+  The CSV row of an epoch is written before its backup, so a kill in between
+  leaves a row that the resumed run writes again.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.read().splitlines(keepends=True)
+  kept = lines[:1] + [line for line in lines[1:]
+                      if int(line.split(",", 1)[0]) < epoch]
+  if epoch == 0:
+    kept = []
+  if len(kept) != len(lines):
+    io_utils.atomic_write_text(path, "".join(kept))
 
 
 def _learning_rate(config, steps_per_epoch):
@@ -127,14 +149,14 @@ def train(config: TrainConfig) -> dict:
   strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
               else tf.distribute.get_strategy())
   os.makedirs(config.model_dir, exist_ok=True)
-  config_path = os.path.join(config.model_dir, "config.json")
-  _check_same_run(config_path, config)
-  io_utils.atomic_write_json(config_path, dataclasses.asdict(config))
   backup_dir = os.path.join(config.model_dir, "backup")
   start_epoch = restored_epoch(backup_dir)
-  if start_epoch >= config.epochs:
-    logging.info("run in %s already finished its %d epochs", config.model_dir,
-                 start_epoch)
+  config_path = os.path.join(config.model_dir, "config.json")
+  if start_epoch:  # a start that failed before its first epoch binds nothing
+    _check_same_run(config_path, config)
+  io_utils.atomic_write_json(config_path, dataclasses.asdict(config))
+  log_path = os.path.join(config.model_dir, "log.csv")
+  _drop_log_rows_from(log_path, start_epoch)
 
   # --- Data ------------------------------------------------------------------
   train_data, test_data, spec = data.load(
@@ -168,17 +190,20 @@ def train(config: TrainConfig) -> dict:
       BurnInSwitch(config.burn_in_epochs),
       evaluation.RobustEvaluation(
           subset_ds, config.eval_every, config.epsilon, eval_step,
-          config.eval_num_steps, seed=config.seed),
-      AtomicBackupAndRestore(backup_dir),  # before the loggers: a logged
-      keras.callbacks.CSVLogger(            # epoch is always a saved one
-          os.path.join(config.model_dir, "log.csv"), append=True),
+          config.eval_num_steps, seed=config.seed, jit_compile=jit),
+      keras.callbacks.CSVLogger(log_path, append=True),
       keras.callbacks.TensorBoard(
           os.path.join(config.model_dir, "tensorboard")),
-  ]
+      AtomicBackupAndRestore(backup_dir),  # last: an epoch is backed up
+  ]                                        # only once fully logged
 
   # --- Fit -------------------------------------------------------------------
   started = time.time()
-  if start_epoch < config.epochs:
+  if start_epoch >= config.epochs:
+    logging.info("run in %s finished its %d epochs already: evaluating it",
+                 config.model_dir, start_epoch)
+    restore(model, backup_dir)
+  else:
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
               initial_epoch=start_epoch, validation_data=test_ds,
               callbacks=callbacks, shuffle=False, verbose=2)
@@ -187,13 +212,14 @@ def train(config: TrainConfig) -> dict:
   # --- Final evaluation ------------------------------------------------------
   result = evaluation.robust_accuracy(
       classifier, test_ds, config.epsilon, eval_step, config.eval_num_steps,
-      seed=config.seed)
+      seed=config.seed, jit_compile=jit)
 
   # --- Export and metrics ----------------------------------------------------
   io_utils.atomic_file(os.path.join(config.model_dir, "classifier.keras"),
                        classifier.save)
-  if config.export:
-    export_classifier(classifier, os.path.join(config.model_dir, "export"))
+  if config.export:  # TF Serving layout: export/<version>/
+    export_classifier(classifier, os.path.join(
+        config.model_dir, "export", str(config.epochs)))
   metrics = {
       "natural_accuracy": float(result["natural_accuracy"]),
       f"pgd{config.eval_num_steps}_accuracy": float(result["pgd_accuracy"]),

@@ -55,6 +55,8 @@ def atomic_file(path: str, write_fn) -> None:
   tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
   try:
     write_fn(tmp)
+    with open(tmp, "rb") as f:  # the data reaches the disk before the rename
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

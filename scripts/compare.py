@@ -46,8 +46,14 @@ def main(argv):
   if unknown:
     sys.exit(f"error: unknown --methods {unknown}; choose from "
              f"{train_flags.METHOD_NAMES}")
-  passed_on = [a for a in sys.argv[1:]
-               if not a.split("=")[0] in OWN_FLAGS]
+  passed_on, skip_value = [], False
+  for arg in sys.argv[1:]:
+    if skip_value:  # the value of `--model_dir DIR` (space form)
+      skip_value = False
+    elif arg in OWN_FLAGS:
+      skip_value = True
+    elif arg.split("=")[0] not in OWN_FLAGS:
+      passed_on.append(arg)
   rows = []
   for method in FLAGS.methods:
     model_dir = os.path.join(FLAGS.model_dir, method)
@@ -67,5 +73,13 @@ def main(argv):
         f"epsilon_low={FLAGS.epsilon_low:.4g}\n{text}")
 
 
+def parse_flags(argv):
+  """absl's parsing, with a bad value reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

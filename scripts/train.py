@@ -38,5 +38,13 @@ def main(argv):
   print(" ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
+def parse_flags(argv):
+  """absl's parsing, with a bad value reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -65,6 +65,26 @@ class PGDTest(tf.test.TestCase, parameterized.TestCase):
     # Same iterates; float rounding of the two projections may differ by ulps.
     self.assertAllClose(ours, theirs, atol=1e-6, rtol=0)
 
+  def test_matches_a_numpy_reference_with_a_per_element_budget(self):
+    model = _model()
+    x, y = _batch(32)
+    rng = np.random.default_rng(5)
+    eps = rng.choice([1 / 255, 4 / 255, 8 / 255], size=x.shape).astype(
+        np.float32)
+    ours = attacks.pgd(lambda z: model(z), x, y, eps, step_size=2 / 255,
+                       num_steps=6, init_fn=attacks.no_init).numpy()
+    # The spec's loop, written out: step, clip to x +- eps, clip to [0, 1].
+    x0, reference = x.numpy(), x.numpy().copy()
+    for _ in range(6):
+      z = tf.constant(reference)
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = tf.reduce_sum(attacks.cross_entropy(model(z), y))
+      reference = reference + np.float32(2 / 255) * np.sign(
+          tape.gradient(loss, z).numpy())
+      reference = np.clip(np.clip(reference, x0 - eps, x0 + eps), 0.0, 1.0)
+    self.assertAllClose(ours, reference, atol=1e-6, rtol=0)
+
   def test_pgd_raises_the_loss(self):
     model = _model()
     x, y = _batch(32)

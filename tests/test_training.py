@@ -79,6 +79,34 @@ class EndToEndTest(tf.test.TestCase):
     for wa, wb in zip(a.get_weights(), b.get_weights()):
       self.assertAllEqual(wa, wb)
 
+  def test_running_a_finished_run_again_gives_the_same_model(self):
+    model_dir = os.path.join(self.root, "again")
+    config = experiment.TrainConfig(model_dir=model_dir,
+                                    **{**QUICK, "epochs": 1})
+    first = experiment.train(config)
+    again = experiment.train(config)
+    self.assertEqual(again["resumed_at_epoch"], 1)
+    for key in ("natural_accuracy", "pgd5_accuracy"):
+      self.assertEqual(again[key], first[key])
+    self.assertEqual(_epochs_logged(model_dir), [0])
+
+  def test_a_start_that_failed_does_not_bind_the_folder(self):
+    model_dir = os.path.join(self.root, "failed")
+    with self.assertRaisesRegex(ValueError, "no layer named 'nope'"):
+      experiment.train(experiment.TrainConfig(
+          model_dir=model_dir, **{**QUICK, "cam_layer": "nope"}))
+    metrics = experiment.train(experiment.TrainConfig(
+        model_dir=model_dir, **{**QUICK, "epochs": 1}))
+    self.assertEqual(metrics["epochs"], 1)
+
+  def test_log_rows_past_the_backup_are_dropped_on_resume(self):
+    path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    with open(path, "w") as f:
+      f.write("epoch,loss\n0,1.0\n1,0.5\n2,0.4\n")
+    experiment._drop_log_rows_from(path, 2)  # pylint: disable=protected-access
+    with open(path) as f:
+      self.assertEqual(f.read(), "epoch,loss\n0,1.0\n1,0.5\n")
+
   def test_resume_with_other_settings_is_refused(self):
     config = experiment.TrainConfig(model_dir=self.full_dir,
                                     **{**QUICK, "epsilon_low": 0.05})
@@ -88,7 +116,8 @@ class EndToEndTest(tf.test.TestCase):
   def test_export_serves_the_trained_classifier(self):
     classifier = keras.saving.load_model(
         os.path.join(self.full_dir, "classifier.keras"))
-    serving = tf.saved_model.load(os.path.join(self.full_dir, "export"))
+    self.assertEqual(os.listdir(os.path.join(self.full_dir, "export")), ["3"])
+    serving = tf.saved_model.load(os.path.join(self.full_dir, "export", "3"))
     _, test, _ = data.load("mnist_offline", max_test=64)
     x = test.images.astype(np.float32) / 255.0
     out = serving.signatures["serving_default"](images=tf.constant(x))
@@ -143,7 +172,7 @@ class KillAndResumeTest(tf.test.TestCase):
     with open(os.path.join(model_dir, "metrics.json")) as f:
       metrics = json.load(f)
     self.assertGreaterEqual(metrics["resumed_at_epoch"], epoch)
-    self.assertEqual(sorted(set(_epochs_logged(model_dir))), [0, 1, 2, 3])
+    self.assertEqual(_epochs_logged(model_dir), [0, 1, 2, 3])
     with open(os.path.join(model_dir, "config.json")) as f:
       self.assertEqual(json.load(f)["epochs"], 4)
 

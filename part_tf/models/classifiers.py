@@ -54,8 +54,14 @@ def small_cnn(input_shape: Sequence[int],
   h = keras.layers.MaxPooling2D(2, name="pool2")(h)
   h = keras.layers.Flatten(name="flatten")(h)
   h = keras.layers.Dense(128, activation="relu", name="fc1")(h)
-  logits = keras.layers.Dense(num_classes, name="logits")(h)
+  logits = _logits(num_classes, h)
   return keras.Model(inputs, logits, name="small_cnn")
+
+
+def _logits(num_classes, h):
+  # float32 logits even under mixed_float16 (Keras' advice): the softmax and
+  # the attack's gradients stay in full precision at the top of the network.
+  return keras.layers.Dense(num_classes, dtype="float32", name="logits")(h)
 
 
 def _bn(name):
@@ -113,7 +119,7 @@ def resnet18(input_shape: Sequence[int],
     h = _preact_block(h, filters, 1, f"stage{stage}_block2")
   h = keras.layers.ReLU(name=CAM_LAYER)(_bn("final_bn")(h))
   h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
-  logits = keras.layers.Dense(num_classes, name="logits")(h)
+  logits = _logits(num_classes, h)
   return keras.Model(inputs, logits, name="resnet18")
 
 

@@ -41,6 +41,21 @@ def restored_epoch(backup_dir: str) -> int:
   return state["epoch"] if state else 0
 
 
+def restore(model, backup_dir: str) -> int:
+  """Loads the last backup into `model` (and its optimiser).
+
+  Returns:
+    The number of finished epochs the backup holds (0 if there is none).
+  """
+  state = read_state(backup_dir)
+  if state is None:
+    return 0
+  if model.optimizer is not None and not model.optimizer.built:
+    model.optimizer.build(model.trainable_variables)
+  model.load_weights(os.path.join(backup_dir, state["weights"]))
+  return state["epoch"]
+
+
 class AtomicBackupAndRestore(keras.callbacks.Callback):
   """Restores the last finished epoch at train start; backs up at epoch end.
 
@@ -53,13 +68,9 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
     self.backup_dir = backup_dir
 
   def on_train_begin(self, logs=None):
-    state = read_state(self.backup_dir)
-    if state is None:
-      return
-    if self.model.optimizer is not None and not self.model.optimizer.built:
-      self.model.optimizer.build(self.model.trainable_variables)
-    self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-    self.model._initial_epoch = state["epoch"]  # pylint: disable=protected-access
+    epoch = restore(self.model, self.backup_dir)
+    if epoch:
+      self.model._initial_epoch = epoch  # pylint: disable=protected-access
 
   def on_epoch_end(self, epoch, logs=None):
     name = f"epoch-{epoch + 1:04d}.weights.h5"

@@ -121,8 +121,14 @@ class PARTModel(keras.Model):
         seed=seed)
 
   def step_seed(self):
-    return tf.stack([tf.constant(self.seed, tf.int64),
+    """Stateless seed of this step's random starts: (seed, step[, replica])."""
+    seed = tf.stack([tf.constant(self.seed, tf.int64),
                      tf.cast(self.optimizer.iterations, tf.int64)])
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      seed = tf.random.experimental.stateless_fold_in(
+          seed, context.replica_id_in_sync_group)
+    return seed
 
   # --- Keras hooks -----------------------------------------------------------
 

@@ -1,0 +1,66 @@
+"""PGD evaluation: reductions, agreement with cleverhans, the callback."""
+
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+import keras
+import numpy as np
+import tensorflow as tf
+
+from part_tf import evaluation
+from part_tf.models import small_cnn
+
+
+def _setup():
+  keras.utils.set_random_seed(5)
+  model = small_cnn((10, 10, 1), 3)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(40, 10, 10, 1)).astype(np.float32)
+  y = np.argmax(model(x).numpy(), -1)  # all correct at first
+  y[:10] = (y[:10] + 1) % 3            # and ten wrong
+  ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+  return model, x, y, ds
+
+
+class EvaluationTest(tf.test.TestCase):
+
+  def test_zero_budget_is_natural_accuracy(self):
+    model, _, _, ds = _setup()
+    result = evaluation.robust_accuracy(model, ds, 0.0, 0.01, num_steps=3)
+    self.assertEqual(result["num_examples"], 40)
+    self.assertAllClose(result["natural_accuracy"], 0.75)
+    self.assertAllClose(result["pgd_accuracy"], 0.75)
+
+  def test_matches_cleverhans_robust_accuracy(self):
+    model, x, y, ds = _setup()
+    ours = evaluation.robust_accuracy(model, ds, 0.05, 0.0125, num_steps=10,
+                                      random_start=False)
+    x_adv = projected_gradient_descent(
+        model, tf.constant(x), 0.05, 0.0125, 10, np.inf, clip_min=0.0,
+        clip_max=1.0, y=tf.constant(y), rand_init=False, sanity_checks=False)
+    theirs = np.mean(np.argmax(model(x_adv).numpy(), -1) == y)
+    self.assertAllClose(ours["pgd_accuracy"], theirs)
+    self.assertLess(ours["pgd_accuracy"], ours["natural_accuracy"])
+
+  def test_huge_budget_breaks_the_model(self):
+    model, _, _, ds = _setup()
+    result = evaluation.robust_accuracy(model, ds, 1.0, 0.25, num_steps=10)
+    self.assertLessEqual(result["pgd_accuracy"], 0.1)
+
+  def test_callback_logs_every_n_epochs_and_last(self):
+    model, x, y, ds = _setup()
+    holder = keras.Model(model.inputs, model.outputs)
+    holder.classifier = model
+    callback = evaluation.RobustEvaluation(ds, 2, 0.0, 0.01, num_steps=1)
+    callback.set_model(holder)
+    callback.set_params({"epochs": 5})
+    logged = []
+    for epoch in range(5):
+      logs = {}
+      callback.on_epoch_end(epoch, logs)
+      logged.append(logs["val_pgd_accuracy"])
+    self.assertTrue(np.isnan(logged[0]) and np.isnan(logged[2]))
+    self.assertAllClose([logged[1], logged[3], logged[4]], [0.75] * 3)
+    del x, y
+
+
+if __name__ == "__main__":
+  tf.test.main()
