@@ -22,22 +22,10 @@ def _fsync_dir(path):
 
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` to `path` via a temporary file and an atomic rename."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                             suffix=os.path.basename(path))
-  try:
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    with os.fdopen(fd, "w") as f:
+  def write(tmp):
+    with open(tmp, "w") as f:
       f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  _fsync_dir(folder)
+  atomic_file(path, write)
 
 
 def atomic_write_json(path: str, obj) -> None:

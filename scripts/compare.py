@@ -20,6 +20,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from flags import train_flags  # pylint: disable=g-import-not-at-top
 from part_tf import io_utils  # pylint: disable=g-import-not-at-top
 
@@ -73,13 +74,5 @@ def main(argv):
         f"epsilon_low={FLAGS.epsilon_low:.4g}\n{text}")
 
 
-def parse_flags(argv):
-  """absl's parsing, with a bad value reported in one line."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_flags_or_exit)

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from flags import train_flags  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
@@ -38,13 +39,5 @@ def main(argv):
   print(" ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
-def parse_flags(argv):
-  """absl's parsing, with a bad value reported in one line."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {e}")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_flags_or_exit)
