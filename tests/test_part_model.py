@@ -111,6 +111,28 @@ class PARTModelTest(tf.test.TestCase, parameterized.TestCase):
     mismatch = np.mean(~np.isclose(compiled, model.budget(tf.constant(x))))
     self.assertLess(mismatch, 0.01)
 
+  def test_mixed_precision_step(self):
+    x, y = _data(32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+      keras.utils.set_random_seed(0)
+      model = _compile(PARTModel(small_cnn(SHAPE, 4), method="part",
+                                 epsilon=0.1, epsilon_low=0.02,
+                                 step_size=0.03, num_steps=2))
+      model.part_active.assign(1)
+      self.assertEqual(model.classifier(x).dtype, tf.float32)  # logits
+      logs = model.train_on_batch(x, y, return_dict=True)
+      eps_map = model.budget(tf.constant(x)).numpy()
+      x_adv = model.craft(tf.constant(x), tf.constant(y), eps_map,
+                          [0, 1]).numpy()
+    finally:
+      keras.mixed_precision.set_global_policy("float32")
+    self.assertTrue(np.isfinite(logs["loss"]))
+    self.assertBetween(logs["full_eps_fraction"], 0.01, 0.99)
+    self.assertEqual(x_adv.dtype, np.float32)
+    self.assertTrue(np.all(np.abs(x_adv - x) <= eps_map + 1e-6))
+    self.assertGreater(np.mean(np.abs(x_adv - x) > 0.5 * eps_map), 0.5)
+
   def test_mirrored_strategy_step_equals_single_device_step(self):
     # Two logical CPUs must be configured before TensorFlow starts, hence a
     # separate process. With epsilon 0 the AEs are the clean images, so the
