@@ -14,9 +14,11 @@ from flags.budgets import DEFINE_budget
 # TensorFlow; tests/test_flags.py checks that they stay equal.
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
                  "mnist_offline", "svhn_cropped", "tiny_imagenet")
-MODEL_NAMES = ("resnet18", "small_cnn")
-METHOD_NAMES = ("at", "part")
-CAM_METHODS = ("gradcam_plus_plus",)
+MODEL_NAMES = ("resnet18", "small_cnn", "wrn28_10", "wrn34_10")
+METHOD_NAMES = ("at", "part", "trades", "part_t", "mart", "part_m")
+REWEIGHTED_METHODS = ("part", "part_t", "part_m")
+ATTACKS = ("pgd", "mma")
+CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
 
 
@@ -37,7 +39,13 @@ def define_flags():
   flags.DEFINE_enum("model", "small_cnn", MODEL_NAMES, "Classifier.")
   # Method and budgets.
   flags.DEFINE_enum("method", "part", METHOD_NAMES,
-                    "at: adversarial training; part: AT with CAM budgets.")
+                    "at / trades / mart: the base methods; part / part_t / "
+                    "part_m: the same with CAM budgets after burn-in.")
+  flags.DEFINE_float("beta", 6.0, "Weight of the KL term of TRADES and MART.",
+                     lower_bound=0.0)
+  flags.DEFINE_enum("attack", "pgd", ATTACKS,
+                    "How training AEs are crafted: the base method's PGD, or "
+                    "mma (worst of 3 targeted margin PGD runs).")
   DEFINE_budget("epsilon", "8/255", "Full L-inf budget.")
   DEFINE_budget("epsilon_low", "7/255", "Budget of unimportant pixels (PART).")
   DEFINE_budget("step_size", "2/255", "PGD step size for training AEs.")
@@ -106,7 +114,8 @@ def _register_validators():
                            message="--eval_step_size must be > 0")
   flags.register_multi_flags_validator(
       ["burn_in_epochs", "epochs", "method"],
-      lambda f: f["method"] == "at" or f["burn_in_epochs"] < f["epochs"],
+      lambda f: (f["method"] not in REWEIGHTED_METHODS
+                 or f["burn_in_epochs"] < f["epochs"]),
       message="--burn_in_epochs must be smaller than --epochs, or the "
               "pixel-reweighted budgets are never used")
   flags.register_validator(

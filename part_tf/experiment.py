@@ -45,6 +45,8 @@ class TrainConfig:
   augment: bool = True
   model: str = "small_cnn"
   method: str = "part"
+  beta: float = 6.0
+  attack: str = "pgd"
   epsilon: float = 8 / 255
   epsilon_low: float = 7 / 255
   step_size: float = 2 / 255
@@ -181,7 +183,8 @@ def train(config: TrainConfig) -> dict:
         epsilon_low=config.epsilon_low, step_size=config.step_size,
         num_steps=config.num_steps, cam=config.cam,
         mask_rule=config.mask_rule, cam_layer=config.cam_layer,
-        weight_decay=config.weight_decay, seed=config.seed)
+        weight_decay=config.weight_decay, seed=config.seed,
+        beta=config.beta, attack=config.attack)
     model.compile(optimizer=_optimizer(config, steps_per_epoch),
                   jit_compile=jit)
 

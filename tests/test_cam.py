@@ -1,14 +1,19 @@
 """x -> CAM -> eps_map: agreement with tf-keras-vis and matplotlib, mask rules."""
 
+import itertools
+
 from absl.testing import parameterized
 import keras
 import matplotlib
 import numpy as np
 import tensorflow as tf
+from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+from tf_keras_vis.layercam import Layercam
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from part_tf.cam import budgets
+from part_tf.cam import CAM_METHODS
 from part_tf.cam import ClassActivationMaps
 from part_tf.cam import eps_map_from_cam
 from part_tf.cam import jet_colormap
@@ -19,9 +24,13 @@ from part_tf.models import resnet18
 from part_tf.models import small_cnn
 
 EPS, EPS_LOW = 8 / 255, 4 / 255
+TF_KERAS_VIS = {"gradcam_plus_plus": GradcamPlusPlus, "gradcam": Gradcam,
+                "layercam": Layercam}
+REGION_CASES = (("zscore", 1), ("zscore", 3), ("official", 3))
 
 
-def region_model(size=16, channels=1, region=(slice(2, 6), slice(9, 13))):
+def region_model(size=16, channels=1, region=(slice(2, 6), slice(9, 13)),
+                 feature_name=CAM_LAYER):
   """A classifier whose logits depend only on the features inside `region`.
 
   The features at the CAM layer are 1 inside the region and 0 outside (a 1x1
@@ -35,7 +44,7 @@ def region_model(size=16, channels=1, region=(slice(2, 6), slice(9, 13))):
   mask = np.zeros((1, size, size, 1), np.float32)
   mask[0, region[0], region[1]] = 1.0
   feats = keras.layers.Lambda(lambda f: f * mask)(feats)
-  feats = keras.layers.ReLU(name=CAM_LAYER)(feats)
+  feats = keras.layers.ReLU(name=feature_name)(feats)
   pooled = keras.layers.GlobalAveragePooling2D()(feats)
   logits = keras.layers.Dense(
       2, kernel_initializer=keras.initializers.Constant([[1.0, -1.0]] * 4))(
@@ -43,20 +52,24 @@ def region_model(size=16, channels=1, region=(slice(2, 6), slice(9, 13))):
   return keras.Model(inputs, logits), mask[0, ..., 0].astype(bool)
 
 
-class GradcamPlusPlusTest(tf.test.TestCase, parameterized.TestCase):
+def _model(name):
+  keras.utils.set_random_seed(0)
+  if name == "small_cnn":
+    return small_cnn((28, 28, 1), 10)
+  return resnet18((32, 32, 3), 10)
 
-  @parameterized.parameters(("small_cnn",), ("resnet18",))
-  def test_in_graph_maps_match_tf_keras_vis_eager(self, name):
-    keras.utils.set_random_seed(0)
-    if name == "small_cnn":
-      model = small_cnn((28, 28, 1), 10)
-    else:
-      model = resnet18((32, 32, 3), 10)
+
+class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(*itertools.product(TF_KERAS_VIS,
+                                               ("small_cnn", "resnet18")))
+  def test_in_graph_maps_match_tf_keras_vis_eager(self, method, name):
+    model = _model(name)
     x = tf.random.stateless_uniform((6, *model.input_shape[1:]), [1, 2])
-    ours = tf.function(ClassActivationMaps(model))(x)
+    ours = tf.function(ClassActivationMaps(model, method))(x)
     # The library's own eager call, with its own score on the predicted classes.
     predicted = np.argmax(model(x).numpy(), axis=-1)
-    theirs = GradcamPlusPlus(model)(
+    theirs = TF_KERAS_VIS[method](model)(
         CategoricalScore(list(predicted)), x.numpy(), penultimate_layer=CAM_LAYER,
         seek_penultimate_conv_layer=False, expand_cam=False,
         normalize_cam=False)
@@ -66,25 +79,44 @@ class GradcamPlusPlusTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(ok, [True] * 6)
     self.assertAllClose(ours01, theirs01, atol=2e-4, rtol=0)
 
-  def test_maps_see_weight_updates(self):
+  @parameterized.parameters(*CAM_METHODS)
+  def test_maps_see_weight_updates(self, method):
     model = small_cnn((28, 28, 1), 10)
-    cams = ClassActivationMaps(model)
+    cams = ClassActivationMaps(model, method)
     x = tf.random.stateless_uniform((2, 28, 28, 1), [0, 3])
     before = cams(x).numpy()
     for v in model.trainable_variables:
       v.assign(v * 1.5 + 0.01)
     self.assertNotAllClose(before, cams(x).numpy())
 
-  def test_unknown_layer_is_a_clear_error(self):
+  @parameterized.parameters(*CAM_METHODS)
+  def test_unknown_layer_is_a_clear_error(self, method):
     with self.assertRaisesRegex(ValueError, "no layer named 'nope'"):
-      ClassActivationMaps(small_cnn((28, 28, 1), 10), layer_name="nope")
+      ClassActivationMaps(small_cnn((28, 28, 1), 10), method, layer_name="nope")
 
-  @parameterized.parameters(("zscore", 1), ("zscore", 3), ("official", 3))
-  def test_region_model_gets_full_budget_exactly_on_its_region(self, rule,
-                                                               channels):
+  def test_unknown_method_is_a_clear_error(self):
+    with self.assertRaisesRegex(ValueError,
+                                "unknown CAM method 'scorecam'.*xgradcam"):
+      ClassActivationMaps(small_cnn((28, 28, 1), 10), "scorecam")
+
+  @parameterized.parameters(*CAM_METHODS)
+  def test_traces_under_xla_like_eager(self, method):
+    model = small_cnn((28, 28, 1), 10)
+    cams = ClassActivationMaps(model, method)
+    x = tf.random.stateless_uniform((4, 28, 28, 1), [7, 8])
+    eager = cams(x).numpy()
+    compiled = tf.function(cams, jit_compile=True)(x).numpy()
+    self.assertGreater(eager.max(), 0.0)
+    self.assertAllClose(compiled, eager, rtol=1e-4, atol=1e-5 * eager.max())
+
+  @parameterized.parameters(
+      *((method, *case) for method, case in itertools.product(CAM_METHODS,
+                                                              REGION_CASES)))
+  def test_region_model_gets_full_budget_exactly_on_its_region(self, method,
+                                                               rule, channels):
     model, region = region_model(channels=channels)
     x = tf.random.stateless_uniform((3, 16, 16, channels), [5, 6])
-    cam = ClassActivationMaps(model)(x)
+    cam = tf.function(ClassActivationMaps(model, method))(x)
     eps_map = eps_map_from_cam(cam, (16, 16, channels), EPS, EPS_LOW,
                                rule).numpy()
     if rule == "official":
@@ -98,6 +130,16 @@ class GradcamPlusPlusTest(tf.test.TestCase, parameterized.TestCase):
     for image in eps_map:
       self.assertAllClose(image, np.where(expected, EPS, EPS_LOW))
 
+  @parameterized.parameters(*CAM_METHODS)
+  def test_user_layer_name_overrides_the_default(self, method):
+    # No layer is called CAM_LAYER here: the maps come from the named layer.
+    model, region = region_model(feature_name="region_features")
+    cam = ClassActivationMaps(model, method, layer_name="region_features")(
+        tf.random.stateless_uniform((2, 16, 16, 1), [3, 4]))
+    eps_map = eps_map_from_cam(cam, (16, 16, 1), EPS, EPS_LOW, "zscore")
+    for image in eps_map.numpy():
+      self.assertAllClose(image[..., 0], np.where(region, EPS, EPS_LOW))
+
   def test_soft_rule_interpolates(self):
     model, region = region_model()
     cam = ClassActivationMaps(model)(tf.zeros((1, 16, 16, 1)))
@@ -107,6 +149,69 @@ class GradcamPlusPlusTest(tf.test.TestCase, parameterized.TestCase):
     eps_map = eps_map_from_cam(cam, (4, 4, 2), EPS, EPS_LOW, "soft").numpy()
     expected = EPS_LOW + (EPS - EPS_LOW) * cam.numpy()[0]
     self.assertAllClose(eps_map[0, ..., 1], expected)
+
+
+def _xgradcam_numpy(features, grads):
+  """pytorch-grad-cam's XGradCAM on [B, h, w, K] arrays, in float64."""
+  features, grads = np.float64(features), np.float64(grads)
+  weights = ((grads * features).sum(axis=(1, 2), keepdims=True)
+             / (features.sum(axis=(1, 2), keepdims=True) + 1e-7))
+  return np.maximum((weights * features).sum(axis=-1), 0.0)
+
+
+class XGradcamTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_matches_formula_where_the_gradient_is_known(self):
+    # features A = ReLU(x) -> Flatten -> Dense(W, b): dS_c/dA = W[:, c],
+    # reshaped to [h, w, K], which varies over space (unlike after a global
+    # pooling, where XGrad-CAM would equal Grad-CAM).
+    h, w, k, classes = 6, 5, 3, 4
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(h * w * k, classes)).astype(np.float32)
+    bias = rng.normal(size=(classes,)).astype(np.float32)
+    inputs = keras.Input((h, w, k))
+    feats = keras.layers.ReLU(name=CAM_LAYER)(inputs)
+    logits = keras.layers.Dense(
+        classes, kernel_initializer=keras.initializers.Constant(kernel),
+        bias_initializer=keras.initializers.Constant(bias))(
+            keras.layers.Flatten()(feats))
+    model = keras.Model(inputs, logits)
+    x = rng.uniform(-0.5, 1.0, size=(5, h, w, k)).astype(np.float32)
+    x[0, ..., 2] = -1.0  # a channel that is all zero: its weight is 0, no NaN
+    features = np.maximum(x, 0.0)
+    predicted = np.argmax(features.reshape(5, -1) @ kernel + bias, axis=-1)
+    grads = kernel[:, predicted].T.reshape(5, h, w, k)
+    expected = _xgradcam_numpy(features, grads)
+    ours = tf.function(ClassActivationMaps(model, "xgradcam"))(tf.constant(x))
+    self.assertAllClose(ours, expected, rtol=1e-5, atol=1e-6)
+    self.assertGreater((expected > 0).mean(), 0.2)
+    self.assertGreater((expected == 0).mean(), 0.05)  # the ReLU bites
+    # The test tells XGrad-CAM from Grad-CAM (mean gradient as the weight).
+    gradcam = np.maximum(
+        (grads.mean(axis=(1, 2), keepdims=True) * features).sum(-1), 0.0)
+    self.assertNotAllClose(expected, gradcam, rtol=1e-2)
+
+  @parameterized.parameters(
+      ("small_cnn", ("pool2", "flatten", "fc1", "logits")),
+      ("resnet18", ("pool", "logits")))
+  def test_matches_eager_numpy_from_features_and_gradients(self, name, head):
+    model = _model(name)
+    x = tf.random.stateless_uniform((4, *model.input_shape[1:]), [9, 9])
+    # Features from the trunk, gradients through the head layers applied to
+    # them: a route that never differentiates the whole model's graph.
+    features = keras.Model(model.inputs,
+                           model.get_layer(CAM_LAYER).output)(x, training=False)
+    with tf.GradientTape() as tape:
+      tape.watch(features)
+      logits = features
+      for layer in head:
+        logits = model.get_layer(layer)(logits, training=False)
+      score = tf.reduce_max(logits, axis=-1)
+    grads = tape.gradient(score, features)
+    expected = _xgradcam_numpy(features.numpy(), grads.numpy())
+    ours = tf.function(ClassActivationMaps(model, "xgradcam"))(x).numpy()
+    self.assertGreater(expected.max(), 0.0)
+    self.assertAllClose(ours, expected, rtol=1e-4, atol=1e-5 * expected.max())
 
 
 class MaskRuleTest(tf.test.TestCase, parameterized.TestCase):

@@ -41,6 +41,10 @@ class FlagNamesTest(tf.test.TestCase):
     self.assertEqual(sorted(train_flags.DATASET_NAMES), sorted(data.DATASET_NAMES))
     self.assertEqual(sorted(train_flags.MODEL_NAMES), sorted(models.MODEL_NAMES))
     self.assertEqual(sorted(train_flags.METHOD_NAMES), sorted(training.METHOD_NAMES))
+    self.assertEqual(
+        sorted(train_flags.REWEIGHTED_METHODS),
+        sorted(m for m, spec in training.METHODS.items() if spec.reweighted))
+    self.assertEqual(train_flags.ATTACKS, training.ATTACKS)
     self.assertEqual(sorted(train_flags.CAM_METHODS), sorted(cam.CAM_METHODS))
     self.assertEqual(sorted(train_flags.MASK_RULES), sorted(cam.MASK_RULES))
 
@@ -96,8 +100,10 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
     result = run_train("--helpfull")  # absl exits 1 after printing help
     self.assertNotIn("Traceback", result.stderr)
     text = "".join(result.stdout.split())  # absl wraps long choice lists
-    for choice in ("<at|part>", "mnist_offline", "tiny_imagenet", "resnet18",
-                   "<gradcam_plus_plus>", "<zscore|official|soft>"):
+    for choice in ("<at|part|trades|part_t|mart|part_m>", "<pgd|mma>",
+                   "mnist_offline", "tiny_imagenet", "resnet18", "wrn34_10",
+                   "<gradcam_plus_plus|gradcam|layercam|xgradcam>",
+                   "<zscore|official|soft>"):
       self.assertIn(choice, text)
 
 

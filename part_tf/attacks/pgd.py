@@ -4,7 +4,8 @@ An attack is `pgd(...)` plus four pluggable pieces, in the style of
 deepmind-research `adversarial_robustness`:
 
 * an init function `init_fn(x, eps_map, seed) -> x_start`,
-* a loss `loss_fn(logits, y) -> per-example loss` that the attack ascends,
+* a loss `loss_fn(logits, y) -> per-example loss` that the attack ascends
+  (see `losses.py`),
 * an update `sign_step(x_adv, grad, step_size) -> x_adv`,
 * a projection `project_linf(x_adv, x, eps_map) -> x_adv`.
 
@@ -19,6 +20,8 @@ attacks given the same seed start from the same point.
 from typing import Callable
 
 import tensorflow as tf
+
+from part_tf.attacks.losses import cross_entropy
 
 InitFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -47,14 +50,6 @@ def gaussian_init(scale: float) -> InitFn:
     noise = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
     return tf.clip_by_value(x + scale * noise, 0.0, 1.0)
   return init
-
-
-# --- losses the attack ascends ---------------------------------------------
-
-def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-  """Per-example softmax cross-entropy with integer labels."""
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(y, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
 # --- update and projection --------------------------------------------------

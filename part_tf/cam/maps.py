@@ -1,20 +1,34 @@
 """Class activation maps for a whole batch, inside the compiled train step.
 
-x -> CAM: GradCAM++ from tf-keras-vis for the predicted class, the model in
-inference mode, at the layer named `CAM_LAYER` (the last convolutional block,
-before pooling). tf-keras-vis is called the way that traces on Keras 3
-(`expand_cam=False, normalize_cam=False`, a score written with `tf.gather`, no
-`model_modifier`, so the maps always see the live weights); resizing to the
-image size and normalising are done here in TensorFlow, batched.
+x -> CAM for the predicted class, the model in inference mode, at the layer
+named `CAM_LAYER` (the last convolutional block, before pooling) unless another
+layer is named:
+
+  gradcam_plus_plus  GradCAM++ (Chattopadhay et al. 2018), from tf-keras-vis.
+  gradcam            Grad-CAM (Selvaraju et al. 2017), from tf-keras-vis.
+  layercam           LayerCAM (Jiang et al. 2021), from tf-keras-vis.
+  xgradcam           XGrad-CAM (Fu et al. 2020), written here as in
+                     pytorch-grad-cam: w_k = sum_ij A_k * dS/dA_k over
+                     (sum_ij A_k + 1e-7), cam = ReLU(sum_k w_k A_k).
+
+tf-keras-vis is called the way that traces on Keras 3 (`expand_cam=False,
+normalize_cam=False`, a score written with `tf.gather`, no `model_modifier`, so
+the maps always see the live weights, and no AutoGraph conversion of its code);
+Grad-CAM's and LayerCAM's channel sums, which tf-keras-vis 0.8.7 writes with
+NumPy, are done in TensorFlow. Resizing to the image size and normalising are
+done here in TensorFlow, batched.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
+from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+from tf_keras_vis.layercam import Layercam
 
 from part_tf.models import CAM_LAYER
 
-CAM_METHODS = ("gradcam_plus_plus",)
+CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 RESIZE_METHODS = ("bilinear", "bicubic")
 
 
@@ -24,10 +38,49 @@ def predicted_class_score(logits: tf.Tensor) -> tf.Tensor:
   The gradient is the logit's gradient. The value is shifted because GradCAM++
   in tf-keras-vis scales every map by `exp(score)`: a per-image constant that
   min-max normalisation removes, but that overflows float32 for logits above
-  ~88 and would turn the map into NaNs.
+  ~88 and would turn the map into NaNs. Grad-CAM and LayerCAM use only the
+  gradient, so the shift changes nothing for them.
   """
   score = tf.gather(logits, tf.argmax(logits, axis=-1), batch_dims=1)
   return score - tf.stop_gradient(score)
+
+
+def _spatial_axes(t):
+  return tuple(range(1, t.shape.rank - 1))
+
+
+class _Gradcam(Gradcam):
+  """tf-keras-vis' Grad-CAM with its channel sum in TensorFlow (it is NumPy in
+  0.8.7, which fails on symbolic tensors): same weights, mean of the gradients
+  over space, and the same modifiers."""
+
+  def _calculate_cam(self, grads, penultimate_output, gradient_modifier,
+                     activation_modifier):
+    if gradient_modifier is not None:
+      grads = gradient_modifier(grads)
+    weights = tf.reduce_mean(grads, axis=_spatial_axes(grads), keepdims=True)
+    cam = tf.reduce_sum(penultimate_output * weights, axis=-1)
+    if activation_modifier is not None:
+      cam = activation_modifier(cam)
+    return cam
+
+
+class _Layercam(Layercam):
+  """tf-keras-vis' LayerCAM with its channel sum in TensorFlow: the positive
+  gradients (its default `gradient_modifier`) weight the features pixel-wise."""
+
+  def _calculate_cam(self, grads, penultimate_output, gradient_modifier,
+                     activation_modifier):
+    if gradient_modifier is not None:
+      grads = gradient_modifier(grads)
+    cam = tf.reduce_sum(penultimate_output * grads, axis=-1)
+    if activation_modifier is not None:
+      cam = activation_modifier(cam)
+    return cam
+
+
+_VISUALIZERS = {"gradcam_plus_plus": GradcamPlusPlus, "gradcam": _Gradcam,
+                "layercam": _Layercam}
 
 
 class ClassActivationMaps:
@@ -57,17 +110,45 @@ class ClassActivationMaps:
                        ) from None
     self.method = method
     self.layer_name = layer_name
-    # clone=False and no model_modifier: the visualiser uses the live model.
-    self._visualizer = GradcamPlusPlus(classifier, clone=False)
+    if method == "xgradcam":
+      # Shares the classifier's layers, so it always sees the live weights.
+      self._features = keras.Model(
+          classifier.inputs,
+          [classifier.output, classifier.get_layer(layer_name).output])
+    else:
+      # clone=False and no model_modifier: the visualiser uses the live model.
+      # Not converted by AutoGraph: the library's control flow is plain Python
+      # (and LayerCAM forwards its arguments with `locals()`, which AutoGraph
+      # fills with its own variables).
+      visualizer = _VISUALIZERS[method](classifier, clone=False)
+      self._visualizer = tf.autograph.experimental.do_not_convert(visualizer)
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
     """Raw (ReLU'd, unnormalised) maps, shape [B, h, w], no gradient."""
-    cam = self._visualizer(
-        predicted_class_score, x,
-        penultimate_layer=self.layer_name,
-        seek_penultimate_conv_layer=False,
-        training=False, expand_cam=False, normalize_cam=False)
+    if self.method == "xgradcam":
+      cam = self._xgradcam(x)
+    else:
+      cam = self._visualizer(
+          predicted_class_score, x,
+          penultimate_layer=self.layer_name,
+          seek_penultimate_conv_layer=False,
+          training=False, expand_cam=False, normalize_cam=False)
     return tf.stop_gradient(tf.cast(cam, tf.float32))
+
+  def _xgradcam(self, x: tf.Tensor) -> tf.Tensor:
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(x)
+      logits, features = self._features(x, training=False)
+      # Each image's score depends on its own features only (inference mode),
+      # so the gradient of the sum is the per-image gradient.
+      score = tf.reduce_sum(predicted_class_score(logits))
+    grads = tf.cast(tape.gradient(score, features), tf.float32)
+    features = tf.cast(features, tf.float32)
+    axes = _spatial_axes(features)
+    weights = (tf.reduce_sum(grads * features, axis=axes, keepdims=True)
+               / (tf.reduce_sum(features, axis=axes, keepdims=True) + 1e-7))
+    return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
 
 
 def _interpolation_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:

@@ -5,3 +5,4 @@ from part_tf.models.classifiers import CAM_LAYER
 from part_tf.models.classifiers import MODEL_NAMES
 from part_tf.models.classifiers import resnet18
 from part_tf.models.classifiers import small_cnn
+from part_tf.models.classifiers import wide_resnet

@@ -1,9 +1,10 @@
-"""`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT.
+"""`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT
+(or TRADES / MART, see `methods.py`).
 
 One training step, top to bottom (all inside the compiled step):
 
   x -> CAM of the predicted class -> eps_map -> weighted-budget PGD -> x_adv
-    -> base-method loss on x_adv -> SGD update
+    -> base-method loss (AT / TRADES / MART) on x_adv -> SGD update
 
 During burn-in (and always for the base methods) the budget is uniform. The
 switch is the non-trainable variable `part_active`, flipped by the
@@ -19,6 +20,7 @@ from part_tf.cam import eps_map_from_cam
 from part_tf.cam import MASK_RULES
 from part_tf.models import CAM_LAYER
 from part_tf.training.methods import BASE_METHODS
+from part_tf.training.methods import ATTACKS
 from part_tf.training.methods import METHODS
 
 
@@ -32,7 +34,8 @@ class PARTModel(keras.Model):
   Args:
     classifier: functional `keras.Model`, images in [0, 1] -> logits, with a
       layer named `cam_layer`.
-    method: one of `part_tf.training.METHOD_NAMES` ("at", "part").
+    method: one of `part_tf.training.METHOD_NAMES`: "at", "part",
+      "trades", "part_t", "mart", "part_m" (see `methods.py`).
     epsilon: full L-inf budget.
     epsilon_low: budget of the unimportant pixels (PART only).
     step_size: PGD step size.
@@ -43,6 +46,9 @@ class PARTModel(keras.Model):
     weight_decay: L2 penalty added to the gradients before the optimiser
       (PyTorch `SGD(weight_decay=...)` semantics, as in the reference code;
       Keras' own `weight_decay` is decoupled and behaves differently).
+    beta: weight of the robust (KL) term of TRADES and MART.
+    attack: "pgd" (the base method's own attack) or "mma" (the worst of 3
+      targeted margin PGD runs against the top wrong classes).
     seed: base of the stateless seeds of the random starts (combined with the
       optimiser's step counter, so a resumed run continues the same sequence).
     **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -58,10 +64,13 @@ class PARTModel(keras.Model):
   def __init__(self, classifier, method="part", epsilon=8 / 255,
                epsilon_low=7 / 255, step_size=2 / 255, num_steps=10,
                cam="gradcam_plus_plus", mask_rule="zscore",
-               cam_layer=CAM_LAYER, weight_decay=0.0, seed=0, **kwargs):
+               cam_layer=CAM_LAYER, weight_decay=0.0, seed=0, beta=6.0,
+               attack="pgd", **kwargs):
     if method not in METHODS:
       raise ValueError(f"unknown method {method!r}; choose one of "
                        f"{tuple(METHODS)}")
+    if attack not in ATTACKS:
+      raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
     if mask_rule not in MASK_RULES:
       raise ValueError(f"unknown mask rule {mask_rule!r}; choose one of "
                        f"{MASK_RULES}")
@@ -84,6 +93,8 @@ class PARTModel(keras.Model):
     self.cam_layer = cam_layer
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
+    self.beta = float(beta)
+    self.attack = attack
     self._base = BASE_METHODS[METHODS[method].base]
     self._reweighted = METHODS[method].reweighted
     self._cams = (ClassActivationMaps(classifier, cam, cam_layer)
@@ -114,8 +125,13 @@ class PARTModel(keras.Model):
 
   def craft(self, x, y, eps_map, seed):
     """(x, eps_map) -> x_adv: the base method's attack with this budget."""
+    clean_fn = lambda z: self.classifier(z, training=False)
+    if self.attack == "mma":
+      return attacks.mma(clean_fn, x, y, eps_map, self.step_size,
+                         self.num_steps, k=3,
+                         init_fn=self._base.attack_init, seed=seed)
     return attacks.pgd(
-        lambda z: self.classifier(z, training=False), x, y, eps_map,
+        clean_fn, x, self._base.attack_target(clean_fn, x, y), eps_map,
         step_size=self.step_size, num_steps=self.num_steps,
         loss_fn=self._base.attack_loss, init_fn=self._base.attack_init,
         seed=seed)
@@ -153,7 +169,8 @@ class PARTModel(keras.Model):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     with tf.GradientTape() as tape:
       loss, logits_adv = self._base.train_loss(
-          lambda z: self.classifier(z, training=True), x, x_adv, y)
+          lambda z: self.classifier(z, training=True), x, x_adv, y,
+          self.beta)
       total = loss
       if self.weight_decay:
         # 0.5 * wd * |w|^2 adds exactly wd * w to every gradient (PyTorch's
@@ -194,6 +211,7 @@ class PARTModel(keras.Model):
         "num_steps": self.num_steps, "cam": self.cam,
         "mask_rule": self.mask_rule, "cam_layer": self.cam_layer,
         "weight_decay": self.weight_decay, "seed": self.seed,
+        "beta": self.beta, "attack": self.attack,
         "name": self.name,
     }
 

@@ -1,0 +1,171 @@
+"""The PART family: TRADES / MART losses, MMA crafting, reductions to the base
+methods, and a smoke test over every method x CAM x mask rule."""
+
+import itertools
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from part_tf import attacks
+from part_tf import cam
+from part_tf.models import small_cnn
+from part_tf.training import methods
+from part_tf.training import PARTModel
+
+SHAPE = (12, 12, 3)
+
+
+def _data(n=32, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.uniform(size=(n, *SHAPE)).astype(np.float32),
+          rng.integers(0, 4, n).astype(np.int32))
+
+
+def _softmax(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+class LossTest(tf.test.TestCase):
+  """The training losses against numpy versions of the reference formulas."""
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(1)
+    self.nat = rng.normal(size=(16, 5)).astype(np.float32) * 3
+    self.adv = rng.normal(size=(16, 5)).astype(np.float32) * 3
+    self.y = rng.integers(0, 5, 16)
+    self.identity = lambda z: tf.constant(z)  # "model" whose logits are given
+
+  def test_trades(self):
+    loss, logits = methods.trades_loss(self.identity, self.nat, self.adv,
+                                       self.y, 6.0)
+    p_nat, p_adv = _softmax(self.nat), _softmax(self.adv)
+    ce = -np.log(p_nat[np.arange(16), self.y]).mean()
+    kl = (p_nat * (np.log(p_nat) - np.log(p_adv))).sum(-1).mean()
+    self.assertAllClose(loss, ce + 6.0 * kl, rtol=1e-5)
+    self.assertAllEqual(logits, self.adv)
+
+  def test_mart(self):
+    loss, _ = methods.mart_loss(self.identity, self.nat, self.adv, self.y, 6.0)
+    p_nat, p_adv = _softmax(self.nat), _softmax(self.adv)
+    rows = np.arange(16)
+    order = np.argsort(p_adv, axis=1)
+    wrong = np.where(order[:, -1] == self.y, order[:, -2], order[:, -1])
+    bce = (-np.log(p_adv[rows, self.y])
+           - np.log(1.0001 - p_adv[rows, wrong] + 1e-12)).mean()
+    kl = (p_nat * (np.log(p_nat) - np.log(p_adv + 1e-12))).sum(-1)
+    robust = (kl * (1.0000001 - p_nat[rows, self.y])).mean()
+    self.assertAllClose(loss, bce + 6.0 * robust, rtol=1e-5)
+
+  def test_at(self):
+    loss, _ = methods.at_loss(self.identity, self.nat, self.adv, self.y, 6.0)
+    p_adv = _softmax(self.adv)
+    self.assertAllClose(loss, -np.log(p_adv[np.arange(16), self.y]).mean(),
+                        rtol=1e-5)
+
+  def test_kl_attack_loss_is_zero_at_the_clean_point(self):
+    probs = tf.nn.softmax(self.nat)
+    self.assertAllClose(attacks.kl_from_clean(self.nat, probs),
+                        np.zeros(16), atol=1e-6)
+    self.assertTrue(np.all(attacks.kl_from_clean(self.adv, probs) > 0))
+
+
+class MMATest(tf.test.TestCase):
+
+  def test_keeps_the_worst_of_the_targeted_runs_within_budget(self):
+    keras.utils.set_random_seed(2)
+    model = small_cnn(SHAPE, 6)
+    model_fn = lambda z: model(z, training=False)
+    x, y = _data(24)
+    eps = np.where(np.random.default_rng(0).uniform(size=x.shape) > 0.5,
+                   0.1, 0.03).astype(np.float32)
+    x_adv = attacks.mma(model_fn, x, y, eps, 0.02, 5, k=3,
+                        init_fn=attacks.no_init).numpy()
+    self.assertTrue(np.all(np.abs(x_adv - x) <= eps + 1e-6))
+    self.assertTrue(np.all((x_adv >= 0) & (x_adv <= 1)))
+    # Independently: one targeted run per wrong class among the top 3.
+    logits = model_fn(x).numpy()
+    logits[np.arange(24), y] = -np.inf
+    targets = np.argsort(-logits, axis=1)[:, :3]
+    violations = []
+    for r in range(3):
+      run = attacks.pgd(model_fn, x, np.stack([y, targets[:, r]], 1), eps,
+                        0.02, 5, loss_fn=attacks.targeted_margin,
+                        init_fn=attacks.no_init)
+      violations.append(attacks.margin_violation(model_fn(run), y).numpy())
+    ours = attacks.margin_violation(model_fn(x_adv), y).numpy()
+    self.assertAllClose(ours, np.max(violations, axis=0), atol=1e-4)
+    self.assertGreater(np.mean(ours), np.mean(
+        attacks.margin_violation(model_fn(x), y).numpy()))
+
+  def test_k_must_leave_a_wrong_class(self):
+    model = small_cnn(SHAPE, 3)
+    x, y = _data(4)
+    with self.assertRaisesRegex(ValueError, "k <= num_classes - 1"):
+      attacks.mma(lambda z: model(z), x, y % 3, 0.1, 0.02, 1, k=3)
+
+
+PAIRS = [("at", "part"), ("trades", "part_t"), ("mart", "part_m")]
+
+
+class FamilyTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(*itertools.product(PAIRS, ("pgd", "mma")))
+  def test_part_variant_with_equal_budgets_is_its_base(self, pair, attack):
+    base_name, part_name = pair
+    x, y = _data()
+    keras.utils.set_random_seed(4)
+    a = small_cnn(SHAPE, 4)
+    b = small_cnn(SHAPE, 4)
+    b.set_weights(a.get_weights())
+    kwargs = dict(epsilon=8 / 255, epsilon_low=8 / 255, step_size=2 / 255,
+                  num_steps=2, seed=3, attack=attack, weight_decay=1e-3)
+    base = PARTModel(a, method=base_name, **kwargs)
+    part = PARTModel(b, method=part_name, **kwargs)
+    for model in (base, part):
+      model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                    jit_compile=False)
+    part.part_active.assign(1)
+    for start in (0, 16):
+      log_base = base.train_on_batch(x[start:start + 16], y[start:start + 16],
+                                     return_dict=True)
+      log_part = part.train_on_batch(x[start:start + 16], y[start:start + 16],
+                                     return_dict=True)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+      self.assertAllEqual(wa, wb)
+    self.assertEqual(log_base["loss"], log_part["loss"])
+
+  @parameterized.parameters(
+      [(m, None, None) for m in ("at", "trades", "mart")] +
+      list(itertools.product(("part", "part_t", "part_m"), cam.CAM_METHODS,
+                             cam.MASK_RULES)))
+  def test_every_combination_trains_within_budget(self, method, cam_method,
+                                                  rule):
+    x, y = _data(16)
+    keras.utils.set_random_seed(0)
+    model = PARTModel(small_cnn(SHAPE, 4), method=method, epsilon=0.1,
+                      epsilon_low=0.03, step_size=0.03, num_steps=2,
+                      cam=cam_method or "gradcam_plus_plus",
+                      mask_rule=rule or "zscore")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
+    model.part_active.assign(1)
+    for _ in range(2):
+      logs = model.train_on_batch(x, y, return_dict=True)
+    self.assertTrue(np.isfinite(logs["loss"]))
+    eps_map = model.budget(tf.constant(x)).numpy()
+    if rule is None:
+      self.assertAllClose(eps_map, np.full(x.shape, 0.1))
+    else:
+      self.assertBetween(eps_map.min(), 0.03 - 1e-7, 0.1)
+      self.assertLess(eps_map.mean(), 0.1)
+    x_adv = model.craft(tf.constant(x), tf.constant(y), eps_map,
+                        [0, 0]).numpy()
+    self.assertTrue(np.all(np.abs(x_adv - x) <= eps_map + 1e-6))
+    self.assertTrue(np.all((x_adv >= 0) & (x_adv <= 1)))
+
+
+if __name__ == "__main__":
+  tf.test.main()
