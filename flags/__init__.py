@@ -6,11 +6,14 @@ from absl import flags as absl_flags
 
 
 def parse_flags_or_exit(argv):
-  """absl's flag parsing, with a bad value reported in one line.
+  """absl's flag parsing, then the `--dataset` defaults; errors in one line.
 
   Pass as `app.run(main, flags_parser=parse_flags_or_exit)`.
   """
+  from flags.dataset_defaults import apply_dataset_defaults  # pylint: disable=g-import-not-at-top
   try:
+    if "dataset" in absl_flags.FLAGS:
+      apply_dataset_defaults(argv)
     return absl_flags.FLAGS(argv)
   except absl_flags.Error as e:
     sys.exit(f"error: {e}")
