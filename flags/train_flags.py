@@ -29,6 +29,10 @@ def define_flags():
                     "Dataset; mnist_offline needs no network.")
   flags.DEFINE_string("data_dir", None,
                       "TFDS data folder (default: TFDS' own, ~/tensorflow_datasets).")
+  flags.DEFINE_string("manual_dir", None,
+                      "tiny_imagenet: folder holding tiny-imagenet-200.zip or "
+                      "the extracted tiny-imagenet-200/ folder, used once to "
+                      "prepare the data in --data_dir.")
   flags.DEFINE_integer("max_train_examples", None,
                        "Use only the first N training examples.", lower_bound=1)
   flags.DEFINE_integer("max_test_examples", None,
@@ -121,6 +125,11 @@ def _register_validators():
   flags.register_validator(
       "model_dir", lambda v: v is None or not os.path.isfile(v),
       message="--model_dir names an existing file; it must be a folder")
+  for name in ("data_dir", "manual_dir"):
+    flags.register_validator(
+        name, lambda v, n=name: v is None or not os.path.isfile(v) or (
+            n == "manual_dir" and v.endswith(".zip")),
+        message=f"--{name} names an existing file; it must be a folder")
   flags.register_validator(
       "lr_decay_epochs", _all_positive_ints,
       message="--lr_decay_epochs must be positive integers like 60,70")

@@ -40,6 +40,7 @@ class TrainConfig:
   model_dir: str
   dataset: str = "mnist_offline"
   data_dir: str | None = None
+  manual_dir: str | None = None
   max_train_examples: int | None = None
   max_test_examples: int | None = None
   augment: bool = True
@@ -76,7 +77,7 @@ class TrainConfig:
 
   # Settings that may change when a run is resumed.
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
-                       "data_dir")
+                       "data_dir", "manual_dir")
 
 
 def _check_same_run(path, config):
@@ -162,7 +163,7 @@ def train(config: TrainConfig) -> dict:
 
   # --- Data ------------------------------------------------------------------
   train_data, test_data, spec = data.load(
-      config.dataset, data_dir=config.data_dir,
+      config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
       max_train=config.max_train_examples, max_test=config.max_test_examples)
   steps_per_epoch = data.steps_per_epoch(train_data, config.batch_size)
   train_ds = data.train_dataset(

@@ -345,12 +345,27 @@ class TfdsTest(tf.test.TestCase):
     self.assertIn("tfds build", message)
 
   def test_unregistered_builder_raises_one_line(self):
-    with self.assertRaises(ValueError) as ctx:
+    unknown = dataclasses.replace(data.DATASETS["cifar10"],
+                                  tfds_name="no_such_builder")
+    with mock.patch.dict(datasets.DATASETS, {"cifar10": unknown}):
+      with self.assertRaises(ValueError) as ctx:
+        data.load("cifar10", data_dir=self.get_temp_dir(), download=False)
+    message = str(ctx.exception)
+    self.assertNotIn("\n", message)
+    self.assertIn("no TFDS builder named 'no_such_builder'", message)
+
+  def test_tiny_imagenet_builder_is_registered(self):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    self.assertIs(tfds.builder_cls("tiny_imagenet"),
+                  data.tiny_imagenet.TinyImagenet)
+    # Not prepared: the error says how to give the files, on one line.
+    with self.assertRaises(FileNotFoundError) as ctx:
       data.load("tiny_imagenet", data_dir=self.get_temp_dir(), download=False)
     message = str(ctx.exception)
     self.assertNotIn("\n", message)
-    self.assertIn("tiny_imagenet", message)
-    self.assertIn("not available yet", message)
+    self.assertNotIn("not available yet", message)
+    self.assertIn("--manual_dir", message)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,15 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
     with open(f.name, "rb") as g:
       self.assertEqual(g.read(), b"keep me")
 
+  def test_data_dir_that_is_a_file(self):
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as f:
+      f.write(b"not a folder")
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    result = run_train(f"--model_dir={model_dir}", f"--data_dir={f.name}")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--data_dir names an existing file", result.stderr)
+    self.assertFalse(os.path.exists(model_dir))
+
   def test_missing_model_dir(self):
     result = run_train()
     self.assertNotEqual(result.returncode, 0)
@@ -100,11 +109,31 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
     result = run_train("--helpfull")  # absl exits 1 after printing help
     self.assertNotIn("Traceback", result.stderr)
     text = "".join(result.stdout.split())  # absl wraps long choice lists
+    self.assertIn("--manual_dir", result.stdout)
     for choice in ("<at|part|trades|part_t|mart|part_m>", "<pgd|mma>",
                    "mnist_offline", "tiny_imagenet", "resnet18", "wrn34_10",
                    "<gradcam_plus_plus|gradcam|layercam|xgradcam>",
                    "<zscore|official|soft>"):
       self.assertIn(choice, text)
+
+
+class ManualDirTest(tf.test.TestCase):
+
+  def test_wrong_manual_dir_is_a_one_line_error(self):
+    tmp = tempfile.mkdtemp()
+    model_dir = os.path.join(tmp, "run")
+    manual_dir = os.path.join(tmp, "empty")
+    os.mkdir(manual_dir)
+    result = run_train(f"--model_dir={model_dir}", "--dataset=tiny_imagenet",
+                       f"--data_dir={os.path.join(tmp, 'tfds')}",
+                       f"--manual_dir={manual_dir}", timeout=300)
+    self.assertNotEqual(result.returncode, 0)
+    last = result.stderr.strip().splitlines()[-1]
+    self.assertEqual(
+        last, "error: Dataset 'tiny_imagenet': expected tiny-imagenet-200.zip"
+        " or an extracted tiny-imagenet-200/ folder (with wnids.txt) in the "
+        f"manual dir {manual_dir}, found neither.")
+    self.assertNotIn("Traceback", result.stderr)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from part_tf.data.datasets import eval_dataset
 from part_tf.data.datasets import load
 from part_tf.data.datasets import steps_per_epoch
 from part_tf.data.datasets import train_dataset
+# Registers the TFDS builder "tiny_imagenet".
+from part_tf.data import tiny_imagenet  # pylint: disable=g-bad-import-order
 
 __all__ = [
     "ArrayData",
@@ -17,5 +19,6 @@ __all__ = [
     "eval_dataset",
     "load",
     "steps_per_epoch",
+    "tiny_imagenet",
     "train_dataset",
 ]

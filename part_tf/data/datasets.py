@@ -13,6 +13,7 @@ resumed at epoch `k` sees exactly the batches an uninterrupted run sees.
 import dataclasses
 import functools
 import importlib.util
+import os
 import pathlib
 
 import numpy as np
@@ -82,8 +83,7 @@ DATASETS: dict[str, DatasetSpec] = {
         _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10,
               (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
               crop_padding=0, flip=False),
-        # No TFDS builder yet: load() works once one named tiny_imagenet is
-        # registered.
+        # TFDS builder in part_tf/data/tiny_imagenet.py (needs --manual_dir).
         _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200,
               (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
               crop_padding=4, flip=True, test_split="validation"),
@@ -106,7 +106,8 @@ class ArrayData:
 
 
 def load(name: str, data_dir: str | None = None, max_train: int | None = None,
-         max_test: int | None = None, download: bool = True
+         max_test: int | None = None, download: bool = True,
+         manual_dir: str | None = None
          ) -> tuple[ArrayData, ArrayData, DatasetSpec]:
   """Loads train and test splits into memory as uint8 arrays.
 
@@ -117,13 +118,19 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
     max_train: If given, keep only the first `max_train` training examples.
     max_test: If given, keep only the first `max_test` test examples.
     download: Whether TFDS may download and prepare missing data.
+    manual_dir: Folder of manually downloaded files used when TFDS prepares
+      the data, e.g. the one holding `tiny-imagenet-200.zip` or the extracted
+      `tiny-imagenet-200/` folder; None: TFDS' default
+      (`<data_dir>/downloads/manual`). Ignored for `mnist_offline` and when
+      the data is prepared already.
 
   Returns:
     `(train, test, spec)`.
 
   Raises:
     ValueError: Unknown name, non-positive limit, data of the wrong shape or
-      dtype, or a TFDS builder that is not registered.
+      dtype, a TFDS builder that is not registered, or bad source files found
+      while preparing.
     FileNotFoundError: The data is neither present nor obtainable.
   """
   if name not in DATASETS:
@@ -136,7 +143,8 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
   if spec.tfds_name is None:
     train, test = _load_mnist_offline(max_train, max_test)
   else:
-    train, test = _load_tfds(spec, data_dir, max_train, max_test, download)
+    train, test = _load_tfds(spec, data_dir, max_train, max_test, download,
+                             manual_dir)
   for data in (train, test):
     found = tuple(data.images.shape[1:])
     if found != spec.image_shape:
@@ -187,30 +195,59 @@ def _load_mnist_offline(max_train: int | None, max_test: int | None
 
 
 def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
-               max_test: int | None, download: bool
-               ) -> tuple[ArrayData, ArrayData]:
+               max_test: int | None, download: bool,
+               manual_dir: str | None = None) -> tuple[ArrayData, ArrayData]:
   """Reads both TFDS splits of `spec` into memory."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+  if data_dir is not None:
+    data_dir = os.path.expanduser(data_dir)
+  kwargs = {}
+  if manual_dir is not None:
+    manual_dir = os.path.expanduser(manual_dir)
+    kwargs["download_and_prepare_kwargs"] = {
+        "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
   try:
     train_ds, test_ds = tfds.load(
         spec.tfds_name, split=[spec.train_split, spec.test_split],
-        data_dir=data_dir, download=download, as_supervised=True)
+        data_dir=data_dir, download=download, as_supervised=True, **kwargs)
   except tfds.core.DatasetNotFoundError as e:
     raise ValueError(
         f"Dataset {spec.name!r}: no TFDS builder named {spec.tfds_name!r} is "
-        "registered (not available yet).") from e
+        "registered.") from e
+  except FileNotFoundError as e:
+    if manual_dir is None or not download:
+      raise _not_found(spec, data_dir, e) from e
+    # Raised by the builder: says what it expected in manual_dir.
+    message = _first_line(e).removeprefix(f"{spec.tfds_name}: ")
+    raise FileNotFoundError(f"Dataset {spec.name!r}: {message}") from e
   except (AssertionError, OSError, tfds.download.DownloadError) as e:
     # TFDS asserts that prepared data exists; downloads fail with OSError
     # (including requests' ConnectionError) or DownloadError.
-    where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-    raise FileNotFoundError(
-        f"Dataset {spec.name!r} (TFDS {spec.tfds_name!r}) could not be found "
-        f"or downloaded in {where} ({type(e).__name__}): prepare it with "
-        f"`tfds build {spec.tfds_name} --data_dir=DIR` on a machine with "
-        "internet and pass --data_dir=DIR.") from e
+    raise _not_found(spec, data_dir, e) from e
   return (_materialize(train_ds, spec, max_train),
           _materialize(test_ds, spec, max_test))
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0] if lines else type(e).__name__
+
+
+def _not_found(spec: DatasetSpec, data_dir: str | None,
+               e: BaseException) -> FileNotFoundError:
+  """The one-line error for data that is neither prepared nor obtainable."""
+  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
+  if spec.name == "tiny_imagenet":
+    how = ("put tiny-imagenet-200.zip (or the extracted tiny-imagenet-200/ "
+           "folder) in a folder DIR and pass --manual_dir=DIR")
+  else:
+    how = (f"prepare it with `tfds build {spec.tfds_name} --data_dir=DIR` on "
+           "a machine with internet and pass --data_dir=DIR")
+  return FileNotFoundError(
+      f"Dataset {spec.name!r} (TFDS {spec.tfds_name!r}) could not be found "
+      f"or downloaded in {where} ({type(e).__name__}: {_first_line(e)}): "
+      f"{how}.")
 
 
 def _materialize(ds: tf.data.Dataset, spec: DatasetSpec,
