@@ -1,5 +1,7 @@
 """Adversarial attacks built from small parts (init, loss, step, projection)."""
 
+from part_tf.attacks.apgd import apgd
+from part_tf.attacks.apgd import apgd_targeted
 from part_tf.attacks.losses import cross_entropy
 from part_tf.attacks.losses import kl_from_clean
 from part_tf.attacks.losses import margin_violation
@@ -11,3 +13,4 @@ from part_tf.attacks.pgd import pgd
 from part_tf.attacks.pgd import project_linf
 from part_tf.attacks.pgd import sign_step
 from part_tf.attacks.pgd import uniform_init
+from part_tf.attacks.square import square

@@ -1,0 +1,161 @@
+"""Evaluates the robustness of a trained classifier with an attack suite.
+
+  python scripts/evaluate.py --model_path=runs/quickstart/part
+  python scripts/evaluate.py --model_path=runs/cifar10_part/export/80 \
+      --dataset=cifar10 --epsilon=2/255,4/255,8/255,16/255 --num_examples=1000
+
+`--model_path` is a run folder (its config.json gives the default dataset and
+epsilon), a `.keras` file or an exported SavedModel. Writes `eval.json` and
+`eval.md` to `--output_dir` (default: the run folder, or next to the model),
+one report per epsilon, each with natural accuracy, robust accuracy per attack,
+the per-example worst case over all attacks, and gradient-masking sanity
+checks (a failed check is printed loudly and recorded).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from flags.budgets import parse_budget  # pylint: disable=g-import-not-at-top
+
+flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
+flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
+flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
+flags.DEFINE_list("epsilon", [], "Budgets, e.g. 8/255 or 2/255,4/255,8/255 "
+                  "(default: the run's epsilon).")
+flags.DEFINE_integer("num_examples", None, "Evaluate the first N test "
+                     "examples.", lower_bound=1)
+flags.DEFINE_list("attacks", [], "Attacks (default: all available): fgsm, "
+                  "pgd, cw, mma, apgd_ce, apgd_t, square.")
+flags.DEFINE_integer("num_steps", 20, "Steps of PGD / CW / MMA.", lower_bound=1)
+flags.DEFINE_string("step_size", None, "Step size (default epsilon/4).")
+flags.DEFINE_integer("restarts", 1, "PGD random restarts.", lower_bound=1)
+flags.DEFINE_integer("apgd_steps", 100, "APGD iterations (per target for "
+                     "APGD-T).", lower_bound=1)
+flags.DEFINE_integer("square_queries", 1000, "Square query budget.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Seed of the random starts.", lower_bound=0)
+flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking checks.")
+flags.DEFINE_string("output_dir", None, "Where eval.json / eval.md go.")
+flags.mark_flag_as_required("model_path")
+flags.register_validator("model_path",
+                         lambda p: p is None or os.path.exists(p),
+                         message="--model_path does not exist")
+flags.register_validator("epsilon", lambda v: all(_ok_budget(e) for e in v),
+                         message="--epsilon must be budgets like 8/255")
+flags.register_validator("step_size", lambda v: v is None or _ok_budget(v),
+                         message="--step_size must be a budget like 2/255")
+FLAGS = flags.FLAGS
+
+
+def _ok_budget(text):
+  try:
+    return parse_budget(text) >= 0
+  except ValueError:
+    return False
+
+
+def load_model(path):
+  """(model_fn, run config or {}, default output folder) for a model path."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  run = {}
+  if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
+    with open(os.path.join(path, "config.json")) as f:
+      run = json.load(f)
+    keras_file = os.path.join(path, "classifier.keras")
+    if not os.path.exists(keras_file):
+      raise FileNotFoundError(f"run folder {path} has no classifier.keras "
+                              "(did the run finish?)")
+    model = keras.saving.load_model(keras_file)
+    return (lambda x: model(x, training=False)), run, path
+  if path.endswith(".keras"):
+    model = keras.saving.load_model(path)
+    return (lambda x: model(x, training=False)), run, os.path.dirname(path)
+  if os.path.exists(os.path.join(path, "saved_model.pb")):
+    loaded = tf.saved_model.load(path)  # must outlive the signature's use
+    serving = loaded.signatures["serving_default"]
+    return (lambda x, keep=loaded: serving(images=x)["logits"]), run, (
+        os.path.dirname(os.path.abspath(path)))
+  raise ValueError(f"{path} is neither a run folder, a .keras file nor a "
+                   "SavedModel")
+
+
+def table(reports, names) -> str:
+  lines = ["| epsilon | natural | " + " | ".join(names) + " | worst case |",
+           "|---" * (len(names) + 3) + "|"]
+  for r in reports:
+    cells = [f"{r['robust_accuracy'][n]:.4f}" for n in names]
+    lines.append(f"| {r['epsilon']:.4g} | {r['natural_accuracy']:.4f} | "
+                 + " | ".join(cells) + f" | {r['worst_case_accuracy']:.4f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  from part_tf import attack_suite  # pylint: disable=g-import-not-at-top
+  from part_tf import data  # pylint: disable=g-import-not-at-top
+  from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+
+  try:
+    model_fn, run, default_output = load_model(FLAGS.model_path)
+    dataset = FLAGS.dataset or run.get("dataset")
+    if dataset is None:
+      raise ValueError("--dataset is needed for a model outside a run folder")
+    budgets = ([parse_budget(e) for e in FLAGS.epsilon] or
+               [run.get("epsilon", 8 / 255)])
+    _, test, _ = data.load(dataset, data_dir=FLAGS.data_dir or
+                           run.get("data_dir"), max_test=FLAGS.num_examples,
+                           max_train=1)
+    names = FLAGS.attacks or list(attack_suite.available_attacks())
+    config = attack_suite.SuiteConfig(
+        num_steps=FLAGS.num_steps, restarts=FLAGS.restarts,
+        apgd_steps=FLAGS.apgd_steps,
+        square_queries=FLAGS.square_queries,
+        step_size=parse_budget(FLAGS.step_size) if FLAGS.step_size else None)
+    test_ds = data.eval_dataset(test, FLAGS.batch_size)
+    batches = -(-len(test.labels) // FLAGS.batch_size)
+    reports = []
+    for eps in budgets:
+      report = attack_suite.evaluate(
+          model_fn, test_ds, eps, names, config, FLAGS.seed,
+          progress=lambda it, e=eps: tqdm(it, total=batches,
+                                          desc=f"eps={e:.4g}"))
+      if FLAGS.sanity_checks:
+        report["sanity_checks"] = [
+            {"name": n, "passed": bool(ok), "detail": msg}
+            for n, ok, msg in attack_suite.sanity_checks(
+                model_fn, test_ds, report, config, FLAGS.seed)]
+      reports.append(report)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  output_dir = FLAGS.output_dir or default_output
+  result = {"model_path": os.path.abspath(FLAGS.model_path),
+            "dataset": dataset, "attacks": names,
+            "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
+            "reports": reports}
+  io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
+  text = table(reports, names)
+  io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"), text + "\n")
+  print(text)
+  for report in reports:
+    for check in report.get("sanity_checks", []):
+      if not check["passed"]:
+        print(f"!!! SANITY CHECK FAILED (eps={report['epsilon']:.4g}): "
+              f"{check['name']}: {check['detail']}. The robust accuracies "
+              "above may be overestimated (gradient masking?).")
+  print(f"wrote {os.path.join(output_dir, 'eval.json')}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
+      argv, dataset_defaults=False))

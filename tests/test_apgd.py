@@ -1,0 +1,171 @@
+"""APGD / APGD-T: budgets, schedule, strength vs PGD and vs ART's AutoPGD."""
+
+import importlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from part_tf.attacks.pgd import pgd
+from part_tf.data import datasets
+from part_tf.models import small_cnn
+
+# The module, not the function of the same name that part_tf.attacks exports.
+apgd_lib = importlib.import_module("part_tf.attacks.apgd")
+
+EPS = 0.1
+STEPS = 20
+N = 200
+N_TARGETED = 100  # APGD-T costs 9 runs: compared on a subset.
+
+
+def _accuracy(model, x, y):
+  pred = np.argmax(model.predict(np.asarray(x), batch_size=256, verbose=0), 1)
+  return float(np.mean(pred == np.asarray(y)))
+
+
+class APGDTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    train, test, _ = datasets.load("mnist_offline")
+    keras.utils.set_random_seed(0)
+    cls.model = small_cnn((28, 28, 1), 10)
+    cls.model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cls.model.fit(train.images / 255.0, train.labels, batch_size=128,
+                  epochs=1, verbose=0)
+    cls.x = tf.constant(test.images[:N] / 255.0, tf.float32)
+    cls.y = tf.constant(test.labels[:N], tf.int32)
+    model = cls.model
+    cls.model_fn = staticmethod(lambda z: model(z, training=False))
+    cls.clean_acc = _accuracy(model, cls.x, cls.y)
+    cls._cache = {}
+
+  def _attack(self, name):
+    """Runs (and caches) one attack on the shared model and examples."""
+    if name not in self._cache:
+      f = self.model_fn
+      fns = {
+          "ce": lambda x, y: apgd_lib.apgd(f, x, y, EPS, num_steps=STEPS),
+          "dlr": lambda x, y: apgd_lib.apgd(f, x, y, EPS, num_steps=STEPS,
+                                            loss="dlr"),
+          "dlr_subset": lambda x, y: apgd_lib.apgd(
+              f, x[:N_TARGETED], y[:N_TARGETED], EPS, num_steps=STEPS,
+              loss="dlr"),
+          "t_subset": lambda x, y: apgd_lib.apgd_targeted(
+              f, x[:N_TARGETED], y[:N_TARGETED], EPS, num_steps=STEPS,
+              num_targets=9,
+              tile_targets=True),
+          "pgd": lambda x, y: pgd(f, x, y, EPS, step_size=EPS / 4,
+                                  num_steps=20),
+      }
+      x_adv = tf.function(fns[name])(self.x, self.y)
+      n = x_adv.shape[0]
+      self._check_valid(x_adv, self.x[:n], EPS)
+      self._cache[name] = _accuracy(self.model, x_adv, self.y[:n])
+    return self._cache[name]
+
+  def _check_valid(self, x_adv, x, eps):
+    x_adv, x = np.asarray(x_adv), np.asarray(x)
+    eps = np.broadcast_to(np.asarray(eps, np.float32), x.shape)
+    self.assertEqual(x_adv.shape, x.shape)
+    self.assertTrue(np.all(np.abs(x_adv - x) <= eps + 1e-6))
+    self.assertTrue(np.all((x_adv >= 0.0) & (x_adv <= 1.0)))
+
+  def test_model_is_not_at_chance(self):
+    self.assertGreater(self.clean_acc, 0.85)
+
+  def test_budget_and_range_scalar_and_map(self):
+    x, y = self.x[:16], self.y[:16]
+    rng = np.random.default_rng(0)
+    eps_map = rng.choice([0.0, 0.05, 0.3], size=x.shape).astype(np.float32)
+    f = self.model_fn
+    for eps in (0.1, eps_map):
+      for x_adv in (
+          apgd_lib.apgd(f, x, y, eps, num_steps=6),
+          apgd_lib.apgd(f, x, y, eps, num_steps=4, loss="dlr",
+                        num_restarts=2, seed=(3, 4)),
+          apgd_lib.apgd_targeted(f, x, y, eps, num_steps=3, num_targets=2),
+          apgd_lib.apgd_targeted(f, x, y, eps, num_steps=3, num_targets=3,
+                                 tile_targets=True)):
+        self._check_valid(x_adv, x, eps)
+        if eps is eps_map:
+          still = eps_map == 0.0
+          self.assertAllEqual(np.asarray(x_adv)[still], x.numpy()[still])
+          big = eps_map == 0.3
+          self.assertGreater(np.abs(np.asarray(x_adv) - x.numpy())[big].max(),
+                             0.2)
+
+  def test_checkpoint_schedule_follows_croce_hein(self):
+    is_ckpt, length = apgd_lib.checkpoint_schedule(100)
+    steps = [i + 1 for i, c in enumerate(is_ckpt) if c]
+    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 (intervals >= .06).
+    self.assertEqual(steps, [22, 41, 57, 70, 80, 87, 93, 99])
+    self.assertEqual([l for l in length if l], [22, 19, 16, 13, 10, 7, 6, 6])
+
+  def test_dlr_losses_match_formula(self):
+    logits = tf.constant([[5.0, 3.0, 1.0, 0.0], [1.0, 4.0, 2.0, -1.0]])
+    y = tf.constant([0, 0])
+    # Example 0: -(5 - 3) / (5 - 1); example 1: -(1 - 4) / (4 - 1).
+    self.assertAllClose(apgd_lib.dlr_loss(logits, y), [-0.5, 1.0])
+    t = tf.constant([2, 1])
+    # -(z_y - z_t) / (z1 - (z3 + z4) / 2).
+    self.assertAllClose(apgd_lib.targeted_dlr_loss(logits, y, t),
+                        [-(5 - 1) / (5 - 0.5), -(1 - 4) / (4 - 0.0)])
+
+  def test_traces_once_per_shape(self):
+    f = self.model_fn
+    run = tf.function(lambda x, y: apgd_lib.apgd(f, x, y, EPS, num_steps=4))
+    run(self.x[:8], self.y[:8])
+    run(self.x[8:16], self.y[8:16])
+    self.assertEqual(run.experimental_get_tracing_count(), 1)
+
+  def test_apgd_ce_at_least_as_strong_as_pgd20(self):
+    ours, pgd_acc = self._attack("ce"), self._attack("pgd")
+    print(f"\nclean {self.clean_acc:.3f} APGD-CE {ours:.3f} PGD-20 {pgd_acc:.3f}")
+    self.assertLess(pgd_acc, self.clean_acc - 0.1)  # A non-empty comparison.
+    self.assertLessEqual(ours, pgd_acc + 0.02)
+
+  def test_targeted_at_least_as_strong_as_dlr(self):
+    targeted, dlr = self._attack("t_subset"), self._attack("dlr_subset")
+    clean = _accuracy(self.model, self.x[:N_TARGETED], self.y[:N_TARGETED])
+    print(f"\nclean {clean:.3f} APGD-T {targeted:.3f} APGD-DLR {dlr:.3f}")
+    self.assertLess(dlr, clean - 0.1)
+    self.assertLessEqual(targeted, dlr + 0.02)
+
+  def test_targeted_loop_and_tiled_agree(self):
+    x, y, f = self.x[:32], self.y[:32], self.model_fn
+    kw = dict(num_steps=6, num_targets=3, random_start=False)
+    loop = apgd_lib.apgd_targeted(f, x, y, EPS, **kw)
+    tiled = apgd_lib.apgd_targeted(f, x, y, EPS, tile_targets=True, **kw)
+    self.assertLessEqual(abs(_accuracy(self.model, loop, y) -
+                             _accuracy(self.model, tiled, y)), 1 / 32 + 1e-9)
+
+  def test_agrees_with_art_auto_pgd(self):
+    from art.attacks.evasion import AutoProjectedGradientDescent  # pylint: disable=g-import-not-at-top
+    from art.estimators.classification import TensorFlowV2Classifier  # pylint: disable=g-import-not-at-top
+    classifier = TensorFlowV2Classifier(
+        self.model, nb_classes=10, input_shape=(28, 28, 1),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True),
+        clip_values=(0.0, 1.0))
+    for ours_name, loss_type in (("ce", "cross_entropy"),
+                                 ("dlr", "difference_logits_ratio")):
+      attack = AutoProjectedGradientDescent(
+          classifier, norm=np.inf, eps=EPS, eps_step=2 * EPS,
+          max_iter=STEPS, nb_random_init=1, batch_size=N,
+          loss_type=loss_type, verbose=False)
+      x_art = attack.generate(self.x.numpy(), y=self.y.numpy())
+      self._check_valid(x_art, self.x, EPS)
+      art_acc = _accuracy(self.model, x_art, self.y)
+      ours = self._attack(ours_name)
+      print(f"\n{loss_type}: ours {ours:.3f} ART {art_acc:.3f}")
+      self.assertLess(art_acc, self.clean_acc - 0.1)
+      self.assertLessEqual(abs(ours - art_acc), 0.02)
+
+
+if __name__ == "__main__":
+  tf.test.main()
