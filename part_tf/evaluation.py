@@ -1,10 +1,14 @@
 """Natural and PGD robust accuracy of a classifier, batched and compiled."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf import io_utils
 
 
 class PGDEvaluator:
@@ -66,27 +70,60 @@ def robust_accuracy(classifier, dataset, epsilon: float, step_size: float,
                       random_start, jit_compile)(dataset)
 
 
+BEST_STATE = "best.json"
+
+
+def read_best(best_dir: str):
+  """`{"epoch", "val_pgd_accuracy", "weights"}` of the best-robust
+  checkpoint in `best_dir`, or None."""
+  path = os.path.join(best_dir, BEST_STATE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      best = json.load(f)
+    best["weights"] = os.path.join(best_dir, best["weights"])
+    float(best["val_pgd_accuracy"]), int(best["epoch"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"corrupt best-checkpoint state {path}: {e}") from None
+  if not os.path.exists(best["weights"]):
+    raise ValueError(f"{path} names {best['weights']}, which is missing")
+  return best
+
+
 class RobustEvaluation(keras.callbacks.Callback):
-  """Logs PGD robust accuracy on a fixed held-out subset every N epochs.
+  """Logs PGD robust accuracy on a fixed held-out subset every N epochs, and
+  keeps the classifier of the most robust evaluated epoch.
 
   Adds `val_pgd_accuracy` (NaN on epochs that are not evaluated, so CSV logs
   keep one column) to the epoch logs; put it before loggers in the list.
+  Robust overfitting is real: with `best_dir`, the weights of the epoch with
+  the highest `val_pgd_accuracy` so far are written to
+  `best_dir/best-epoch-NNNN.weights.h5`, made current by `best.json` (both
+  written atomically, and read back when a run resumes).
 
   Args:
     dataset: fixed evaluation batches (images in [0, 1], labels).
     every_n_epochs: evaluate after every N-th epoch and after the last one.
     epsilon, step_size, num_steps, seed, jit_compile: the attack (see
       `PGDEvaluator`).
+    best_dir: where to keep the best-robust checkpoint (None: don't).
   """
 
   def __init__(self, dataset, every_n_epochs, epsilon, step_size,
-               num_steps=20, seed=0, jit_compile=False):
+               num_steps=20, seed=0, jit_compile=False, best_dir=None):
     super().__init__()
     self.dataset = dataset
     self.every_n_epochs = every_n_epochs
     self.attack = dict(epsilon=epsilon, step_size=step_size,
                        num_steps=num_steps, seed=seed, jit_compile=jit_compile)
+    self.best_dir = best_dir
     self._evaluator = None
+    self._best = -1.0
+
+  def on_train_begin(self, logs=None):
+    best = read_best(self.best_dir) if self.best_dir else None
+    self._best = best["val_pgd_accuracy"] if best else -1.0
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is None:
@@ -98,4 +135,18 @@ class RobustEvaluation(keras.callbacks.Callback):
       if self._evaluator is None:
         self._evaluator = PGDEvaluator(self.model.classifier, **self.attack)
       value = float(self._evaluator(self.dataset)["pgd_accuracy"])
+      if self.best_dir and value > self._best:
+        self._best = value
+        self._save_best(epoch + 1, value)
     logs["val_pgd_accuracy"] = value
+
+  def _save_best(self, epoch, value):
+    name = f"best-epoch-{epoch:04d}.weights.h5"
+    io_utils.atomic_file(os.path.join(self.best_dir, name),
+                         self.model.classifier.save_weights)
+    io_utils.atomic_write_json(
+        os.path.join(self.best_dir, BEST_STATE),
+        {"epoch": epoch, "val_pgd_accuracy": value, "weights": name})
+    for old in os.listdir(self.best_dir):
+      if old.startswith("best-epoch-") and old != name:
+        os.remove(os.path.join(self.best_dir, old))

@@ -10,7 +10,9 @@ Everything a run writes goes under `model_dir`:
   tensorboard/       the same as TensorBoard events
   classifier.keras   the trained classifier
   export/<epochs>/   SavedModel for serving (see `part_tf.export`)
-  metrics.json       final natural and PGD-20 accuracy on the test split
+  best/              the classifier of the most robust evaluated epoch
+  metrics.json       final natural and PGD-20 accuracy on the test split,
+                     and the same for the best-robust epoch ("best")
 """
 
 import dataclasses
@@ -153,6 +155,7 @@ def train(config: TrainConfig) -> dict:
               else tf.distribute.get_strategy())
   os.makedirs(config.model_dir, exist_ok=True)
   backup_dir = os.path.join(config.model_dir, "backup")
+  best_dir = os.path.join(config.model_dir, "best")
   start_epoch = restored_epoch(backup_dir)
   config_path = os.path.join(config.model_dir, "config.json")
   if start_epoch:  # a start that failed before its first epoch binds nothing
@@ -194,7 +197,8 @@ def train(config: TrainConfig) -> dict:
       BurnInSwitch(config.burn_in_epochs),
       evaluation.RobustEvaluation(
           subset_ds, config.eval_every, config.epsilon, eval_step,
-          config.eval_num_steps, seed=config.seed, jit_compile=jit),
+          config.eval_num_steps, seed=config.seed, jit_compile=jit,
+          best_dir=best_dir),
       keras.callbacks.CSVLogger(log_path, append=True),
       keras.callbacks.TensorBoard(
           os.path.join(config.model_dir, "tensorboard")),
@@ -233,6 +237,19 @@ def train(config: TrainConfig) -> dict:
       "epochs": config.epochs, "resumed_at_epoch": start_epoch,
       "train_seconds_this_session": round(train_seconds, 1),
   }
+  best = evaluation.read_best(best_dir)
+  if best is not None:  # the most robust epoch on the held-out subset
+    best_classifier = keras.models.clone_model(classifier)
+    best_classifier.load_weights(best["weights"])
+    best_result = evaluation.robust_accuracy(
+        best_classifier, test_ds, config.epsilon, eval_step,
+        config.eval_num_steps, seed=config.seed, jit_compile=jit)
+    metrics["best"] = {
+        "epoch": best["epoch"],
+        "val_pgd_accuracy": best["val_pgd_accuracy"],
+        "natural_accuracy": float(best_result["natural_accuracy"]),
+        f"pgd{config.eval_num_steps}_accuracy":
+            float(best_result["pgd_accuracy"])}
   io_utils.atomic_write_json(os.path.join(config.model_dir, "metrics.json"),
                              metrics)
   return metrics

@@ -7,6 +7,7 @@
 `--model_path` is a run folder (its config.json gives the default dataset and
 epsilon), a `.keras` file or an exported SavedModel. Writes `eval.json` and
 `eval.md` to `--output_dir` (default: the run folder, or next to the model),
+and with `--corruptions=all` the accuracy under CIFAR-10-C corruptions,
 one report per epsilon, each with natural accuracy, robust accuracy per attack,
 the per-example worst case over all attacks, and gradient-masking sanity
 checks (a failed check is printed loudly and recorded).
@@ -42,6 +43,11 @@ flags.DEFINE_integer("square_queries", 1000, "Square query budget.",
 flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the random starts.", lower_bound=0)
 flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking checks.")
+flags.DEFINE_list("corruptions", [], "CIFAR-10-C corruptions to measure "
+                  "natural accuracy on ('all', or names like fog,"
+                  "gaussian_noise); cifar10 models only.")
+flags.DEFINE_list("corruption_severities", ["1", "2", "3", "4", "5"],
+                  "Severities of the corruptions.")
 flags.DEFINE_string("output_dir", None, "Where eval.json / eval.md go.")
 flags.mark_flag_as_required("model_path")
 flags.register_validator("model_path",
@@ -111,6 +117,9 @@ def main(argv):
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
+    if FLAGS.corruptions and dataset != "cifar10":
+      raise ValueError("--corruptions measures CIFAR-10-C: the model must be "
+                       f"a cifar10 model, not {dataset}")
     budgets = ([parse_budget(e) for e in FLAGS.epsilon] or
                [run.get("epsilon", 8 / 255)])
     _, test, _ = data.load(dataset, data_dir=FLAGS.data_dir or
@@ -136,6 +145,14 @@ def main(argv):
             for n, ok, msg in attack_suite.sanity_checks(
                 model_fn, test_ds, report, config, FLAGS.seed)]
       reports.append(report)
+    corrupted = None
+    if FLAGS.corruptions:
+      from part_tf import corruptions  # pylint: disable=g-import-not-at-top
+      corrupted = corruptions.corruption_accuracy(
+          model_fn, None if FLAGS.corruptions == ["all"] else FLAGS.corruptions,
+          severities=[int(v) for v in FLAGS.corruption_severities],
+          data_dir=FLAGS.data_dir or run.get("data_dir"),
+          max_examples=FLAGS.num_examples, batch_size=FLAGS.batch_size)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   output_dir = FLAGS.output_dir or default_output
@@ -143,8 +160,15 @@ def main(argv):
             "dataset": dataset, "attacks": names,
             "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
             "reports": reports}
+  if corrupted is not None:
+    result["corruptions"] = corrupted
   io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
   text = table(reports, names)
+  if corrupted is not None:
+    text += ("\n\n| corruption | accuracy (mean over severities) |\n|---|---|\n"
+             + "\n".join(f"| {n} | {a:.4f} |"
+                         for n, a in corrupted["per_corruption"].items())
+             + f"\n| **mean** | {corrupted['mean']:.4f} |")
   io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"), text + "\n")
   print(text)
   for report in reports:

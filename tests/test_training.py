@@ -26,7 +26,7 @@ QUICK = dict(dataset="mnist_offline", max_train_examples=2048,
              epsilon=0.1, epsilon_low=0.07, step_size=0.025, num_steps=3,
              epochs=3, burn_in_epochs=1, batch_size=128, optimizer="adam",
              learning_rate=1e-3, weight_decay=0.0, lr_schedule="constant",
-             eval_num_steps=5, eval_subset=128, seed=3)
+             eval_num_steps=5, eval_subset=128, eval_every=1, seed=3)
 
 
 def _epochs_logged(model_dir):
@@ -58,8 +58,17 @@ class EndToEndTest(tf.test.TestCase):
     for row in rows[1:]:
       self.assertBetween(float(row["full_eps_fraction"]), 0.01, 0.5)
       self.assertBetween(float(row["eps_mean"]), 0.07, 0.1)
-    self.assertTrue(np.isnan(float(rows[0]["val_pgd_accuracy"])))
-    self.assertBetween(float(rows[2]["val_pgd_accuracy"]), 0.0, 1.0)
+    robust = [float(r["val_pgd_accuracy"]) for r in rows]
+    for value in robust:
+      self.assertBetween(value, 0.0, 1.0)
+    # The best-robust checkpoint is the epoch with the highest PGD accuracy.
+    best = self.full["best"]
+    self.assertEqual(best["val_pgd_accuracy"], max(robust))
+    self.assertEqual(best["epoch"], int(np.argmax(robust)) + 1)
+    self.assertEqual(
+        sorted(os.listdir(os.path.join(self.full_dir, "best"))),
+        sorted(["best.json", f"best-epoch-{best['epoch']:04d}.weights.h5"]))
+    self.assertBetween(best["natural_accuracy"], 0.5, 1.0)
 
   def test_killed_run_resumes_to_exactly_the_same_model(self):
     # Stop after 2 of 3 epochs (as a kill after epoch 2 would), then run the
@@ -72,7 +81,7 @@ class EndToEndTest(tf.test.TestCase):
         experiment.TrainConfig(model_dir=model_dir, **QUICK))
     self.assertEqual(resumed["resumed_at_epoch"], 2)
     self.assertEqual(_epochs_logged(model_dir), [0, 1, 2])
-    for key in ("natural_accuracy", "pgd5_accuracy"):
+    for key in ("natural_accuracy", "pgd5_accuracy", "best"):
       self.assertEqual(resumed[key], self.full[key])
     a = keras.saving.load_model(os.path.join(self.full_dir, "classifier.keras"))
     b = keras.saving.load_model(os.path.join(model_dir, "classifier.keras"))
