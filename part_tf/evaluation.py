@@ -1,6 +1,5 @@
 """Natural and PGD robust accuracy of a classifier, batched and compiled."""
 
-import json
 import os
 
 import keras
@@ -8,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
-from part_tf import io_utils
+from part_tf.training import checkpointing
 
 
 class PGDEvaluator:
@@ -74,20 +73,13 @@ BEST_STATE = "best.json"
 
 
 def read_best(best_dir: str):
-  """`{"epoch", "val_pgd_accuracy", "weights"}` of the best-robust
+  """`{"epoch", "val_pgd_accuracy", "weights" (a path)}` of the best-robust
   checkpoint in `best_dir`, or None."""
-  path = os.path.join(best_dir, BEST_STATE)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      best = json.load(f)
+  best = checkpointing.read_checkpoint_state(
+      best_dir, BEST_STATE, {"epoch": int, "val_pgd_accuracy": float},
+      "best-checkpoint")
+  if best is not None:
     best["weights"] = os.path.join(best_dir, best["weights"])
-    float(best["val_pgd_accuracy"]), int(best["epoch"])
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"corrupt best-checkpoint state {path}: {e}") from None
-  if not os.path.exists(best["weights"]):
-    raise ValueError(f"{path} names {best['weights']}, which is missing")
   return best
 
 
@@ -141,12 +133,7 @@ class RobustEvaluation(keras.callbacks.Callback):
     logs["val_pgd_accuracy"] = value
 
   def _save_best(self, epoch, value):
-    name = f"best-epoch-{epoch:04d}.weights.h5"
-    io_utils.atomic_file(os.path.join(self.best_dir, name),
-                         self.model.classifier.save_weights)
-    io_utils.atomic_write_json(
-        os.path.join(self.best_dir, BEST_STATE),
-        {"epoch": epoch, "val_pgd_accuracy": value, "weights": name})
-    for old in os.listdir(self.best_dir):
-      if old.startswith("best-epoch-") and old != name:
-        os.remove(os.path.join(self.best_dir, old))
+    checkpointing.write_checkpoint(
+        self.best_dir, BEST_STATE, f"best-epoch-{epoch:04d}.weights.h5",
+        self.model.classifier.save_weights,
+        {"epoch": epoch, "val_pgd_accuracy": value})

@@ -19,20 +19,58 @@ from part_tf import io_utils
 STATE_FILE = "state.json"
 
 
-def read_state(backup_dir: str):
-  """Returns `{"epoch": int, "weights": file name}` or None if no backup."""
-  path = os.path.join(backup_dir, STATE_FILE)
+def read_checkpoint_state(folder: str, state_file: str, fields: dict,
+                          what: str):
+  """Reads `folder/state_file`, the pointer to a folder's current weights.
+
+  Args:
+    folder: the checkpoint folder.
+    state_file: name of the JSON state in it.
+    fields: `{name: type}` of the values the state must hold besides
+      `weights` (the weights file name).
+    what: what the checkpoint is, for error messages.
+
+  Returns:
+    `{**fields, "weights": file name}`, or None if there is no state yet.
+
+  Raises:
+    ValueError: the state is corrupt or names a missing weights file.
+  """
+  path = os.path.join(folder, state_file)
   if not os.path.exists(path):
     return None
   try:
     with open(path) as f:
       state = json.load(f)
-    epoch, weights = int(state["epoch"]), str(state["weights"])
+    values = {name: cast(state[name]) for name, cast in fields.items()}
+    values["weights"] = str(state["weights"])
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"corrupt backup state {path}: {e}") from None
-  if not os.path.exists(os.path.join(backup_dir, weights)):
-    raise ValueError(f"backup state {path} names {weights}, which is missing")
-  return {"epoch": epoch, "weights": weights}
+    raise ValueError(f"corrupt {what} state {path}: {e}") from None
+  if not os.path.exists(os.path.join(folder, values["weights"])):
+    raise ValueError(f"{what} state {path} names {values['weights']}, which "
+                     "is missing")
+  return values
+
+
+def write_checkpoint(folder: str, state_file: str, name: str, save_fn,
+                     fields: dict) -> None:
+  """Writes weights `name` with `save_fn`, then points `state_file` at them.
+
+  Both writes are atomic and the state is replaced only once the weights are
+  complete; the folder's other weights files are removed afterwards.
+  """
+  io_utils.atomic_file(os.path.join(folder, name), save_fn)
+  io_utils.atomic_write_json(os.path.join(folder, state_file),
+                             {**fields, "weights": name})
+  for old in os.listdir(folder):
+    if old.endswith(".weights.h5") and old != name:
+      os.remove(os.path.join(folder, old))
+
+
+def read_state(backup_dir: str):
+  """Returns `{"epoch": int, "weights": file name}` or None if no backup."""
+  return read_checkpoint_state(backup_dir, STATE_FILE, {"epoch": int},
+                               "backup")
 
 
 def restored_epoch(backup_dir: str) -> int:
@@ -73,11 +111,6 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
       self.model._initial_epoch = epoch  # pylint: disable=protected-access
 
   def on_epoch_end(self, epoch, logs=None):
-    name = f"epoch-{epoch + 1:04d}.weights.h5"
-    io_utils.atomic_file(os.path.join(self.backup_dir, name),
-                         self.model.save_weights)
-    io_utils.atomic_write_json(os.path.join(self.backup_dir, STATE_FILE),
-                               {"epoch": epoch + 1, "weights": name})
-    for old in os.listdir(self.backup_dir):
-      if old.endswith(".weights.h5") and old != name:
-        os.remove(os.path.join(self.backup_dir, old))
+    write_checkpoint(self.backup_dir, STATE_FILE,
+                     f"epoch-{epoch + 1:04d}.weights.h5",
+                     self.model.save_weights, {"epoch": epoch + 1})
