@@ -43,9 +43,9 @@ class LossTest(tf.test.TestCase):
     loss, logits = methods.trades_loss(self.identity, self.nat, self.adv,
                                        self.y, 6.0)
     p_nat, p_adv = _softmax(self.nat), _softmax(self.adv)
-    ce = -np.log(p_nat[np.arange(16), self.y]).mean()
-    kl = (p_nat * (np.log(p_nat) - np.log(p_adv))).sum(-1).mean()
-    self.assertAllClose(loss, ce + 6.0 * kl, rtol=1e-5)
+    ce = -np.log(p_nat[np.arange(16), self.y])
+    kl = (p_nat * (np.log(p_nat) - np.log(p_adv))).sum(-1)
+    self.assertAllClose(loss, ce + 6.0 * kl, rtol=1e-5)  # per example
     self.assertAllEqual(logits, self.adv)
 
   def test_mart(self):
@@ -55,15 +55,15 @@ class LossTest(tf.test.TestCase):
     order = np.argsort(p_adv, axis=1)
     wrong = np.where(order[:, -1] == self.y, order[:, -2], order[:, -1])
     bce = (-np.log(p_adv[rows, self.y])
-           - np.log(1.0001 - p_adv[rows, wrong] + 1e-12)).mean()
+           - np.log(1.0001 - p_adv[rows, wrong] + 1e-12))
     kl = (p_nat * (np.log(p_nat) - np.log(p_adv + 1e-12))).sum(-1)
-    robust = (kl * (1.0000001 - p_nat[rows, self.y])).mean()
+    robust = kl * (1.0000001 - p_nat[rows, self.y])
     self.assertAllClose(loss, bce + 6.0 * robust, rtol=1e-5)
 
   def test_at(self):
     loss, _ = methods.at_loss(self.identity, self.nat, self.adv, self.y, 6.0)
     p_adv = _softmax(self.adv)
-    self.assertAllClose(loss, -np.log(p_adv[np.arange(16), self.y]).mean(),
+    self.assertAllClose(loss, -np.log(p_adv[np.arange(16), self.y]),
                         rtol=1e-5)
 
   def test_kl_attack_loss_is_zero_at_the_clean_point(self):
@@ -139,28 +139,36 @@ class FamilyTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(log_base["loss"], log_part["loss"])
 
   @parameterized.parameters(
-      [(m, None, None) for m in ("at", "trades", "mart")] +
-      list(itertools.product(("part", "part_t", "part_m"), cam.CAM_METHODS,
-                             cam.MASK_RULES)))
+      [(m, None, None, "pgd") for m in ("at", "trades", "mart")] +
+      [(m, c, r, "pgd") for m, c, r in itertools.product(
+          ("part", "part_t", "part_m"), cam.CAM_METHODS, cam.MASK_RULES)] +
+      [(m, "gradcam_plus_plus", "zscore", "mma")
+       for m in ("part", "part_t", "part_m")])
   def test_every_combination_trains_within_budget(self, method, cam_method,
-                                                  rule):
+                                                  rule, attack):
+    # `fit` on NumPy arrays: the batch dimension is unknown when the step is
+    # traced, and the last batch (4 of 16) is partial.
     x, y = _data(16)
     keras.utils.set_random_seed(0)
     model = PARTModel(small_cnn(SHAPE, 4), method=method, epsilon=0.1,
                       epsilon_low=0.03, step_size=0.03, num_steps=2,
                       cam=cam_method or "gradcam_plus_plus",
-                      mask_rule=rule or "zscore")
+                      mask_rule=rule or "zscore", attack=attack)
     model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
     model.part_active.assign(1)
-    for _ in range(2):
-      logs = model.train_on_batch(x, y, return_dict=True)
-    self.assertTrue(np.isfinite(logs["loss"]))
+    before = model.get_weights()
+    logs = model.fit(x, y, batch_size=6, epochs=1, shuffle=False,
+                     verbose=0).history
+    self.assertTrue(np.isfinite(logs["loss"][0]))
+    self.assertNotAllClose(before[1], model.get_weights()[1])
     eps_map = model.budget(tf.constant(x)).numpy()
     if rule is None:
       self.assertAllClose(eps_map, np.full(x.shape, 0.1))
+      self.assertAllClose(logs["full_eps_fraction"][0], 1.0)
     else:
       self.assertBetween(eps_map.min(), 0.03 - 1e-7, 0.1)
       self.assertLess(eps_map.mean(), 0.1)
+      self.assertLess(logs["eps_mean"][0], 0.1)
     x_adv = model.craft(tf.constant(x), tf.constant(y), eps_map,
                         [0, 0]).numpy()
     self.assertTrue(np.all(np.abs(x_adv - x) <= eps_map + 1e-6))

@@ -45,6 +45,20 @@ def predicted_class_score(logits: tf.Tensor) -> tf.Tensor:
   return score - tf.stop_gradient(score)
 
 
+def batch_score(logits: tf.Tensor) -> tf.Tensor:
+  """The sum of `predicted_class_score` over the batch: a scalar, valued 0.
+
+  This is the score handed to tf-keras-vis. Its gradient with respect to each
+  image's features is that image's own score gradient (in inference mode no
+  image depends on another), and `exp(score)`, which GradCAM++ multiplies in,
+  is exactly 1 as it is per image. A per-image score of shape [B] would also
+  do, but tf-keras-vis 0.8.7 reshapes it to `score.shape + (1, 1, 1)`, which
+  fails when the batch size is unknown at trace time (`model.fit` on NumPy
+  arrays or on a `tf.data` pipeline whose last batch is partial).
+  """
+  return tf.reduce_sum(predicted_class_score(logits))
+
+
 def _spatial_axes(t):
   return tuple(range(1, t.shape.rank - 1))
 
@@ -129,7 +143,7 @@ class ClassActivationMaps:
       cam = self._xgradcam(x)
     else:
       cam = self._visualizer(
-          predicted_class_score, x,
+          batch_score, x,
           penultimate_layer=self.layer_name,
           seek_penultimate_conv_layer=False,
           training=False, expand_cam=False, normalize_cam=False)
@@ -140,9 +154,7 @@ class ClassActivationMaps:
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(x)
       logits, features = self._features(x, training=False)
-      # Each image's score depends on its own features only (inference mode),
-      # so the gradient of the sum is the per-image gradient.
-      score = tf.reduce_sum(predicted_class_score(logits))
+      score = batch_score(logits)
     grads = tf.cast(tape.gradient(score, features), tf.float32)
     features = tf.cast(features, tf.float32)
     axes = _spatial_axes(features)

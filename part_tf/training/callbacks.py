@@ -21,9 +21,18 @@ class BurnInSwitch(keras.callbacks.Callback):
       raise ValueError(f"burn_in_epochs must be >= 0, got {burn_in_epochs}")
     self.burn_in_epochs = burn_in_epochs
 
+  def on_train_begin(self, logs=None):
+    if not hasattr(self.model, "part_active"):
+      raise ValueError("BurnInSwitch switches the budgets of a "
+                       "part_tf.training.PARTModel; the model being trained "
+                       f"is a {type(self.model).__name__}")
+
   def on_epoch_begin(self, epoch, logs=None):
     active = int(epoch >= self.burn_in_epochs)
-    if int(self.model.part_active.numpy()) != active:
+    # The base methods (at, trades, mart) have the switch too, but it changes
+    # nothing for them: say so only where it does.
+    if (getattr(self.model, "reweighted", True)
+        and int(self.model.part_active.numpy()) != active):
       logging.info("epoch %d: pixel-reweighted budgets %s", epoch + 1,
                    "on" if active else "off")
     self.model.part_active.assign(active)

@@ -40,8 +40,10 @@ class BaseMethod:
     attack_init: PGD start-point function (see `part_tf.attacks`).
     attack_target: `(clean_fn, x, y) -> target` of `attack_loss` (the labels,
       or TRADES' clean probabilities); `clean_fn` is the inference-mode model.
-    train_loss: `(model_fn, x, x_adv, y, beta) -> (scalar loss, logits on
-      x_adv)`, with `model_fn` the training-mode model.
+    train_loss: `(model_fn, x, x_adv, y, beta) -> (per-example loss [B],
+      logits on x_adv)`, with `model_fn` the training-mode model. The model
+      reduces the per-example losses (with any sample weights) to the
+      batch's mean, so the mean of these values is the method's loss.
   """
   attack_loss: Callable
   attack_init: Callable
@@ -50,24 +52,26 @@ class BaseMethod:
 
 
 def at_loss(model_fn, x, x_adv, y, beta):
-  """Madry et al.: mean CE on the AEs."""
+  """Madry et al.: CE on the AEs, per example."""
   del x, beta
   logits_adv = model_fn(x_adv)
-  return tf.reduce_mean(attacks.cross_entropy(logits_adv, y)), logits_adv
+  return attacks.cross_entropy(logits_adv, y), logits_adv
 
 
 def trades_loss(model_fn, x, x_adv, y, beta):
-  """TRADES: CE(f(x), y) + beta * mean KL(softmax f(x) || softmax f(x_adv))."""
+  """TRADES: CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))."""
   logits_nat = model_fn(x)
   logits_adv = model_fn(x_adv)
-  natural = tf.reduce_mean(attacks.cross_entropy(logits_nat, y))
-  robust = tf.reduce_mean(attacks.kl_from_clean(
-      logits_adv, tf.nn.softmax(tf.cast(logits_nat, tf.float32))))
+  natural = attacks.cross_entropy(logits_nat, y)
+  robust = attacks.kl_from_clean(
+      logits_adv, tf.nn.softmax(tf.cast(logits_nat, tf.float32)))
   return natural + beta * robust, logits_adv
 
 
 def mart_loss(model_fn, x, x_adv, y, beta):
-  """MART: boosted CE on the AEs + beta * (1 - p_y(x))-weighted KL."""
+  """MART: boosted CE on the AEs + beta * (1 - p_y(x))-weighted KL, per
+  example (the reference sums the KL term and divides by the batch size,
+  which is its mean)."""
   logits_nat = tf.cast(model_fn(x), tf.float32)
   logits_adv = model_fn(x_adv)
   y = tf.cast(y, tf.int32)
@@ -81,8 +85,7 @@ def mart_loss(model_fn, x, x_adv, y, beta):
   kl = tf.reduce_sum(tf.math.xlogy(nat_probs, nat_probs) -
                      nat_probs * tf.math.log(adv_probs + 1e-12), axis=-1)
   weight = 1.0000001 - tf.gather(nat_probs, y, batch_dims=1)
-  return (tf.reduce_mean(boosted) + beta * tf.reduce_mean(kl * weight),
-          logits_adv)
+  return boosted + beta * kl * weight, logits_adv
 
 
 BASE_METHODS = {

@@ -23,6 +23,10 @@ from part_tf.training.methods import BASE_METHODS
 from part_tf.training.methods import ATTACKS
 from part_tf.training.methods import METHODS
 
+# What a training step and an evaluation step log.
+_TRAIN_LOGS = ("loss", "adv_accuracy", "eps_mean", "full_eps_fraction")
+_TEST_LOGS = ("loss", "accuracy")
+
 
 @keras.saving.register_keras_serializable(package="part_tf")
 class PARTModel(keras.Model):
@@ -102,6 +106,7 @@ class PARTModel(keras.Model):
     self.part_active = self.add_weight(
         name="part_active", shape=(), dtype="int32", initializer="zeros",
         trainable=False)
+    self._evaluating = False
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "eps_mean", "full_eps_fraction")}
@@ -159,49 +164,124 @@ class PARTModel(keras.Model):
       self.optimizer.build(self.classifier.trainable_variables)
 
   def train_step(self, data):
-    x, y = data[0], data[1]
-    x = tf.convert_to_tensor(x, tf.float32)
+    x, y, weights = self._unpack(data)
+    variables = self.classifier.trainable_variables
+    count = _sum_over_replicas(tf.cast(tf.shape(x)[0], tf.float32))
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    # 1 for each real example, 0 for the stand-in of an empty replica.
+    present = tf.ones_like(weights)
+    if replicas > 1:
+      x, y, weights, present = _at_least_one_example(x, y, weights, present)
+
+    # --- x -> eps_map -> x_adv -------------------------------------------
     eps_map = self.budget(x)
     x_adv = self.craft(x, y, eps_map, self.step_seed())
-    variables = self.classifier.trainable_variables
-    # Gradients are summed over replicas, so each replica's loss is divided by
-    # their number (what Keras' own compute_loss does under a strategy).
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+    # --- x_adv -> loss -> update -----------------------------------------
     with tf.GradientTape() as tape:
-      loss, logits_adv = self._base.train_loss(
+      per_example, logits_adv = self._base.train_loss(
           lambda z: self.classifier(z, training=True), x, x_adv, y,
           self.beta)
-      total = loss
+      # This replica's share of the mean over the global batch: gradients
+      # are summed over replicas, so the update follows the global mean
+      # (Keras' "sum_over_batch_size"), also when a partial last batch splits
+      # into replicas of unequal size.
+      total = tf.reduce_sum(per_example * weights) / count
       if self.weight_decay:
-        # 0.5 * wd * |w|^2 adds exactly wd * w to every gradient (PyTorch's
-        # coupled SGD weight decay), and is loss-scaled like the rest.
-        total += 0.5 * self.weight_decay * tf.add_n(
+        # 0.5 * wd * |w|^2 adds exactly wd * w to the summed gradient
+        # (PyTorch's coupled SGD weight decay), and is loss-scaled like the
+        # rest; each replica adds its 1/replicas share.
+        total += 0.5 * self.weight_decay / replicas * tf.add_n(
             [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
              for v in variables])
-      scaled = self.optimizer.scale_loss(total / replicas)
+      scaled = self.optimizer.scale_loss(total)
     grads = tape.gradient(scaled, variables)
     self.optimizer.apply(grads, variables)
-    self._trackers["loss"].update_state(loss)
-    self._trackers["adv_accuracy"].update_state(y, logits_adv)
-    self._trackers["eps_mean"].update_state(tf.reduce_mean(eps_map))
+
+    # --- metrics ---------------------------------------------------------
+    # Per-example values: the epoch averages weigh every example once,
+    # whatever the batch sizes.
+    self._trackers["loss"].update_state(per_example * weights, present)
+    self._trackers["adv_accuracy"].update_state(y, logits_adv,
+                                                weights * present)
+    self._trackers["eps_mean"].update_state(
+        tf.reduce_mean(eps_map, axis=[1, 2, 3]), present)
     self._trackers["full_eps_fraction"].update_state(tf.reduce_mean(
-        tf.cast(eps_map >= self.epsilon, tf.float32)))
-    return {name: self._trackers[name].result()
-            for name in ("loss", "adv_accuracy", "eps_mean",
-                         "full_eps_fraction")}
+        tf.cast(eps_map >= self.epsilon, tf.float32), axis=[1, 2, 3]),
+                                                     present)
+    return {name: self._trackers[name].result() for name in _TRAIN_LOGS}
 
   def test_step(self, data):
-    x, y = data[0], data[1]
+    x, y, weights = self._unpack(data)
     logits = self.classifier(x, training=False)
     self._trackers["loss"].update_state(
-        tf.reduce_mean(attacks.cross_entropy(logits, y)))
-    self._trackers["accuracy"].update_state(y, logits)
-    return {name: self._trackers[name].result()
-            for name in ("loss", "accuracy")}
+        attacks.cross_entropy(logits, y) * weights)
+    self._trackers["accuracy"].update_state(y, logits, weights)
+    return {name: self._trackers[name].result() for name in _TEST_LOGS}
+
+  def _unpack(self, data):
+    """(x float32, y int32 [B], sample weights float32 [B]) of a batch.
+
+    Accepts what `model.fit` / `evaluate` hand over: `(x, y)` or
+    `(x, y, sample_weight)` (Keras turns `class_weight` into the latter),
+    labels of shape [B] or [B, 1]. Anything else is a ValueError at trace
+    time that says what was expected.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if y is None:
+      raise ValueError("PARTModel trains and evaluates on labelled batches "
+                       "(x, y) or (x, y, sample_weight); got images only")
+    x = tf.convert_to_tensor(x)
+    expected = tuple(self.classifier.input_shape[1:])
+    if not x.dtype.is_floating:
+      raise ValueError(f"PARTModel needs float images with values in [0, 1], "
+                       f"got {x.dtype.name} images; divide uint8 images by "
+                       "255")
+    if (x.shape.rank != len(expected) + 1
+        or not x.shape[1:].is_compatible_with(expected)):
+      raise ValueError(f"images of shape {tuple(x.shape)} do not fit the "
+                       f"classifier's input shape {(None, *expected)}")
+    x = tf.cast(x, tf.float32)
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2 and y.shape[-1] == 1:  # e.g. keras.datasets.cifar10
+      y = tf.squeeze(y, axis=-1)
+    if y.shape.rank != 1:
+      raise ValueError(
+          f"labels must be integer class indices of shape (batch,) or "
+          f"(batch, 1), got shape {tuple(y.shape)}; for one-hot labels pass "
+          "np.argmax(y, axis=-1)")
+    y = tf.cast(y, tf.int32)
+    if sample_weight is None:
+      return x, y, tf.ones(tf.shape(y), tf.float32)
+    sample_weight = tf.convert_to_tensor(sample_weight)
+    if sample_weight.shape.rank == 2 and sample_weight.shape[-1] == 1:
+      sample_weight = tf.squeeze(sample_weight, axis=-1)
+    if sample_weight.shape.rank != 1:
+      raise ValueError(f"sample_weight must have shape (batch,), got shape "
+                       f"{tuple(sample_weight.shape)}")
+    return x, y, tf.cast(sample_weight, tf.float32)
+
+  def evaluate(self, *args, **kwargs):
+    """`keras.Model.evaluate` (natural loss and accuracy)."""
+    evaluating, self._evaluating = self._evaluating, True
+    try:
+      return super().evaluate(*args, **kwargs)
+    finally:
+      self._evaluating = evaluating
 
   @property
   def metrics(self):
-    return list(self._trackers.values())
+    # The metrics of the phase that is running. Keras reads the epoch's
+    # results from them only if their names are the step's log keys;
+    # otherwise it keeps the last step's logs, which under a distribution
+    # strategy are per-replica values averaged, not the global ones.
+    names = _TEST_LOGS if self._evaluating else _TRAIN_LOGS
+    return [self._trackers[name] for name in names]
+
+  @property
+  def reweighted(self) -> bool:
+    """Whether the method uses CAM budgets after burn-in (PART variants)."""
+    return self._reweighted
 
   def get_config(self):
     return {
@@ -221,3 +301,32 @@ class PARTModel(keras.Model):
     config["classifier"] = keras.saving.deserialize_keras_object(
         config["classifier"])
     return cls(**config)
+
+
+def _sum_over_replicas(value: tf.Tensor) -> tf.Tensor:
+  """`value` summed over the replicas of the current strategy (itself when
+  there is one replica)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return value
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+
+def _at_least_one_example(x, y, weights, present):
+  """A stand-in example of weight 0 for a replica that got none.
+
+  A partial global batch smaller than the number of replicas leaves some
+  replicas empty, and TF's convolutions and batch norm fail on an empty
+  batch. The stand-in (a black image) adds nothing to the loss, the gradients
+  or the metrics; only a non-synchronised batch norm's moving statistics see
+  it, on that replica, in that one step. Only data is switched here: control
+  flow around the model would break layers that synchronise replicas
+  (`BatchNormalization(synchronized=True)`).
+  """
+  empty = tf.equal(tf.shape(x)[0], 0)
+  stand_in = tf.zeros(tf.concat([[1], tf.shape(x)[1:]], axis=0), x.dtype)
+  pick = lambda real, fake: tf.cond(empty, lambda: fake, lambda: real)
+  return (pick(x, stand_in), pick(y, tf.zeros([1], y.dtype)),
+          pick(weights, tf.zeros([1], weights.dtype)),
+          pick(present, tf.zeros([1], present.dtype)))
