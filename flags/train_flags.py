@@ -110,8 +110,10 @@ def _register_validators():
       ["epsilon", "epsilon_low"],
       lambda f: f["epsilon_low"] <= f["epsilon"],
       message="--epsilon_low must not be larger than --epsilon")
-  flags.register_validator("epsilon", lambda v: v > 0,
-                           message="--epsilon must be > 0")
+  flags.register_validator("epsilon", lambda v: 0 < v < 1,
+                           message="--epsilon must be > 0 and < 1 (images "
+                           "are in [0, 1], so a budget of 1 or more allows "
+                           "any image)")
   flags.register_validator("step_size", lambda v: v > 0,
                            message="--step_size must be > 0")
   flags.register_validator("eval_step_size", lambda v: v is None or v > 0,

@@ -15,9 +15,12 @@ Everything a run writes goes under `model_dir`:
                      and the same for the best-robust epoch ("best")
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import shutil
 import time
 
 from absl import logging
@@ -27,13 +30,16 @@ import tensorflow as tf
 from part_tf import data
 from part_tf import evaluation
 from part_tf import io_utils
+from part_tf import run_folder
 from part_tf.export import export_classifier
 from part_tf.models import build_model
 from part_tf.training import BurnInSwitch
 from part_tf.training import PARTModel
 from part_tf.training.checkpointing import AtomicBackupAndRestore
+from part_tf.training.checkpointing import load_weights
 from part_tf.training.checkpointing import restore
-from part_tf.training.checkpointing import restored_epoch
+from part_tf.training.checkpointing import start_backups
+from part_tf.training.progress import EpochLog
 
 
 @dataclasses.dataclass
@@ -82,21 +88,26 @@ class TrainConfig:
                        "data_dir", "manual_dir")
 
 
-def _check_same_run(path, config):
-  """A resumed run must have the settings it was started with."""
-  new = json.loads(json.dumps(dataclasses.asdict(config)))
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f)
+def settings(config: TrainConfig) -> dict:
+  """The run's settings as written to `config.json`.
+
+  `model_dir` is not one of them: the folder is the run, whatever path names
+  it. Data folders are made absolute so that `evaluate.py` finds the data
+  from any working directory.
+  """
+  values = json.loads(json.dumps(dataclasses.asdict(config)))
+  del values["model_dir"]
+  for name in ("data_dir", "manual_dir"):
+    if values[name] is not None:
+      values[name] = os.path.abspath(os.path.expanduser(values[name]))
+  return values
+
+
+def _resumable_changes(config):
   resumable = set(TrainConfig.RESUMABLE_CHANGES)
-  if new["lr_schedule"] == "cosine":
+  if config.lr_schedule == "cosine":
     resumable.discard("epochs")  # the cosine curve spans all epochs
-  changed = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new
-             if k not in resumable and old.get(k) != new[k]]
-  if changed:
-    raise ValueError(f"{config.model_dir} holds a run with other settings "
-                     f"({'; '.join(changed)}); use a new --model_dir")
+  return resumable
 
 
 def _drop_log_rows_from(path, epoch):
@@ -107,10 +118,11 @@ def _drop_log_rows_from(path, epoch):
   """
   if not os.path.exists(path):
     return
-  with open(path) as f:
+  epochs = run_folder.logged_epochs(path)  # checks every row
+  with open(path, encoding="utf-8") as f:
     lines = f.read().splitlines(keepends=True)
-  kept = lines[:1] + [line for line in lines[1:]
-                      if int(line.split(",", 1)[0]) < epoch]
+  rows = [line for line in lines[1:] if line.strip()]
+  kept = lines[:1] + [line for line, e in zip(rows, epochs) if e < epoch]
   if epoch == 0:
     kept = []
   if len(kept) != len(lines):
@@ -141,9 +153,68 @@ def _optimizer(config, steps_per_epoch):
   raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
-def train(config: TrainConfig) -> dict:
-  """Runs (or resumes) training and returns the final metrics."""
-  # --- Setup -----------------------------------------------------------------
+def train(config: TrainConfig, out=None) -> dict:
+  """Runs (or resumes) training and returns the final metrics.
+
+  Holds the run folder's lock throughout (see `part_tf.run_folder`). A start
+  that fails before training begins leaves the folder as it found it (a
+  folder it created is removed again).
+
+  Args:
+    config: the run's settings.
+    out: text stream for the settings, one line per epoch (and a progress
+      line during long epochs if it is a terminal) and the results, e.g.
+      `sys.stdout`; None prints nothing.
+
+  Raises:
+    ValueError: bad settings, data or run folder (one-line messages;
+      `run_folder.RunFolderError` for the folder).
+    OSError: the folder cannot be written.
+  """
+  model_dir = os.path.abspath(os.path.expanduser(config.model_dir))
+  with run_folder.locked(model_dir) as created:
+    made = []  # folders this start created, removed again if it fails
+    progress = {"started": False}
+    try:
+      return _train(config, model_dir, out, made, progress)
+    except BaseException:
+      if not progress["started"]:
+        if created:
+          shutil.rmtree(model_dir, ignore_errors=True)
+        else:
+          for folder in reversed(made):
+            with contextlib.suppress(OSError):
+              os.rmdir(folder)  # only if still empty
+      raise
+
+
+def _train(config, model_dir, out, made, progress) -> dict:
+  """`train` inside the lock."""
+  def report(line):
+    if out is not None:
+      out.write(line + "\n")
+      out.flush()
+
+  # --- Setup: what the folder holds, and whether this run may use it -------
+  backup_dir = os.path.join(model_dir, run_folder.BACKUP_DIR)
+  best_dir = os.path.join(model_dir, run_folder.BEST_DIR)
+  config_path = os.path.join(model_dir, run_folder.CONFIG_FILE)
+  log_path = os.path.join(model_dir, run_folder.LOG_FILE)
+  values = settings(config)
+  state = run_folder.inspect(model_dir)
+  start_epoch = run_folder.check_resume(state, values, config.epochs,
+                                        _resumable_changes(config))
+  run_folder.remove_stale_temporaries(model_dir)
+  folders = [model_dir, backup_dir, best_dir,
+             os.path.join(model_dir, run_folder.TENSORBOARD_DIR)]
+  if config.export:
+    folders.append(os.path.join(model_dir, run_folder.EXPORT_DIR))
+  for folder in folders:
+    if not os.path.isdir(folder):
+      made.append(folder)
+    run_folder.check_writable(folder)
+  report(_settings_line(config, model_dir))
+
   gpus = tf.config.list_physical_devices("GPU")
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
@@ -153,16 +224,6 @@ def train(config: TrainConfig) -> dict:
   jit = {"auto": bool(gpus), "true": True, "false": False}[config.jit_compile]
   strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
               else tf.distribute.get_strategy())
-  os.makedirs(config.model_dir, exist_ok=True)
-  backup_dir = os.path.join(config.model_dir, "backup")
-  best_dir = os.path.join(config.model_dir, "best")
-  start_epoch = restored_epoch(backup_dir)
-  config_path = os.path.join(config.model_dir, "config.json")
-  if start_epoch:  # a start that failed before its first epoch binds nothing
-    _check_same_run(config_path, config)
-  io_utils.atomic_write_json(config_path, dataclasses.asdict(config))
-  log_path = os.path.join(config.model_dir, "log.csv")
-  _drop_log_rows_from(log_path, start_epoch)
 
   # --- Data ------------------------------------------------------------------
   train_data, test_data, spec = data.load(
@@ -192,6 +253,17 @@ def train(config: TrainConfig) -> dict:
     model.compile(optimizer=_optimizer(config, steps_per_epoch),
                   jit_compile=jit)
 
+  # The backup must load before anything is written (a truncated weights
+  # file is an error that leaves the folder as it is).
+  restore(model, backup_dir)
+
+  # --- Start or resume: from here on the folder holds this run -------------
+  io_utils.atomic_write_json(config_path, values)
+  if state.backup_epoch is None:
+    start_backups(backup_dir)
+  _drop_log_rows_from(log_path, start_epoch)
+  progress["started"] = True
+
   # --- Callbacks -------------------------------------------------------------
   callbacks = [
       BurnInSwitch(config.burn_in_epochs),
@@ -201,20 +273,22 @@ def train(config: TrainConfig) -> dict:
           best_dir=best_dir),
       keras.callbacks.CSVLogger(log_path, append=True),
       keras.callbacks.TensorBoard(
-          os.path.join(config.model_dir, "tensorboard")),
+          os.path.join(model_dir, run_folder.TENSORBOARD_DIR)),
+      EpochLog(stream=out or io.StringIO()),
       AtomicBackupAndRestore(backup_dir),  # last: an epoch is backed up
   ]                                        # only once fully logged
 
   # --- Fit -------------------------------------------------------------------
   started = time.time()
   if start_epoch >= config.epochs:
-    logging.info("run in %s finished its %d epochs already: evaluating it",
-                 config.model_dir, start_epoch)
-    restore(model, backup_dir)
+    report(f"the run finished its {start_epoch} epochs already: evaluating "
+           "it again")
   else:
+    if start_epoch:
+      report(f"resuming after epoch {start_epoch} of {config.epochs}")
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
               initial_epoch=start_epoch, validation_data=test_ds,
-              callbacks=callbacks, shuffle=False, verbose=2)
+              callbacks=callbacks, shuffle=False, verbose=0)
   train_seconds = time.time() - started
 
   # --- Final evaluation ------------------------------------------------------
@@ -223,11 +297,12 @@ def train(config: TrainConfig) -> dict:
       seed=config.seed, jit_compile=jit)
 
   # --- Export and metrics ----------------------------------------------------
-  io_utils.atomic_file(os.path.join(config.model_dir, "classifier.keras"),
+  io_utils.atomic_file(os.path.join(model_dir, "classifier.keras"),
                        classifier.save)
+  export_dir = os.path.join(model_dir, run_folder.EXPORT_DIR,
+                            str(config.epochs))
   if config.export:  # TF Serving layout: export/<version>/
-    export_classifier(classifier, os.path.join(
-        config.model_dir, "export", str(config.epochs)))
+    export_classifier(classifier, export_dir)
   metrics = {
       "natural_accuracy": float(result["natural_accuracy"]),
       f"pgd{config.eval_num_steps}_accuracy": float(result["pgd_accuracy"]),
@@ -240,7 +315,7 @@ def train(config: TrainConfig) -> dict:
   best = evaluation.read_best(best_dir)
   if best is not None:  # the most robust epoch on the held-out subset
     best_classifier = keras.models.clone_model(classifier)
-    best_classifier.load_weights(best["weights"])
+    load_weights(best_classifier, best["weights"], "best-robust weights")
     best_result = evaluation.robust_accuracy(
         best_classifier, test_ds, config.epsilon, eval_step,
         config.eval_num_steps, seed=config.seed, jit_compile=jit)
@@ -250,6 +325,37 @@ def train(config: TrainConfig) -> dict:
         "natural_accuracy": float(best_result["natural_accuracy"]),
         f"pgd{config.eval_num_steps}_accuracy":
             float(best_result["pgd_accuracy"])}
-  io_utils.atomic_write_json(os.path.join(config.model_dir, "metrics.json"),
-                             metrics)
+  io_utils.atomic_write_json(
+      os.path.join(model_dir, run_folder.METRICS_FILE), metrics)
+  report(_results_line(metrics, config.eval_num_steps))
+  report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}" + (
+      f" and the SavedModel {export_dir}" if config.export else ""))
   return metrics
+
+
+def _settings_line(config, model_dir) -> str:
+  method = config.method
+  if config.method in ("part", "part_t", "part_m"):
+    method += (f" (epsilon {config.epsilon:.4g}, epsilon_low "
+               f"{config.epsilon_low:.4g}, {config.cam} CAM, {config.mask_rule}"
+               f" mask, {config.burn_in_epochs} burn-in epochs)")
+  else:
+    method += f" (epsilon {config.epsilon:.4g})"
+  return (f"training {config.model} on {config.dataset} with {method}, "
+          f"PGD-{config.num_steps} step {config.step_size:.4g}, "
+          f"{config.epochs} epochs of batch {config.batch_size}, "
+          f"{config.optimizer} lr {config.learning_rate:g}, seed "
+          f"{config.seed}, in {model_dir}")
+
+
+def _results_line(metrics, steps) -> str:
+  line = (f"test: natural accuracy {metrics['natural_accuracy']:.4f}, "
+          f"PGD-{steps} accuracy {metrics[f'pgd{steps}_accuracy']:.4f} "
+          f"({metrics['num_test_examples']} examples, epsilon "
+          f"{metrics['epsilon']:.4g})")
+  best = metrics.get("best")
+  if best:
+    line += (f"; most robust epoch {best['epoch']}: natural "
+             f"{best['natural_accuracy']:.4f}, PGD-{steps} "
+             f"{best[f'pgd{steps}_accuracy']:.4f}")
+  return line

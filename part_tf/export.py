@@ -6,6 +6,8 @@ and `classes`:
 * `serving_default`: `images`, float32 [None, H, W, C] with values in [0, 1];
 * `serving_uint8`: `images`, uint8 [None, H, W, C] with values in 0..255.
 
+A request with no images gets outputs with no rows.
+
 Load it with `tf.saved_model.load(path).signatures["serving_default"]`, or
 inspect it with `saved_model_cli show --dir PATH --all`.
 """
@@ -28,9 +30,15 @@ def export_classifier(classifier: keras.Model, export_dir: str) -> str:
     `export_dir`.
   """
   shape = [None, *classifier.input_shape[1:]]
+  num_classes = classifier.output_shape[-1]
 
   def outputs(images):
-    logits = tf.cast(classifier(images, training=False), tf.float32)
+    # An empty request gets empty outputs: TF's CPU convolutions fail on a
+    # batch of zero images.
+    logits = tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: tf.cast(classifier(images, training=False), tf.float32),
+        lambda: tf.zeros([0, num_classes], tf.float32))
     return {"logits": logits,
             "probabilities": tf.nn.softmax(logits),
             "classes": tf.argmax(logits, axis=-1, output_type=tf.int32)}

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_enum("model", "small_cnn", ("small_cnn", "resnet18"), "Model.")
 flags.DEFINE_integer("image_size", 28, "Image height and width.")
@@ -177,4 +178,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
+      argv, dataset_defaults=False))

@@ -15,12 +15,15 @@ checks (a failed check is printed loudly and recorded).
 
 import json
 import os
+import shutil
 import sys
+import zipfile
 
 from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import one_line  # pylint: disable=g-import-not-at-top
 from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from flags.budgets import parse_budget  # pylint: disable=g-import-not-at-top
 
@@ -54,7 +57,8 @@ flags.register_validator("model_path",
                          lambda p: p is None or os.path.exists(p),
                          message="--model_path does not exist")
 flags.register_validator("epsilon", lambda v: all(_ok_budget(e) for e in v),
-                         message="--epsilon must be budgets like 8/255")
+                         message="--epsilon must be budgets like 8/255, "
+                         "below 1 (images are in [0, 1])")
 flags.register_validator("step_size", lambda v: v is None or _ok_budget(v),
                          message="--step_size must be a budget like 2/255")
 FLAGS = flags.FLAGS
@@ -62,33 +66,57 @@ FLAGS = flags.FLAGS
 
 def _ok_budget(text):
   try:
-    return parse_budget(text) >= 0
+    return 0 <= parse_budget(text) < 1
   except ValueError:
     return False
 
 
 def load_model(path):
-  """(model_fn, run config or {}, default output folder) for a model path."""
+  """(model_fn, input shape, run config or {}, default output folder) of a
+  run folder, a `.keras` file or a SavedModel.
+
+  Raises:
+    ValueError: the path holds no model, or one that cannot be loaded (the
+      message names the file).
+  """
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from part_tf import run_folder  # pylint: disable=g-import-not-at-top
   run = {}
+  output = os.path.dirname(os.path.abspath(path))
+  keras_file = path
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-    with open(os.path.join(path, "config.json")) as f:
-      run = json.load(f)
+    run = run_folder.read_json(os.path.join(path, "config.json"),
+                               "run settings")
+    if not isinstance(run, dict):
+      raise ValueError(f"corrupt run settings {path}/config.json: not a JSON "
+                       "object")
     keras_file = os.path.join(path, "classifier.keras")
+    output = path
     if not os.path.exists(keras_file):
       raise FileNotFoundError(f"run folder {path} has no classifier.keras "
                               "(did the run finish?)")
-    model = keras.saving.load_model(keras_file)
-    return (lambda x: model(x, training=False)), run, path
-  if path.endswith(".keras"):
-    model = keras.saving.load_model(path)
-    return (lambda x: model(x, training=False)), run, os.path.dirname(path)
+  if keras_file.endswith(".keras"):
+    if not zipfile.is_zipfile(keras_file):
+      raise ValueError(f"{keras_file} is not a valid .keras file (not a zip "
+                       "archive: truncated or corrupt?)")
+    try:
+      model = keras.saving.load_model(keras_file)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"cannot load the model {keras_file}: "
+                       f"{one_line(e)[:300]}") from None
+    return ((lambda x: model(x, training=False)), tuple(model.input_shape[1:]),
+            run, output)
   if os.path.exists(os.path.join(path, "saved_model.pb")):
-    loaded = tf.saved_model.load(path)  # must outlive the signature's use
-    serving = loaded.signatures["serving_default"]
-    return (lambda x, keep=loaded: serving(images=x)["logits"]), run, (
-        os.path.dirname(os.path.abspath(path)))
+    try:
+      loaded = tf.saved_model.load(path)  # must outlive the signature's use
+      serving = loaded.signatures["serving_default"]
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"cannot load the SavedModel {path}: "
+                       f"{one_line(e)[:300]}") from None
+    spec, = serving.structured_input_signature[1].values()
+    return ((lambda x, keep=loaded: serving(images=x)["logits"]),
+            tuple(spec.shape[1:]), run, output)
   raise ValueError(f"{path} is neither a run folder, a .keras file nor a "
                    "SavedModel")
 
@@ -111,15 +139,31 @@ def main(argv):
   from part_tf import attack_suite  # pylint: disable=g-import-not-at-top
   from part_tf import data  # pylint: disable=g-import-not-at-top
   from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+  from part_tf import run_folder  # pylint: disable=g-import-not-at-top
 
+  made_output = False
   try:
-    model_fn, run, default_output = load_model(FLAGS.model_path)
+    model_fn, input_shape, run, default_output = load_model(FLAGS.model_path)
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
+    if dataset not in data.DATASETS:
+      raise ValueError(f"unknown --dataset {dataset!r}; choose one of "
+                       f"{', '.join(data.DATASET_NAMES)}")
+    expected = data.DATASETS[dataset].image_shape
+    if input_shape != tuple(expected) and not (
+        len(input_shape) == len(expected) and all(
+            a is None or a == b for a, b in zip(input_shape, expected))):
+      raise ValueError(f"the model takes images of shape {input_shape}, but "
+                       f"{dataset} images are {tuple(expected)}; pass the "
+                       "--dataset the model was trained on")
     if FLAGS.corruptions and dataset != "cifar10":
       raise ValueError("--corruptions measures CIFAR-10-C: the model must be "
                        f"a cifar10 model, not {dataset}")
+    # The results must have somewhere to go before the work starts.
+    output_dir = os.path.abspath(FLAGS.output_dir or default_output)
+    made_output = not os.path.exists(output_dir)
+    run_folder.check_writable(output_dir)
     budgets = ([parse_budget(e) for e in FLAGS.epsilon] or
                [run.get("epsilon", 8 / 255)])
     _, test, _ = data.load(dataset, data_dir=FLAGS.data_dir or
@@ -153,23 +197,26 @@ def main(argv):
           severities=[int(v) for v in FLAGS.corruption_severities],
           data_dir=FLAGS.data_dir or run.get("data_dir"),
           max_examples=FLAGS.num_examples, batch_size=FLAGS.batch_size)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
-  output_dir = FLAGS.output_dir or default_output
-  result = {"model_path": os.path.abspath(FLAGS.model_path),
-            "dataset": dataset, "attacks": names,
-            "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
-            "reports": reports}
-  if corrupted is not None:
-    result["corruptions"] = corrupted
-  io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
-  text = table(reports, names)
-  if corrupted is not None:
-    text += ("\n\n| corruption | accuracy (mean over severities) |\n|---|---|\n"
-             + "\n".join(f"| {n} | {a:.4f} |"
-                         for n, a in corrupted["per_corruption"].items())
-             + f"\n| **mean** | {corrupted['mean']:.4f} |")
-  io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"), text + "\n")
+    result = {"model_path": os.path.abspath(FLAGS.model_path),
+              "dataset": dataset, "attacks": names,
+              "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
+              "reports": reports}
+    if corrupted is not None:
+      result["corruptions"] = corrupted
+    io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
+    text = table(reports, names)
+    if corrupted is not None:
+      text += ("\n\n| corruption | accuracy (mean over severities) |\n"
+               "|---|---|\n"
+               + "\n".join(f"| {n} | {a:.4f} |"
+                           for n, a in corrupted["per_corruption"].items())
+               + f"\n| **mean** | {corrupted['mean']:.4f} |")
+    io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"),
+                               text + "\n")
+  except (ValueError, OSError) as e:
+    if made_output:
+      shutil.rmtree(output_dir, ignore_errors=True)
+    sys.exit(f"error: {one_line(e)}")
   print(text)
   for report in reports:
     for check in report.get("sanity_checks", []):

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from flags import one_line  # pylint: disable=g-import-not-at-top
 from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from flags import train_flags  # pylint: disable=g-import-not-at-top
 
@@ -33,10 +34,9 @@ def main(argv):
   values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
   config = experiment.TrainConfig(**values)
   try:
-    metrics = experiment.train(config)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
-  print(" ".join(f"{k}={v}" for k, v in metrics.items()))
+    experiment.train(config, out=sys.stdout)
+  except (ValueError, OSError) as e:
+    sys.exit(f"error: {one_line(e)}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,24 @@ class ExportTest(tf.test.TestCase):
     spec = loaded.signatures["serving_default"].structured_input_signature[1]
     self.assertEqual(spec["images"].shape.as_list(), [None, 32, 32, 3])
 
+  def test_an_empty_request_gets_empty_outputs(self):
+    keras.utils.set_random_seed(2)
+    model = small_cnn((8, 8, 1), 3)
+    path = export.export_classifier(model, os.path.join(tempfile.mkdtemp(), "e"))
+    loaded = tf.saved_model.load(path)
+    for name, dtype in (("serving_default", tf.float32),
+                        ("serving_uint8", tf.uint8)):
+      out = loaded.signatures[name](images=tf.zeros([0, 8, 8, 1], dtype))
+      self.assertEqual(out["logits"].shape, (0, 3))
+      self.assertEqual(out["probabilities"].shape, (0, 3))
+      self.assertEqual(out["classes"].shape, (0,))
+      self.assertEqual(out["classes"].dtype, tf.int32)
+      one = loaded.signatures[name](images=tf.ones([1, 8, 8, 1], dtype))
+      self.assertAllClose(one["logits"],
+                          model(tf.cast(tf.ones([1, 8, 8, 1]), tf.float32) /
+                                (255.0 if dtype == tf.uint8 else 1.0)),
+                          atol=1e-5)
+
   def test_saved_model_cli_shows_the_signature(self):
     path = export.export_classifier(small_cnn((8, 8, 1), 3),
                                     os.path.join(tempfile.mkdtemp(), "e"))

@@ -57,6 +57,8 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ("negative_budget", ["--epsilon=-8/255"], "must be a finite number >= 0"),
       ("unparsable_budget", ["--epsilon=eight"], "not a number or a fraction"),
       ("zero_step", ["--step_size=0"], "--step_size must be > 0"),
+      ("epsilon_of_one", ["--epsilon=1", "--epsilon_low=0.5"],
+       "--epsilon must be > 0 and < 1"),
       ("burn_in_too_long", ["--epochs=5", "--burn_in_epochs=5"],
        "--burn_in_epochs must be smaller than --epochs"),
       ("unknown_dataset", ["--dataset=imagenet21k"], "dataset"),

@@ -10,11 +10,15 @@ example are pure functions of `(seed, epoch, position in the epoch)`, so a run
 resumed at epoch `k` sees exactly the batches an uninterrupted run sees.
 """
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import importlib.util
 import os
 import pathlib
+import socket
+import urllib.parse
 
 import numpy as np
 import tensorflow as tf
@@ -207,10 +211,24 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
     manual_dir = os.path.expanduser(manual_dir)
     kwargs["download_and_prepare_kwargs"] = {
         "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
+  def tfds_load(allow_download):
+    with _no_missing_variant_warnings():
+      return tfds.load(
+          spec.tfds_name, split=[spec.train_split, spec.test_split],
+          data_dir=data_dir, download=allow_download, as_supervised=True,
+          **(kwargs if allow_download else {}))
+
   try:
-    train_ds, test_ds = tfds.load(
-        spec.tfds_name, split=[spec.train_split, spec.test_split],
-        data_dir=data_dir, download=download, as_supervised=True, **kwargs)
+    try:
+      # Prepared data needs no download: find it without TFDS' retries.
+      train_ds, test_ds = tfds_load(False)
+    except AssertionError as e:  # TFDS: "could not find data"
+      if not download:
+        raise _not_found(spec, data_dir, e) from e
+      _check_downloadable(spec, data_dir, manual_dir)
+      train_ds, test_ds = tfds_load(True)
+  except _Unobtainable:
+    raise
   except tfds.core.DatasetNotFoundError as e:
     raise ValueError(
         f"Dataset {spec.name!r}: no TFDS builder named {spec.tfds_name!r} is "
@@ -227,6 +245,58 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
     raise _not_found(spec, data_dir, e) from e
   return (_materialize(train_ds, spec, max_train),
           _materialize(test_ds, spec, max_test))
+
+
+@contextlib.contextmanager
+def _no_missing_variant_warnings():
+  """Hides TFDS' "Variant folder ... has no dataset_info.json" warning while
+  it looks for data that is not prepared: the error that follows says it."""
+  def keep(record):
+    return "has no dataset_info.json" not in record.getMessage()
+  logger = logging.getLogger("absl")
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
+class _Unobtainable(FileNotFoundError):
+  """The data is not prepared and cannot be downloaded from here."""
+
+
+# Hosts of downloads that TFDS' checksum files do not list.
+_DOWNLOAD_HOSTS = {"tiny_imagenet": ("cs231n.stanford.edu",)}
+
+
+def _check_downloadable(spec: DatasetSpec, data_dir: str | None,
+                        manual_dir: str | None) -> None:
+  """Fails at once, instead of after minutes of TFDS' download retries, when
+  the data would have to be downloaded from a host that cannot be reached.
+
+  Raises:
+    FileNotFoundError: saying how to prepare the data instead.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  if spec.name == "tiny_imagenet":
+    default_manual = os.path.join(
+        data_dir or tfds.core.constants.DATA_DIR, "downloads", "manual")
+    if manual_dir is not None or (os.path.isdir(default_manual)
+                                  and os.listdir(default_manual)):
+      return  # prepared from local files
+    hosts = _DOWNLOAD_HOSTS[spec.name]
+  else:
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    hosts = sorted({urllib.parse.urlparse(url).hostname
+                    for url in (builder.url_infos or {})} - {None})
+  for host in hosts:
+    try:
+      socket.create_connection((host, 443), timeout=5).close()
+    except OSError as e:
+      raise _Unobtainable(str(_not_found(spec, data_dir, OSError(
+          f"it is not prepared there, and its download host {host} cannot be "
+          f"reached: {e.strerror or e}")))) from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -55,6 +55,7 @@ import contextlib
 import io
 import os
 import pathlib
+import re
 import shutil
 import stat
 import tempfile
@@ -217,17 +218,41 @@ def class_descriptions(builder_or_info) -> dict[str, str]:
   return dict(descriptions)
 
 
+# Limits on what an archive may extract to. The official zip holds 120,206
+# files (about 250 MB once extracted); the limits leave room for that many
+# times over while stopping a zip bomb before it fills the disk.
+MAX_MEMBERS = 250_000
+MAX_TOTAL_BYTES = 2 * 1024**3
+MAX_MEMBER_BYTES = 64 * 1024**2
+# JPEGs hardly compress and text compresses about 5x: a member that inflates
+# more than this (and is larger than 1 MiB) is a bomb, not data.
+MAX_RATIO = 100
+
+
 def safe_extract(zip_path: pathlib.Path, target: pathlib.Path) -> None:
-  """Extracts a zip after checking every member stays inside `target`.
+  """Extracts a zip after checking every member, before writing anything.
 
   Raises:
-    ValueError: A member is absolute, leaves `target` (`..`) or is a symlink;
-      then nothing is extracted.
-    zipfile.BadZipFile: Not a zip file.
+    ValueError: the file is not a zip archive; a member is absolute, leaves
+      `target` (`..`), is a symlink or appears twice; or the archive would
+      extract to more than `MAX_TOTAL_BYTES`, `MAX_MEMBERS` files, a member
+      larger than `MAX_MEMBER_BYTES` or compressed more than `MAX_RATIO`
+      times, or more than the free disk space. Then nothing is extracted.
   """
   target = target.resolve()
-  with zipfile.ZipFile(zip_path) as archive:
+  try:
+    archive = zipfile.ZipFile(zip_path)
+  except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as e:
+    raise ValueError(f"tiny_imagenet: {zip_path} is not a readable zip "
+                     f"archive ({e}); download {ZIP_NAME} again.") from None
+  with archive:
     members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+      raise ValueError(f"tiny_imagenet: {zip_path} has {len(members)} "
+                       f"members, more than {MAX_MEMBERS}; nothing "
+                       "extracted.")
+    seen = set()
+    total = 0
     for member in members:
       name = member.filename
       dest = (target / name).resolve()
@@ -241,7 +266,32 @@ def safe_extract(zip_path: pathlib.Path, target: pathlib.Path) -> None:
       if stat.S_ISLNK(mode):
         raise ValueError(f"tiny_imagenet: symlink member {name!r} in "
                          f"{zip_path}; nothing extracted.")
+      if dest in seen:
+        raise ValueError(f"tiny_imagenet: member {name!r} appears twice in "
+                         f"{zip_path}; nothing extracted.")
+      seen.add(dest)
+      size = member.file_size
+      if size > MAX_MEMBER_BYTES or (
+          size > 1024**2 and size > MAX_RATIO * max(member.compress_size, 1)):
+        raise ValueError(
+            f"tiny_imagenet: member {name!r} of {zip_path} would extract to "
+            f"{size} bytes from {member.compress_size} (a zip bomb?); "
+            "nothing extracted.")
+      total += size
+    if total > MAX_TOTAL_BYTES:
+      raise ValueError(f"tiny_imagenet: {zip_path} would extract to {total} "
+                       f"bytes, more than {MAX_TOTAL_BYTES}; nothing "
+                       "extracted.")
+    free = shutil.disk_usage(target).free
+    if total > free:
+      raise ValueError(f"tiny_imagenet: extracting {zip_path} needs {total} "
+                       f"bytes in {target}, which has {free} free.")
+    # zipfile stops each member at its declared size and checks its CRC, so
+    # the sizes checked above bound what is written.
     archive.extractall(target, members)
+
+
+_WNID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def read_wnids(root: pathlib.Path) -> list[str]:
@@ -253,6 +303,10 @@ def read_wnids(root: pathlib.Path) -> list[str]:
            if line.strip()]
   if not wnids or len(set(wnids)) != len(wnids):
     raise ValueError(f"tiny_imagenet: {path} is empty or repeats a wnid.")
+  for wnid in wnids:
+    if not _WNID.match(wnid):  # a wnid names a folder: no `..` or `/`
+      raise ValueError(f"tiny_imagenet: {path} holds {wnid!r}, which is not "
+                       "a wnid (letters, digits, '_' and '-' only).")
   return wnids
 
 

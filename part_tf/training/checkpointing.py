@@ -32,24 +32,48 @@ def read_checkpoint_state(folder: str, state_file: str, fields: dict,
 
   Returns:
     `{**fields, "weights": file name}`, or None if there is no state yet.
+    `weights` is None in a state that points at no weights yet (a run that
+    has started but not finished an epoch).
 
   Raises:
-    ValueError: the state is corrupt or names a missing weights file.
+    ValueError: the state is corrupt, names something that is not a plain
+      weights file name (e.g. with `..`), or names a missing file.
   """
   path = os.path.join(folder, state_file)
   if not os.path.exists(path):
     return None
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       state = json.load(f)
     values = {name: cast(state[name]) for name, cast in fields.items()}
-    values["weights"] = str(state["weights"])
-  except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"corrupt {what} state {path}: {e}") from None
-  if not os.path.exists(os.path.join(folder, values["weights"])):
-    raise ValueError(f"{what} state {path} names {values['weights']}, which "
-                     "is missing")
+    weights = state["weights"]
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"corrupt {what} state {path}: {e!r}") from None
+  except OSError as e:
+    raise ValueError(f"cannot read {what} state {path}: {e.strerror}"
+                     ) from None
+  if weights is None:
+    values["weights"] = None
+    return values
+  if (not isinstance(weights, str) or os.path.basename(weights) != weights
+      or not weights.endswith(".weights.h5") or weights.startswith(".")):
+    raise ValueError(f"corrupt {what} state {path}: {weights!r} is not the "
+                     "name of a weights file in that folder")
+  values["weights"] = weights
+  if not os.path.exists(os.path.join(folder, weights)):
+    raise ValueError(f"{what} state {path} names {weights}, which is missing")
   return values
+
+
+def load_weights(model, path: str, what: str) -> None:
+  """`model.load_weights(path)`, with a one-line ValueError naming the file
+  if it is truncated, corrupt or of another model."""
+  try:
+    model.load_weights(path)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise ValueError(f"{what} {path} cannot be loaded: the file is truncated,"
+                     f" corrupt or of another model ({detail})") from None
 
 
 def write_checkpoint(folder: str, state_file: str, name: str, save_fn,
@@ -68,9 +92,19 @@ def write_checkpoint(folder: str, state_file: str, name: str, save_fn,
 
 
 def read_state(backup_dir: str):
-  """Returns `{"epoch": int, "weights": file name}` or None if no backup."""
+  """Returns `{"epoch": int, "weights": file name or None}`, or None if there
+  is no backup state."""
   return read_checkpoint_state(backup_dir, STATE_FILE, {"epoch": int},
                                "backup")
+
+
+def start_backups(backup_dir: str) -> None:
+  """Marks a new run as started: a state of epoch 0 without weights.
+
+  From then on a missing `state.json` means a damaged folder, not a new run.
+  """
+  io_utils.atomic_write_json(os.path.join(backup_dir, STATE_FILE),
+                             {"epoch": 0, "weights": None})
 
 
 def restored_epoch(backup_dir: str) -> int:
@@ -86,11 +120,12 @@ def restore(model, backup_dir: str) -> int:
     The number of finished epochs the backup holds (0 if there is none).
   """
   state = read_state(backup_dir)
-  if state is None:
+  if state is None or state["weights"] is None:
     return 0
   if model.optimizer is not None and not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  model.load_weights(os.path.join(backup_dir, state["weights"]))
+  load_weights(model, os.path.join(backup_dir, state["weights"]),
+               "backup weights")
   return state["epoch"]
 
 

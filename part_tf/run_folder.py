@@ -1,0 +1,328 @@
+"""A run folder's promises: one writer at a time, and a state a run can trust.
+
+* **Lock.** A run holds an exclusive `fcntl.flock` on `<model_dir>/.lock` for
+  its whole life; the file names the holder (process, host, command, start).
+  The kernel drops the lock when the process ends, however it ends, so a
+  killed run never leaves the folder locked. A second process on the folder
+  stops at once with an error naming the holder. (`flock` works on local
+  file systems; on NFS it depends on the server.)
+* **Identity.** The folder is the run, whatever path names it: relative,
+  absolute, with a trailing `/`, moved or copied.
+* **State.** `inspect` reads what the folder holds (settings, the backup
+  pointer, the log) and `check_resume` refuses the starts that would lose or
+  mislabel work: changed settings, fewer epochs than finished, a missing
+  `config.json` or `backup/state.json` beside finished epochs. Every error is
+  one line that names the file.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+
+try:
+  import fcntl
+except ImportError:  # pragma: no cover (not POSIX)
+  fcntl = None
+
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.csv"
+METRICS_FILE = "metrics.json"
+BACKUP_DIR = "backup"
+BEST_DIR = "best"
+EXPORT_DIR = "export"
+TENSORBOARD_DIR = "tensorboard"
+# Folders whose stale temporary entries (`.tmp-*`, `.old-*`, left by a kill
+# during an atomic write) are removed when a run starts.
+_WRITTEN_DIRS = ("", BACKUP_DIR, BEST_DIR, EXPORT_DIR)
+
+
+class RunFolderError(ValueError):
+  """A run folder cannot be used as asked; the message says why in a line."""
+
+
+def _reason(e: OSError) -> str:
+  return e.strerror or str(e)
+
+
+# --- the lock ----------------------------------------------------------------
+
+def _holder(fd: int) -> str:
+  """Who holds the lock, from the lock file's contents."""
+  try:
+    os.lseek(fd, 0, os.SEEK_SET)
+    info = json.loads(os.read(fd, 65536).decode("utf-8") or "{}")
+  except (OSError, ValueError):
+    info = {}
+  if not isinstance(info, dict) or "pid" not in info:
+    return "another process"
+  text = f"process {info['pid']}"
+  if info.get("host") and info["host"] != socket.gethostname():
+    text += f" on host {info['host']}"
+  if info.get("command"):
+    text += f" ({info['command']})"
+  if info.get("started"):
+    text += f", running since {info['started']}"
+  return text
+
+
+@contextlib.contextmanager
+def locked(model_dir: str):
+  """Creates `model_dir` if needed and holds its lock inside the block.
+
+  Yields:
+    True if this call created the folder.
+
+  Raises:
+    RunFolderError: the folder cannot be created or written, or another
+      process holds its lock.
+  """
+  path = os.path.abspath(os.path.expanduser(model_dir))
+  created = not os.path.exists(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise RunFolderError(f"cannot create --model_dir {path}: {_reason(e)}"
+                         ) from None
+  if not os.path.isdir(path):
+    raise RunFolderError(f"--model_dir {path} is not a folder")
+  lock_path = os.path.join(path, LOCK_FILE)
+  fd = _acquire(lock_path)
+  try:
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:300],
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+      os.ftruncate(fd, 0)
+      os.lseek(fd, 0, os.SEEK_SET)
+      os.write(fd, json.dumps(info).encode("utf-8"))
+    except OSError as e:
+      raise RunFolderError(f"cannot write in --model_dir {path}: "
+                           f"{_reason(e)}") from None
+    yield created
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _acquire(lock_path: str) -> int:
+  """Opens and locks `lock_path`; returns the descriptor."""
+  folder = os.path.dirname(lock_path)
+  for _ in range(10):
+    try:
+      fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise RunFolderError(f"cannot write in --model_dir {folder}: "
+                           f"{_reason(e)}") from None
+    if fcntl is None:  # pragma: no cover
+      return fd
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = _holder(fd)
+      os.close(fd)
+      raise RunFolderError(
+          f"{folder} is in use by {holder}; wait for it to end, or use "
+          "another --model_dir") from None
+    except OSError as e:
+      os.close(fd)
+      raise RunFolderError(f"cannot lock --model_dir {folder}: "
+                           f"{_reason(e)}") from None
+    # The file may have been replaced between open and lock (a folder
+    # removed and made again): only a lock on the current file counts.
+    try:
+      if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+        return fd
+    except FileNotFoundError:
+      pass
+    os.close(fd)
+  raise RunFolderError(f"cannot lock --model_dir {folder}: its lock file "
+                       "keeps changing")
+
+
+# --- what the folder holds ---------------------------------------------------
+
+@dataclasses.dataclass
+class RunState:
+  """What a run folder holds.
+
+  Attributes:
+    path: absolute path of the folder.
+    config: the settings of `config.json`, or None if it is missing.
+    backup_epoch: finished epochs of the last backup, or None if
+      `backup/state.json` is missing.
+    logged_epochs: 0-based epochs with a row in `log.csv`.
+    evidence: files that show finished work (used to refuse a silent
+      restart when `backup/state.json` is missing).
+  """
+  path: str
+  config: dict | None
+  backup_epoch: int | None
+  logged_epochs: list
+  evidence: list
+
+
+def read_json(path: str, what: str):
+  """Reads a JSON file; None if it is missing; RunFolderError if corrupt."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except (ValueError, UnicodeDecodeError) as e:
+    raise RunFolderError(f"corrupt {what} {path}: {e}") from None
+  except OSError as e:
+    raise RunFolderError(f"cannot read {what} {path}: {_reason(e)}") from None
+
+
+def logged_epochs(path: str) -> list:
+  """The 0-based epochs of `log.csv`'s rows ([] if there is no log).
+
+  Raises:
+    RunFolderError: a row whose first field is not an epoch number (e.g. a
+      second header), naming the file and line.
+  """
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      rows = list(csv.reader(f))
+  except FileNotFoundError:
+    return []
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise RunFolderError(f"cannot read the training log {path}: {e}"
+                         ) from None
+  epochs = []
+  for number, row in enumerate(rows[1:], start=2):
+    if not row:
+      continue
+    try:
+      epochs.append(int(row[0]))
+    except ValueError:
+      raise RunFolderError(
+          f"bad row in the training log {path}, line {number}: expected an "
+          f"epoch number first, found {row[0][:40]!r}") from None
+  return epochs
+
+
+def inspect(model_dir: str) -> RunState:
+  """Reads the state of a run folder (missing files are not errors here).
+
+  Raises:
+    RunFolderError: a file that exists but is corrupt, named in the message.
+  """
+  # Imported here: checkpointing imports Keras, this module stays light.
+  from part_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(model_dir))
+  config = read_json(os.path.join(path, CONFIG_FILE), "run settings")
+  if config is not None and not isinstance(config, dict):
+    raise RunFolderError(f"corrupt run settings {path}/{CONFIG_FILE}: not a "
+                         "JSON object")
+  try:
+    state = checkpointing.read_state(os.path.join(path, BACKUP_DIR))
+  except ValueError as e:
+    raise RunFolderError(str(e)) from None
+  epochs = logged_epochs(os.path.join(path, LOG_FILE))
+  evidence = []
+  backup = os.path.join(path, BACKUP_DIR)
+  if os.path.isdir(backup):
+    evidence += sorted(os.path.join(BACKUP_DIR, n) for n in os.listdir(backup)
+                       if n.endswith(".weights.h5"))
+  if epochs:
+    evidence.append(f"{LOG_FILE} with {len(epochs)} epoch rows")
+  for name in (METRICS_FILE, "classifier.keras",
+               os.path.join(BEST_DIR, "best.json")):
+    if os.path.exists(os.path.join(path, name)):
+      evidence.append(name)
+  return RunState(path=path, config=config,
+                  backup_epoch=None if state is None else state["epoch"],
+                  logged_epochs=epochs, evidence=evidence)
+
+
+def check_resume(state: RunState, settings: dict, epochs: int,
+                 resumable_changes=()) -> int:
+  """The epoch a run resumes at, or RunFolderError if it must not start.
+
+  Args:
+    state: from `inspect`.
+    settings: the new run's settings (JSON-able), compared with
+      `config.json` once an epoch has finished.
+    epochs: the new run's total epochs.
+    resumable_changes: settings that may differ on a resume.
+
+  Returns:
+    Finished epochs to resume after (0 for a new run).
+  """
+  path = state.path
+  if state.backup_epoch is None:
+    if state.evidence:
+      raise RunFolderError(
+          f"{path}/{BACKUP_DIR}/state.json is missing, but the folder holds "
+          f"a run ({', '.join(state.evidence[:4])}): starting over would "
+          "overwrite it. Restore the file, or use another --model_dir")
+    return 0
+  done = state.backup_epoch
+  if done == 0:  # nothing trained yet: the settings are not bound
+    return 0
+  if state.config is None:
+    raise RunFolderError(
+        f"{path}/{CONFIG_FILE} is missing, so the settings of the {done} "
+        "finished epochs in this folder cannot be checked. Restore the file, "
+        "or use another --model_dir")
+  changed = [f"{k}: {state.config.get(k)!r} -> {v!r}"
+             for k, v in settings.items()
+             if k not in resumable_changes and state.config.get(k) != v]
+  if changed:
+    raise RunFolderError(
+        f"{path} holds a run with other settings ({'; '.join(changed)}); "
+        "use another --model_dir")
+  if epochs < done:
+    raise RunFolderError(
+        f"{path} holds a run that finished {done} epochs; --epochs={epochs} "
+        f"would export and record it as a {epochs}-epoch model. Use "
+        f"--epochs={done} to evaluate it again, more to train on, or another "
+        "--model_dir")
+  return done
+
+
+# --- housekeeping --------------------------------------------------------------
+
+def remove_stale_temporaries(model_dir: str) -> list:
+  """Removes `.tmp-*` / `.old-*` entries that a killed atomic write left.
+
+  Only call it while holding the folder's lock. Returns the removed paths.
+  """
+  removed = []
+  for sub in _WRITTEN_DIRS:
+    folder = os.path.join(model_dir, sub)
+    if not os.path.isdir(folder):
+      continue
+    for name in os.listdir(folder):
+      if name.startswith((".tmp-", ".old-")):
+        target = os.path.join(folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+          shutil.rmtree(target, ignore_errors=True)
+        else:
+          with contextlib.suppress(FileNotFoundError):
+            os.remove(target)
+        removed.append(target)
+  return removed
+
+
+def check_writable(folder: str) -> None:
+  """Creates `folder` if needed and checks that files can be written there.
+
+  Raises:
+    RunFolderError: naming the folder and the reason.
+  """
+  try:
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".tmp-{os.getpid()}-probe")
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("probe")
+    os.remove(probe)
+  except OSError as e:
+    raise RunFolderError(f"cannot write in {folder}: {_reason(e)}") from None
