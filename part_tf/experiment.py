@@ -333,17 +333,21 @@ def _train(config, model_dir, out, made, progress) -> dict:
   return metrics
 
 
+def _count(n, what):
+  return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _settings_line(config, model_dir) -> str:
   method = config.method
   if config.method in ("part", "part_t", "part_m"):
     method += (f" (epsilon {config.epsilon:.4g}, epsilon_low "
                f"{config.epsilon_low:.4g}, {config.cam} CAM, {config.mask_rule}"
-               f" mask, {config.burn_in_epochs} burn-in epochs)")
+               f" mask, {_count(config.burn_in_epochs, 'burn-in epoch')})")
   else:
     method += f" (epsilon {config.epsilon:.4g})"
   return (f"training {config.model} on {config.dataset} with {method}, "
           f"PGD-{config.num_steps} step {config.step_size:.4g}, "
-          f"{config.epochs} epochs of batch {config.batch_size}, "
+          f"{_count(config.epochs, 'epoch')} of batch {config.batch_size}, "
           f"{config.optimizer} lr {config.learning_rate:g}, seed "
           f"{config.seed}, in {model_dir}")
 

@@ -329,8 +329,14 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
                           jit_compile=False)
           history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
                               verbose=0, callbacks=[BurnInSwitch(1)])
-          return model.classifier.get_weights(), {{k: v[-1] for k, v in
-                                                  history.history.items()}}
+          logs = {{k: v[-1] for k, v in history.history.items()}}
+          # Partial batches in evaluation and prediction too.
+          logs.update(model.evaluate(x, y, batch_size=16, verbose=0,
+                                     return_dict=True))
+          logits = model.predict(x, batch_size=16, verbose=0)
+          assert logits.shape == (len(x), 3), logits.shape
+          logs["logits"] = float(np.abs(logits).mean())
+          return model.classifier.get_weights(), logs
 
         one = tf.distribute.OneDeviceStrategy("/cpu:0")
         two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -278,74 +278,47 @@ class BadFolderTest(RunFolderTestCase):
     self.assertOneLineError(result)
     self.assertEqual(snapshot(folder), before)
 
-  def test_unwritable_model_dir(self):
+  def run_read_only(self, folder, script, *args):
+    """Runs `script` with `folder` read-only (for root too, via setpriv)."""
     prefix = without_permission_checks()
     if prefix is None:
       self.skipTest("running as root without setpriv: permissions do not "
                     "apply")
-    parent = tempfile.mkdtemp(dir=self.root)
-    os.chmod(parent, 0o555)
-    try:
-      result = train(os.path.join(parent, "run"), "--epochs=1",
-                     prefix=prefix)
-      self.assertOneLineError(result, "cannot create --model_dir",
-                              "Permission denied")
-      self.assertEqual(os.listdir(parent), [])
-    finally:
-      os.chmod(parent, 0o755)
-
-  def test_read_only_backup_folder(self):
-    prefix = without_permission_checks()
-    if prefix is None:
-      self.skipTest("running as root without setpriv: permissions do not "
-                    "apply")
-    folder = self.copy(self.partial)
-    backup = os.path.join(folder, "backup")
-    before = snapshot(folder)
-    os.chmod(backup, 0o555)
-    try:
-      result = train(folder, "--epochs=2", "--noexport", prefix=prefix)
-    finally:
-      os.chmod(backup, 0o755)
-    self.assertOneLineError(result, f"cannot write in {backup}",
-                            "Permission denied")
-    self.assertEqual(snapshot(folder), before)
-
-  def test_read_only_run_folder(self):
-    prefix = without_permission_checks()
-    if prefix is None:
-      self.skipTest("running as root without setpriv: permissions do not "
-                    "apply")
-    folder = self.copy(self.partial)
-    before = snapshot(folder)
     os.chmod(folder, 0o555)
     try:
-      result = train(folder, "--epochs=2", "--noexport", prefix=prefix)
+      return run(script, *args, prefix=prefix)
     finally:
       os.chmod(folder, 0o755)
-    self.assertOneLineError(result, f"cannot write in {folder}",
+
+  def test_unwritable_model_dir(self):
+    parent = tempfile.mkdtemp(dir=self.root)
+    result = self.run_read_only(parent, TRAIN, *TINY, "--epochs=1",
+                                f"--model_dir={parent}/run")
+    self.assertOneLineError(result, "cannot create --model_dir",
                             "Permission denied")
-    self.assertEqual(snapshot(folder), before)
+    self.assertEqual(os.listdir(parent), [])
+
+  def test_read_only_run_folder_or_backup_folder(self):
+    for sub in ("", "backup"):
+      folder = self.copy(self.partial)
+      before = snapshot(folder)
+      read_only = os.path.join(folder, sub) if sub else folder
+      result = self.run_read_only(read_only, TRAIN, *TINY, "--epochs=2",
+                                  "--noexport", f"--model_dir={folder}")
+      self.assertOneLineError(result, f"cannot write in {read_only}",
+                              "Permission denied")
+      self.assertEqual(snapshot(folder), before)
 
   def test_evaluate_checks_its_output_folder_before_the_work(self):
-    prefix = without_permission_checks()
-    if prefix is None:
-      self.skipTest("running as root without setpriv: permissions do not "
-                    "apply")
     output = tempfile.mkdtemp(dir=self.root)
-    os.chmod(output, 0o555)
-    try:
-      started = time.time()
-      result = run(EVALUATE, f"--model_path={self.finished}",
-                   f"--output_dir={output}", "--attacks=pgd,apgd_ce,square",
-                   prefix=prefix)
-      seconds = time.time() - started
-    finally:
-      os.chmod(output, 0o755)
+    started = time.time()
+    result = self.run_read_only(
+        output, EVALUATE, f"--model_path={self.finished}",
+        f"--output_dir={output}", "--attacks=pgd,apgd_ce,square")
+    self.assertLess(time.time() - started, 60)
     self.assertOneLineError(result, f"cannot write in {output}")
     self.assertEqual(os.listdir(output), [])
     self.assertNotIn("eps=", result.stderr)  # no evaluation ran
-    self.assertLess(seconds, 60)
 
 
 class BadInputTest(RunFolderTestCase):
@@ -361,22 +334,73 @@ class BadInputTest(RunFolderTestCase):
                             "0xff")
     self.assertFalse(os.path.exists(model_dir))
 
-  def test_tiny_imagenet_zip_that_is_not_a_zip(self):
+  def _tiny_imagenet(self, make_manual_dir, *parts):
     tmp = tempfile.mkdtemp(dir=self.root)
     manual = os.path.join(tmp, "downloads")
     os.mkdir(manual)
-    archive = os.path.join(manual, "tiny-imagenet-200.zip")
-    with open(archive, "wb") as f:
-      f.write(b"<html>404 Not Found</html>")
+    make_manual_dir(manual)
     model_dir = os.path.join(tmp, "run")
     result = run(TRAIN, f"--model_dir={model_dir}", "--dataset=tiny_imagenet",
                  f"--data_dir={os.path.join(tmp, 'tfds')}",
                  f"--manual_dir={manual}", "--epochs=1", "--burn_in_epochs=0")
-    self.assertOneLineError(result, archive, "is not a readable zip archive")
+    self.assertOneLineError(result, *parts)
     self.assertFalse(os.path.exists(model_dir))
     prepared = [d for d, _, names in os.walk(os.path.join(tmp, "tfds"))
                 if "dataset_info.json" in names]
     self.assertEqual(prepared, [])
+    return manual
+
+  def test_tiny_imagenet_zip_that_is_not_a_zip(self):
+    def make(manual):
+      with open(os.path.join(manual, "tiny-imagenet-200.zip"), "wb") as f:
+        f.write(b"<html>404 Not Found</html>")
+    self._tiny_imagenet(make, "tiny-imagenet-200.zip is not a readable zip "
+                        "archive")
+
+  def test_tiny_imagenet_zip_bomb(self):
+    def make(manual):
+      with zipfile.ZipFile(os.path.join(manual, "tiny-imagenet-200.zip"), "w",
+                           zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("tiny-imagenet-200/wnids.txt", "n01443537\n")
+        archive.writestr("tiny-imagenet-200/words.txt", b"\0" * 65 * 1024**2)
+    self._tiny_imagenet(make, "'tiny-imagenet-200/words.txt'", "zip bomb",
+                        "nothing extracted")
+
+  def test_tiny_imagenet_zip_with_a_duplicate_member(self):
+    def make(manual):
+      import warnings  # pylint: disable=g-import-not-at-top
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate
+        with zipfile.ZipFile(os.path.join(manual, "tiny-imagenet-200.zip"),
+                             "w") as archive:
+          archive.writestr("tiny-imagenet-200/wnids.txt", "n01443537\n")
+          archive.writestr("tiny-imagenet-200/wnids.txt", "n99999999\n")
+    self._tiny_imagenet(make, "appears twice")
+
+  def test_tiny_imagenet_wnid_that_leaves_the_folder(self):
+    def make(manual):
+      root = os.path.join(manual, "tiny-imagenet-200")
+      os.makedirs(root)
+      with open(os.path.join(root, "wnids.txt"), "w") as f:
+        f.write("n01443537\n../../outside\n")
+      with open(os.path.join(root, "words.txt"), "w") as f:
+        f.write("n01443537\tgoldfish\n../../outside\tescape\n")
+    self._tiny_imagenet(make, "'../../outside', which is not a wnid")
+
+  def test_evaluate_epsilon_of_one(self):
+    result = run(EVALUATE, f"--model_path={self.finished}", "--epsilon=1")
+    self.assertOneLineError(result, "--epsilon must be budgets like 8/255, "
+                            "below 1")
+
+  def test_evaluate_run_folder_with_corrupt_settings(self):
+    folder = self.copy(self.finished)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+      f.write("{")
+    before = snapshot(folder)
+    result = run(EVALUATE, f"--model_path={folder}")
+    self.assertOneLineError(result, f"corrupt run settings {folder}/"
+                            "config.json")
+    self.assertEqual(snapshot(folder), before)
 
   def test_missing_tfds_dataset_offline_fails_fast(self):
     from part_tf.data import datasets  # pylint: disable=g-import-not-at-top

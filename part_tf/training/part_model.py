@@ -213,11 +213,29 @@ class PARTModel(keras.Model):
 
   def test_step(self, data):
     x, y, weights = self._unpack(data)
-    logits = self.classifier(x, training=False)
+    logits = self._inference_logits(x)
     self._trackers["loss"].update_state(
         attacks.cross_entropy(logits, y) * weights)
     self._trackers["accuracy"].update_state(y, logits, weights)
     return {name: self._trackers[name].result() for name in _TEST_LOGS}
+
+  def predict_step(self, data):
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    return self._inference_logits(x)
+
+  def _inference_logits(self, x):
+    """The classifier's logits in inference mode. Under a strategy with more
+    than one replica, a replica whose share of a partial batch is empty gets
+    empty logits (TF's convolutions fail on an empty batch); inference syncs
+    no replicas, so a tf.cond is safe here."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+      return self.classifier(x, training=False)
+    classes = self.classifier.output_shape[-1]
+    return tf.cond(
+        tf.shape(x)[0] > 0,
+        lambda: self.classifier(x, training=False),
+        lambda: tf.zeros([0, classes], self.classifier.output.dtype))
 
   def _unpack(self, data):
     """(x float32, y int32 [B], sample weights float32 [B]) of a batch.
