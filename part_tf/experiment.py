@@ -2,8 +2,10 @@
 callbacks, fit (resuming a killed run), evaluation, export.
 
 `scripts/train.py` turns its flags into a `TrainConfig` and calls `train`.
-Everything a run writes goes under `model_dir`:
+Everything a run writes goes under `model_dir`, whose lock it holds and whose
+state it checks first (`part_tf.run_folder`):
 
+  .lock              who is using the folder (an flock while they are)
   config.json        the settings (a resumed run must match them)
   backup/            resumable epoch-end backups (weights, optimiser, switch)
   log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
