@@ -22,8 +22,14 @@ CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
 
 
+# Names of the flags `define_flags` defines (filled in by it).
+FLAG_NAMES = ()
+
+
 def define_flags():
   """Defines the training flags on `absl.flags.FLAGS`."""
+  global FLAG_NAMES
+  before = set(flags.FLAGS)
   # Data.
   flags.DEFINE_enum("dataset", "mnist_offline", DATASET_NAMES,
                     "Dataset; mnist_offline needs no network.")
@@ -91,6 +97,13 @@ def define_flags():
                        lower_bound=1)
   DEFINE_budget("eval_step_size", None,
                 "PGD step size of the evaluation (default epsilon/4).")
+  # Pictures (TensorBoard).
+  flags.DEFINE_integer("image_count", 8, "Test images (chosen by --seed) "
+                       "whose CAM, eps_map and adversarial example are "
+                       "logged to TensorBoard; 0: none.", lower_bound=0)
+  flags.DEFINE_integer("image_every", 0, "Log those pictures every N epochs "
+                       "and at the end of burn-in (0: at the end of burn-in "
+                       "and after every epoch after it).", lower_bound=0)
   # Run.
   flags.DEFINE_string("model_dir", None, "Run folder (created; a run that "
                       "was killed resumes from it).")
@@ -102,6 +115,7 @@ def define_flags():
                     "--seed gives the same run on the same machine.")
   flags.DEFINE_bool("export", True, "Export the SavedModel at the end.")
   flags.mark_flag_as_required("model_dir")
+  FLAG_NAMES = tuple(sorted(set(flags.FLAGS) - before))
   _register_validators()
 
 

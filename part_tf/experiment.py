@@ -9,7 +9,8 @@ state it checks first (`part_tf.run_folder`):
   config.json        the settings (a resumed run must match them)
   backup/            resumable epoch-end backups (weights, optimiser, switch)
   log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
-  tensorboard/       the same as TensorBoard events
+  tensorboard/       the same as TensorBoard events, PART's pictures
+                     (pictures/) and the run's hparams entry (hparams/)
   classifier.keras   the trained classifier
   export/<epochs>/   SavedModel for serving (see `part_tf.export`)
   best/              the classifier of the most robust evaluated epoch
@@ -27,11 +28,13 @@ import time
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from part_tf import data
 from part_tf import evaluation
 from part_tf import io_utils
+from part_tf import pictures
 from part_tf import run_folder
 from part_tf.export import export_classifier
 from part_tf.models import build_model
@@ -41,6 +44,8 @@ from part_tf.training.checkpointing import AtomicBackupAndRestore
 from part_tf.training.checkpointing import load_weights
 from part_tf.training.checkpointing import restore
 from part_tf.training.checkpointing import start_backups
+from part_tf.training.image_summaries import ImagePanels
+from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
 
 
@@ -79,6 +84,8 @@ class TrainConfig:
   eval_subset: int = 512
   eval_num_steps: int = 20
   eval_step_size: float | None = None
+  image_count: int = 8
+  image_every: int = 0
   seed: int = 0
   jit_compile: str = "auto"
   mixed_precision: bool = False
@@ -87,7 +94,7 @@ class TrainConfig:
 
   # Settings that may change when a run is resumed.
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
-                       "data_dir", "manual_dir")
+                       "data_dir", "manual_dir", "image_count", "image_every")
 
 
 def settings(config: TrainConfig) -> dict:
@@ -240,6 +247,12 @@ def _train(config, model_dir, out, made, progress) -> dict:
                           test_data.labels[:config.eval_subset])
   subset_ds = data.eval_dataset(subset, config.batch_size)
   eval_step = config.eval_step_size or config.epsilon / 4
+  # The images of the TensorBoard pictures: fixed by the seed.
+  chosen = np.sort(np.random.default_rng(config.seed).choice(
+      len(test_data.labels), min(config.image_count, len(test_data.labels)),
+      replace=False))
+  picture_images = test_data.images[chosen].astype(np.float32) / 255.0
+  picture_labels = test_data.labels[chosen]
 
   # --- Model -----------------------------------------------------------------
   with strategy.scope():
@@ -267,15 +280,20 @@ def _train(config, model_dir, out, made, progress) -> dict:
   progress["started"] = True
 
   # --- Callbacks -------------------------------------------------------------
+  tensorboard_dir = os.path.join(model_dir, run_folder.TENSORBOARD_DIR)
   callbacks = [
       BurnInSwitch(config.burn_in_epochs),
       evaluation.RobustEvaluation(
           subset_ds, config.eval_every, config.epsilon, eval_step,
           config.eval_num_steps, seed=config.seed, jit_compile=jit,
           best_dir=best_dir),
+      ImagePanels(os.path.join(tensorboard_dir, "pictures"),
+                  picture_images, picture_labels, config.burn_in_epochs,
+                  config.image_every,
+                  class_names=pictures.CLASS_NAMES.get(config.dataset),
+                  seed=config.seed),
       keras.callbacks.CSVLogger(log_path, append=True),
-      keras.callbacks.TensorBoard(
-          os.path.join(model_dir, run_folder.TENSORBOARD_DIR)),
+      keras.callbacks.TensorBoard(tensorboard_dir),
       EpochLog(stream=out or io.StringIO()),
       AtomicBackupAndRestore(backup_dir),  # last: an epoch is backed up
   ]                                        # only once fully logged
@@ -329,6 +347,15 @@ def _train(config, model_dir, out, made, progress) -> dict:
             float(best_result["pgd_accuracy"])}
   io_utils.atomic_write_json(
       os.path.join(model_dir, run_folder.METRICS_FILE), metrics)
+  write_hparams(
+      os.path.join(tensorboard_dir, "hparams"),
+      {name: getattr(config, name) for name in (
+          "method", "epsilon", "epsilon_low", "mask_rule", "cam", "model",
+          "dataset", "burn_in_epochs", "attack", "seed")},
+      {"natural_accuracy": metrics["natural_accuracy"],
+       f"pgd{config.eval_num_steps}_accuracy":
+           metrics[f"pgd{config.eval_num_steps}_accuracy"]},
+      step=config.epochs)
   report(_results_line(metrics, config.eval_num_steps))
   report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}" + (
       f" and the SavedModel {export_dir}" if config.export else ""))

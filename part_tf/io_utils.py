@@ -28,6 +28,14 @@ def atomic_write_text(path: str, text: str) -> None:
   atomic_file(path, write)
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` via a temporary file and an atomic rename."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+  atomic_file(path, write)
+
+
 def atomic_write_json(path: str, obj) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -1,15 +1,31 @@
-"""Trains the same setup with several methods and prints their accuracies.
+"""Trains several methods (and seeds, and values of one setting) and reports
+whether their differences are real or within noise.
 
-The quick start (offline MNIST sample, AT and PART, about 6 minutes on 2 CPU
-cores):
+The quick start (offline MNIST sample, AT and PART, 3 seeds each):
   python scripts/compare.py --flagfile=configs/mnist_offline.cfg \
-      --model_dir=runs/quickstart
+      --seeds=0,1,2 --model_dir=runs/quickstart
+A sweep of one setting:
+  python scripts/compare.py --flagfile=configs/mnist_offline.cfg \
+      --seeds=0,1,2 --sweep=epsilon_low:0.05,0.06,0.07 --model_dir=runs/sweep
 
-Every flag of scripts/train.py is accepted and passed on; each method trains
-in `<model_dir>/<method>` (a killed comparison resumes where it stopped), and
-the table is also written to `<model_dir>/comparison.md`.
+Every flag of scripts/train.py is accepted and passed on. Each run trains in
+`<model_dir>/<method>[/<setting>=<value>]/seed<k>`; a run that is finished
+already is skipped, and a killed one resumes (the run folder's own resume),
+so a killed study started again goes on where it stopped. A base method
+(at, trades, mart) ignores PART's settings (epsilon_low, mask_rule, cam,
+cam_layer, burn_in_epochs), so a sweep over one of them trains it once per
+seed. Writes to `<model_dir>`:
+
+  study.md, study.json   mean ± sd over seeds per method and setting, and the
+                         paired difference to the first method with a 95%
+                         interval and a verdict (significant / within noise)
+  study.png              the same as a chart, each seed a dot
+  comparison.md          the table of study.md
+  comparison.png         training loss, natural and PGD validation accuracy
+                         per epoch and method (mean over seeds), burn-in marked
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -22,22 +38,110 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from flags import train_flags  # pylint: disable=g-import-not-at-top
-from part_tf import io_utils  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
-flags.DEFINE_list("methods", ["at", "part"], "Methods to compare.")
+flags.DEFINE_list("methods", ["at", "part"], "Methods to compare; the first "
+                  "is the reference of the differences.")
+flags.DEFINE_list("seeds", [], "Seeds to run each method with (default: "
+                  "--seed alone), e.g. 0,1,2.")
+flags.DEFINE_string("sweep", None, "One setting to vary, as name:v1,v2,... "
+                    "e.g. epsilon_low:0.05,0.06,0.07 or "
+                    "mask_rule:zscore,official,soft.")
 FLAGS = flags.FLAGS
-OWN_FLAGS = ("--model_dir", "--methods", "--method")
+OWN_FLAGS = ("--model_dir", "--methods", "--method", "--seeds", "--seed",
+             "--sweep")
+# Settings that only the PART variants use.
+PART_ONLY = ("epsilon_low", "mask_rule", "cam", "cam_layer", "burn_in_epochs")
+NOT_SWEPT = ("model_dir", "method", "seed", "flagfile", "epochs")
 
 
-def table(rows, steps) -> str:
-  lines = [f"| method | natural accuracy | PGD-{steps} accuracy | "
-           "train seconds |", "|---|---|---|---|"]
-  for method, m in rows:
-    lines.append(f"| {method} | {m['natural_accuracy']:.4f} | "
-                 f"{m[f'pgd{steps}_accuracy']:.4f} | "
-                 f"{m['train_seconds_this_session']} |")
-  return "\n".join(lines)
+def _own_flag(arg):
+  return arg.split("=")[0] in OWN_FLAGS
+
+
+def passed_on(argv):
+  """The command line without this script's own flags (and their values)."""
+  args, skip_value = [], False
+  for arg in argv:
+    if skip_value:  # the value of `--model_dir DIR` (space form)
+      skip_value = False
+    elif arg in OWN_FLAGS:
+      skip_value = True
+    elif not _own_flag(arg):
+      args.append(arg)
+  return args
+
+
+def parse_sweep(text):
+  """(name, [values]) of --sweep, or (None, [""]); ValueError if malformed."""
+  if not text:
+    return None, [""]
+  name, _, values = text.partition(":")
+  values = [v.strip() for v in values.split(",") if v.strip()]
+  if not name or not values:
+    raise ValueError(f"--sweep must look like name:v1,v2, got {text!r}")
+  if name in NOT_SWEPT or name not in train_flags.FLAG_NAMES:
+    raise ValueError(f"--sweep: {name!r} is not a setting of train.py that "
+                     "can be swept")
+  for value in values:
+    try:
+      FLAGS[name].parser.parse(value)
+    except (ValueError, flags.Error) as e:
+      raise ValueError(f"--sweep: bad value {value!r} for {name}: {e}"
+                       ) from None
+  if len(set(values)) != len(values):
+    raise ValueError(f"--sweep repeats a value: {text!r}")
+  return name, values
+
+
+def plan(methods, seeds, sweep_name, sweep_values):
+  """[(method, setting, seed, run folder relative to --model_dir)]."""
+  runs = []
+  for method in methods:
+    affected = sweep_name is not None and not (
+        sweep_name in PART_ONLY and method not in
+        train_flags.REWEIGHTED_METHODS)
+    for value in (sweep_values if affected else [""]):
+      for seed in seeds:
+        parts = [method] + ([f"{sweep_name}={value}"] if value else [])
+        runs.append((method, value, seed,
+                     os.path.join(*parts, f"seed{seed}")))
+  return runs
+
+
+def finished_metrics(model_dir, expected):
+  """The run's metrics.json if it finished with the `expected` settings."""
+  try:
+    with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
+      metrics = json.load(f)
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return None
+  for name, value in config.items():
+    if name in ("data_dir", "manual_dir") or name not in expected:
+      continue
+    if json.loads(json.dumps(expected[name])) != value:
+      return None
+  return metrics if metrics.get("epochs") == expected["epochs"] else None
+
+
+def expected_settings(method, seed, sweep_name, value):
+  """What config.json holds for a run of the study (without data folders)."""
+  settings = {name: FLAGS[name].value for name in train_flags.FLAG_NAMES
+              if name != "model_dir"}
+  settings["lr_decay_epochs"] = [int(e) for e in settings["lr_decay_epochs"]]
+  settings.update(method=method, seed=seed)
+  if value:
+    settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)
+  return settings
+
+
+def read_log(path):
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  return {key: [float(r[key]) if r[key] not in ("", "nan") else float("nan")
+                for r in rows] for key in (rows[0] if rows else {})}
 
 
 def main(argv):
@@ -47,31 +151,108 @@ def main(argv):
   if unknown:
     sys.exit(f"error: unknown --methods {unknown}; choose from "
              f"{train_flags.METHOD_NAMES}")
-  passed_on, skip_value = [], False
-  for arg in sys.argv[1:]:
-    if skip_value:  # the value of `--model_dir DIR` (space form)
-      skip_value = False
-    elif arg in OWN_FLAGS:
-      skip_value = True
-    elif arg.split("=")[0] not in OWN_FLAGS:
-      passed_on.append(arg)
-  rows = []
-  for method in FLAGS.methods:
-    model_dir = os.path.join(FLAGS.model_dir, method)
-    print(f"=== {method}: training in {model_dir}", flush=True)
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-         *passed_on, f"--method={method}", f"--model_dir={model_dir}"],
-        check=False)
-    if result.returncode != 0:
-      sys.exit(f"error: training {method} failed (exit {result.returncode})")
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-      rows.append((method, json.load(f)))
-  text = table(rows, FLAGS.eval_num_steps)
-  io_utils.atomic_write_text(os.path.join(FLAGS.model_dir, "comparison.md"),
-                             text + "\n")
-  print(f"\n{FLAGS.dataset}, epsilon={FLAGS.epsilon:.4g}, "
-        f"epsilon_low={FLAGS.epsilon_low:.4g}\n{text}")
+  if len(set(FLAGS.methods)) != len(FLAGS.methods):
+    sys.exit(f"error: --methods repeats a method: {FLAGS.methods}")
+  try:
+    seeds = [int(s) for s in FLAGS.seeds] or [FLAGS.seed]
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+      raise ValueError
+  except ValueError:
+    sys.exit(f"error: --seeds must be distinct integers >= 0, got "
+             f"{','.join(FLAGS.seeds)}")
+  try:
+    sweep_name, sweep_values = parse_sweep(FLAGS.sweep)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+  from part_tf import plots  # pylint: disable=g-import-not-at-top
+  from part_tf import study  # pylint: disable=g-import-not-at-top
+
+  # --- Runs: each in its own folder, skipped when finished ---------------------
+  common = passed_on(sys.argv[1:])
+  steps = FLAGS.eval_num_steps
+  metric_names = ("natural_accuracy", f"pgd{steps}_accuracy")
+  runs, logs = [], {}
+  for method, value, seed, folder in plan(FLAGS.methods, seeds, sweep_name,
+                                          sweep_values):
+    model_dir = os.path.join(FLAGS.model_dir, folder)
+    expected = expected_settings(method, seed, sweep_name, value)
+    metrics = finished_metrics(model_dir, expected)
+    if metrics is None:
+      print(f"=== {folder}: training in {model_dir}", flush=True)
+      extra = [f"--{sweep_name}={value}"] if value else []
+      result = subprocess.run(
+          [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *common,
+           *extra, f"--method={method}", f"--seed={seed}",
+           f"--model_dir={model_dir}"], check=False)
+      if result.returncode != 0:
+        sys.exit(f"error: training {folder} failed (exit "
+                 f"{result.returncode}); the runs before it are kept, start "
+                 "the same command again to go on")
+      with open(os.path.join(model_dir, "metrics.json"),
+                encoding="utf-8") as f:
+        metrics = json.load(f)
+    else:
+      print(f"=== {folder}: finished already", flush=True)
+    runs.append(study.Run(method, value, seed,
+                          {m: metrics[m] for m in metric_names}))
+    label = method + (f" {sweep_name}={value}" if value else "")
+    logs.setdefault(label, []).append(
+        read_log(os.path.join(model_dir, "log.csv")))
+
+  # --- Report ---------------------------------------------------------------
+  labels = {"natural_accuracy": "natural accuracy",
+            f"pgd{steps}_accuracy": f"PGD-{steps} accuracy"}
+  summary = study.summarize(runs, metric_names, reference=FLAGS.methods[0])
+  header = (f"{FLAGS.dataset}, epsilon={FLAGS.epsilon:.4g}, "
+            f"epsilon_low={FLAGS.epsilon_low:.4g}, {FLAGS.epochs} epochs, "
+            f"seeds {','.join(map(str, seeds))}"
+            + (f", sweep {sweep_name}" if sweep_name else ""))
+  text = study.markdown(summary, metric_names, labels, sweep_name,
+                        header=header + "\n")
+  out = FLAGS.model_dir
+  io_utils.atomic_write_json(os.path.join(out, "study.json"), {
+      "dataset": FLAGS.dataset, "methods": FLAGS.methods, "seeds": seeds,
+      "sweep": {"name": sweep_name, "values": sweep_values}
+      if sweep_name else None,
+      "runs": [{"method": r.method, "setting": r.setting, "seed": r.seed,
+                **r.metrics} for r in runs], **summary})
+  io_utils.atomic_write_text(os.path.join(out, "study.md"), text)
+  table = text.split("\n\n")[0] if summary["differences"] else text
+  io_utils.atomic_write_text(os.path.join(out, "comparison.md"),
+                             table.rstrip("\n") + "\n")
+  groups = [(g["method"] + (f"\n{sweep_name}={g['setting']}"
+                            if g["setting"] else ""),
+             {m: g[m]["values"] for m in metric_names})
+            for g in summary["groups"]]
+  io_utils.atomic_write_bytes(os.path.join(out, "study.png"),
+                              plots.figure_png(plots.study_figure(
+                                  groups, [(m, labels[m])
+                                           for m in metric_names],
+                                  title=header)))
+  mean_logs = {label: _mean_log(parts) for label, parts in logs.items()}
+  burn_in = (FLAGS.burn_in_epochs if sweep_name != "burn_in_epochs" and any(
+      m in train_flags.REWEIGHTED_METHODS for m in FLAGS.methods) else None)
+  io_utils.atomic_write_bytes(
+      os.path.join(out, "comparison.png"),
+      plots.figure_png(plots.training_curves_figure(
+          mean_logs, burn_in, title=header + (
+              f" (mean over {len(seeds)} seeds)" if len(seeds) > 1 else ""))))
+  print("\n" + text.rstrip("\n"))
+  print(f"wrote {os.path.join(out, 'study.md')}, study.json, study.png and "
+        "comparison.png")
+
+
+def _mean_log(parts):
+  """The per-epoch mean of several runs' log columns (runs of equal length)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  length = min(len(p.get("epoch", [])) for p in parts)
+  keys = set.intersection(*(set(p) for p in parts))
+  with warnings.catch_warnings():  # epochs without a PGD measurement: NaN
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return {k: list(np.nanmean([p[k][:length] for p in parts], axis=0))
+            if k != "epoch" else parts[0][k][:length] for k in keys}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Evaluates the robustness of a trained classifier with an attack suite.
 
-  python scripts/evaluate.py --model_path=runs/quickstart/part
+  python scripts/evaluate.py --model_path=runs/quickstart/part/seed0
   python scripts/evaluate.py --model_path=runs/cifar10_part/export/80 \
       --dataset=cifar10 --epsilon=2/255,4/255,8/255,16/255 --num_examples=1000
 
 `--model_path` is a run folder (its config.json gives the default dataset and
 epsilon), a `.keras` file or an exported SavedModel. Writes `eval.json` and
-`eval.md` to `--output_dir` (default: the run folder, or next to the model),
+`eval.md` and `eval.png` (accuracy against epsilon per attack, or a bar per
+attack for one epsilon) to `--output_dir` (default: the run folder, or next to
+the model),
 and with `--corruptions=all` the accuracy under CIFAR-10-C corruptions,
 one report per epsilon, each with natural accuracy, robust accuracy per attack,
 the per-example worst case over all attacks, and gradient-masking sanity
@@ -213,6 +215,15 @@ def main(argv):
                + f"\n| **mean** | {corrupted['mean']:.4f} |")
     io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"),
                                text + "\n")
+    from part_tf import pictures  # pylint: disable=g-import-not-at-top
+    from part_tf import plots  # pylint: disable=g-import-not-at-top
+    io_utils.atomic_write_bytes(
+        os.path.join(output_dir, "eval.png"),
+        pictures.figure_png(plots.robustness_figure(
+            reports, names, title=f"{dataset}: "
+            f"{os.path.basename(os.path.abspath(FLAGS.model_path))}"
+            + (f", epsilon {reports[0]['epsilon']:.4g}"
+               if len(reports) == 1 else ""))))
   except (ValueError, OSError) as e:
     if made_output:
       shutil.rmtree(output_dir, ignore_errors=True)
@@ -224,7 +235,8 @@ def main(argv):
         print(f"!!! SANITY CHECK FAILED (eps={report['epsilon']:.4g}): "
               f"{check['name']}: {check['detail']}. The robust accuracies "
               "above may be overestimated (gradient masking?).")
-  print(f"wrote {os.path.join(output_dir, 'eval.json')}")
+  print(f"wrote {os.path.join(output_dir, 'eval.json')}, eval.md and "
+        "eval.png")
 
 
 if __name__ == "__main__":

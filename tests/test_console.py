@@ -16,14 +16,11 @@ import tensorflow as tf
 
 from part_tf import log_filter
 from part_tf.training.progress import EpochLog
+from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
-TINY = ["--max_train_examples=256", "--max_test_examples=64",
-        "--batch_size=128", "--epsilon=0.1", "--epsilon_low=0.07",
-        "--step_size=0.025", "--num_steps=1", "--eval_num_steps=1",
-        "--eval_subset=32", "--optimizer=adam", "--learning_rate=1e-3",
-        "--epochs=2", "--burn_in_epochs=1"]
+TINY = [*TINY_TRAIN, "--epochs=2", "--burn_in_epochs=1"]
 
 # Lines seen on stderr of a training run on a CPU machine (TF 2.21).
 NOISE = [

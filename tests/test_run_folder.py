@@ -16,16 +16,13 @@ import zipfile
 import tensorflow as tf
 
 from part_tf import run_folder
+from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 EVALUATE = os.path.join(ROOT, "scripts", "evaluate.py")
 # A run of seconds: 2 steps per epoch, 1-step PGD.
-TINY = ["--max_train_examples=256", "--max_test_examples=64",
-        "--batch_size=128", "--burn_in_epochs=0", "--epsilon=0.1",
-        "--epsilon_low=0.07", "--step_size=0.025", "--num_steps=1",
-        "--eval_num_steps=1", "--eval_subset=32", "--optimizer=adam",
-        "--learning_rate=1e-3"]
+TINY = [*TINY_TRAIN, "--burn_in_epochs=0"]
 
 
 def run(script, *args, cwd=ROOT, timeout=300, prefix=()):
