@@ -20,13 +20,11 @@ state it checks first (`part_tf.run_folder`):
 
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import shutil
 import time
 
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -294,7 +292,7 @@ def _train(config, model_dir, out, made, progress) -> dict:
                   seed=config.seed),
       keras.callbacks.CSVLogger(log_path, append=True),
       keras.callbacks.TensorBoard(tensorboard_dir),
-      EpochLog(stream=out or io.StringIO()),
+      *([EpochLog(stream=out)] if out is not None else []),
       AtomicBackupAndRestore(backup_dir),  # last: an epoch is backed up
   ]                                        # only once fully logged
 

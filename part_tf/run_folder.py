@@ -13,6 +13,8 @@
   mislabel work: changed settings, fewer epochs than finished, a missing
   `config.json` or `backup/state.json` beside finished epochs. Every error is
   one line that names the file.
+* **Its model.** `load_classifier` reads the classifier of a run folder (or
+  of a `.keras` file) for the scripts that use a finished run.
 """
 
 import contextlib
@@ -24,6 +26,7 @@ import shutil
 import socket
 import sys
 import time
+import zipfile
 
 try:
   import fcntl
@@ -286,6 +289,48 @@ def check_resume(state: RunState, settings: dict, epochs: int,
         f"--epochs={done} to evaluate it again, more to train on, or another "
         "--model_dir")
   return done
+
+
+# --- the trained classifier ----------------------------------------------------
+
+def load_classifier(path: str):
+  """The Keras classifier of a run folder or a `.keras` file.
+
+  Returns:
+    (classifier, the run's settings or {} for a bare `.keras` file, the
+    folder results go to by default: the run folder, or the file's folder).
+
+  Raises:
+    FileNotFoundError: a run folder without `classifier.keras`, or no path.
+    ValueError: a corrupt `config.json`, a file that is not a `.keras`
+      archive, or one that Keras cannot load; the message names the file.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  run, keras_file = {}, path
+  output = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    run = read_json(os.path.join(path, CONFIG_FILE), "run settings") or {}
+    if not isinstance(run, dict):
+      raise RunFolderError(f"corrupt run settings {path}/{CONFIG_FILE}: not "
+                           "a JSON object")
+    keras_file, output = os.path.join(path, "classifier.keras"), path
+    if not os.path.exists(keras_file):
+      raise FileNotFoundError(f"{path} has no classifier.keras (is it a "
+                              "finished run folder?)")
+  elif not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist")
+  if not keras_file.endswith(".keras"):
+    raise ValueError(f"{path} is neither a run folder nor a .keras file")
+  if not zipfile.is_zipfile(keras_file):
+    raise ValueError(f"{keras_file} is not a valid .keras file (not a zip "
+                     "archive: truncated or corrupt?)")
+  try:
+    classifier = keras.saving.load_model(keras_file)
+  except Exception as e:  # pylint: disable=broad-except
+    detail = " ".join(str(e).split())[:300] or type(e).__name__
+    raise ValueError(f"cannot load the model {keras_file}: {detail}"
+                     ) from None
+  return classifier, run, output
 
 
 # --- housekeeping --------------------------------------------------------------

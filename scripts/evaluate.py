@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import zipfile
 
 from absl import app
 from absl import flags
@@ -81,46 +80,21 @@ def load_model(path):
     ValueError: the path holds no model, or one that cannot be loaded (the
       message names the file).
   """
-  import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
-  run = {}
-  output = os.path.dirname(os.path.abspath(path))
-  keras_file = path
-  if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-    run = run_folder.read_json(os.path.join(path, "config.json"),
-                               "run settings")
-    if not isinstance(run, dict):
-      raise ValueError(f"corrupt run settings {path}/config.json: not a JSON "
-                       "object")
-    keras_file = os.path.join(path, "classifier.keras")
-    output = path
-    if not os.path.exists(keras_file):
-      raise FileNotFoundError(f"run folder {path} has no classifier.keras "
-                              "(did the run finish?)")
-  if keras_file.endswith(".keras"):
-    if not zipfile.is_zipfile(keras_file):
-      raise ValueError(f"{keras_file} is not a valid .keras file (not a zip "
-                       "archive: truncated or corrupt?)")
-    try:
-      model = keras.saving.load_model(keras_file)
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"cannot load the model {keras_file}: "
-                       f"{one_line(e)[:300]}") from None
+  if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    model, run, output = run_folder.load_classifier(path)
     return ((lambda x: model(x, training=False)), tuple(model.input_shape[1:]),
             run, output)
-  if os.path.exists(os.path.join(path, "saved_model.pb")):
-    try:
-      loaded = tf.saved_model.load(path)  # must outlive the signature's use
-      serving = loaded.signatures["serving_default"]
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"cannot load the SavedModel {path}: "
-                       f"{one_line(e)[:300]}") from None
-    spec, = serving.structured_input_signature[1].values()
-    return ((lambda x, keep=loaded: serving(images=x)["logits"]),
-            tuple(spec.shape[1:]), run, output)
-  raise ValueError(f"{path} is neither a run folder, a .keras file nor a "
-                   "SavedModel")
+  try:
+    loaded = tf.saved_model.load(path)  # must outlive the signature's use
+    serving = loaded.signatures["serving_default"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot load the SavedModel {path}: "
+                     f"{one_line(e)[:300]}") from None
+  spec, = serving.structured_input_signature[1].values()
+  return ((lambda x, keep=loaded: serving(images=x)["logits"]),
+          tuple(spec.shape[1:]), {}, os.path.dirname(os.path.abspath(path)))
 
 
 def table(reports, names) -> str:

@@ -70,32 +70,6 @@ def _saved_model_error(path):
                     "or its classifier.keras")
 
 
-def load(path):
-  """(classifier, run settings or {}, default output folder)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  from part_tf import run_folder  # pylint: disable=g-import-not-at-top
-  if os.path.exists(os.path.join(path, "saved_model.pb")):
-    raise _saved_model_error(path)
-  run, keras_file, output = {}, path, os.path.dirname(os.path.abspath(path))
-  if os.path.isdir(path):
-    run = run_folder.read_json(os.path.join(path, "config.json"),
-                               "run settings") or {}
-    keras_file, output = os.path.join(path, "classifier.keras"), path
-    if not os.path.exists(keras_file):
-      raise FileNotFoundError(f"{path} has no classifier.keras (is it a "
-                              "finished run folder?)")
-  elif not os.path.exists(path):
-    raise FileNotFoundError(f"--model_path {path} does not exist")
-  if not keras_file.endswith(".keras"):
-    raise ValueError(f"{path} is neither a run folder nor a .keras file")
-  try:
-    classifier = keras.saving.load_model(keras_file)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"cannot load the model {keras_file}: "
-                     f"{one_line(e)[:300]}") from None
-  return classifier, run, output
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -107,7 +81,10 @@ def main(argv):
   from part_tf.training import PARTModel  # pylint: disable=g-import-not-at-top
 
   try:
-    classifier, run, default_output = load(FLAGS.model_path)
+    if os.path.exists(os.path.join(FLAGS.model_path, "saved_model.pb")):
+      raise _saved_model_error(FLAGS.model_path)
+    classifier, run, default_output = run_folder.load_classifier(
+        FLAGS.model_path)
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")

@@ -107,12 +107,6 @@ def start_backups(backup_dir: str) -> None:
                              {"epoch": 0, "weights": None})
 
 
-def restored_epoch(backup_dir: str) -> int:
-  """The epoch a run in `backup_dir` resumes at (0 for a new run)."""
-  state = read_state(backup_dir)
-  return state["epoch"] if state else 0
-
-
 def restore(model, backup_dir: str) -> int:
   """Loads the last backup into `model` (and its optimiser).
 

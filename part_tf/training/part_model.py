@@ -330,7 +330,6 @@ def _sum_over_replicas(value: tf.Tensor) -> tf.Tensor:
   return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-
 def _at_least_one_example(x, y, weights, present):
   """A stand-in example of weight 0 for a replica that got none.
 
