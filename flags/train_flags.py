@@ -20,6 +20,8 @@ REWEIGHTED_METHODS = ("part", "part_t", "part_m")
 ATTACKS = ("pgd", "mma")
 CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+TFDS_PREFIX = "tfds:"
 
 
 # Names of the flags `define_flags` defines (filled in by it).
@@ -31,8 +33,35 @@ def define_flags():
   global FLAG_NAMES
   before = set(flags.FLAGS)
   # Data.
-  flags.DEFINE_enum("dataset", "mnist_offline", DATASET_NAMES,
-                    "Dataset; mnist_offline needs no network.")
+  flags.DEFINE_string("dataset", "mnist_offline",
+                      f"One of {', '.join(DATASET_NAMES)} (mnist_offline "
+                      "needs no network), or tfds:NAME for any TFDS image "
+                      "classification dataset, e.g. tfds:imagenette or "
+                      "tfds:imagenet_resized/64x64 (see --image_size, "
+                      "--num_classes, --mean, --std).")
+  flags.DEFINE_integer("image_size", None, "tfds:NAME: resize images to this "
+                       "height and width (a centred square crop first); "
+                       "needed when the dataset's images differ in size.",
+                       lower_bound=8)
+  flags.DEFINE_integer("num_classes", None, "tfds:NAME: number of classes "
+                       "(default: read from the dataset's label feature).",
+                       lower_bound=2)
+  flags.DEFINE_list("mean", None, "tfds:NAME: per-channel mean of the images "
+                    "in [0, 1] (default: measured on up to 10,000 training "
+                    "images).")
+  flags.DEFINE_list("std", None, "tfds:NAME: per-channel standard deviation "
+                    "in [0, 1] (default: measured like --mean).")
+  flags.DEFINE_enum("input", "auto", ("auto", "memory", "stream"),
+                    "memory: decode the dataset into memory once; stream: "
+                    "read TFDS shards and decode and augment inside tf.data; "
+                    "auto: stream when the decoded training split would "
+                    "pass --input_memory_budget.")
+  flags.DEFINE_float("input_memory_budget", 4.0, "GB of decoded training "
+                     "images that --input=auto holds in memory.",
+                     lower_bound=0.0)
+  flags.DEFINE_string("data_service", None, "ADDRESS of a tf.data service "
+                      "dispatcher (e.g. grpc://host:5000): decoding and "
+                      "augmentation run on its workers.")
   flags.DEFINE_string("data_dir", None,
                       "TFDS data folder (default: TFDS' own, ~/tensorflow_datasets).")
   flags.DEFINE_string("manual_dir", None,
@@ -110,7 +139,19 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "Seed of everything random.", lower_bound=0)
   flags.DEFINE_enum("jit_compile", "auto", ("auto", "true", "false"),
                     "XLA for the train step; auto = on when a GPU is present.")
-  flags.DEFINE_bool("mixed_precision", False, "mixed_float16 (GPU).")
+  flags.DEFINE_enum("mixed_precision", "none",
+                    ("none", "mixed_float16", "mixed_bfloat16"),
+                    "Keras mixed-precision policy: mixed_float16 on GPUs, "
+                    "mixed_bfloat16 on TPUs.")
+  flags.DEFINE_enum("strategy", "auto", STRATEGIES,
+                    "tf.distribute strategy. auto: multi_worker when "
+                    "TF_CONFIG names several workers, tpu with --tpu, "
+                    "mirrored with more than one GPU, else one_device.")
+  flags.DEFINE_string("tpu", None, "TPU address or name (local: the TPU VM "
+                      "this runs on); selects TPUStrategy.")
+  flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical "
+                       "devices, so that --strategy=mirrored has N replicas "
+                       "without GPUs (tests; adds no speed).", lower_bound=1)
   flags.DEFINE_bool("deterministic", True, "Deterministic TF ops: the same "
                     "--seed gives the same run on the same machine.")
   flags.DEFINE_bool("export", True, "Export the SavedModel at the end.")
@@ -120,6 +161,21 @@ def define_flags():
 
 
 def _register_validators():
+  flags.register_validator(
+      "dataset", lambda v: v in DATASET_NAMES or (
+          v.startswith(TFDS_PREFIX) and len(v) > len(TFDS_PREFIX)),
+      message=f"--dataset must be one of {', '.join(DATASET_NAMES)}, or "
+              "tfds:NAME for a TFDS dataset")
+  for name in ("mean", "std"):
+    flags.register_validator(
+        name, lambda v, n=name: v is None or _all_floats(
+            v, positive=(n == "std")),
+        message=f"--{name} must be numbers in [0, 1], one per channel, "
+                "like 0.5,0.5,0.5" + (" (and > 0)" if name == "std" else ""))
+  flags.register_multi_flags_validator(
+      ["strategy", "tpu"],
+      lambda f: f["strategy"] != "tpu" or bool(f["tpu"]),
+      message="--strategy=tpu needs --tpu=ADDRESS or NAME")
   flags.register_multi_flags_validator(
       ["epsilon", "epsilon_low"],
       lambda f: f["epsilon_low"] <= f["epsilon"],
@@ -162,3 +218,12 @@ def _all_positive_ints(values):
     return all(int(v) > 0 for v in values)
   except ValueError:
     return False
+
+
+def _all_floats(values, positive=False):
+  try:
+    numbers = [float(v) for v in values]
+  except ValueError:
+    return False
+  return bool(numbers) and all(
+      0 <= v <= 1 and (v > 0 or not positive) for v in numbers)

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf import distribution
 from part_tf.training import checkpointing
 
 
@@ -14,45 +15,98 @@ class PGDEvaluator:
   """Natural and PGD-`num_steps` accuracy under a uniform L-inf budget.
 
   The per-batch step is traced once per evaluator and reused, so evaluating
-  every few epochs does not retrace.
+  every few epochs does not retrace. Under a strategy with several replicas
+  each replica attacks its share of every batch; the random start of an
+  example depends only on `(seed, batch index, position in the batch)`, so
+  the result equals the one-device result up to floating-point order.
 
   Args:
-    classifier: images in [0, 1] -> logits.
+    classifier: images in [0, 1] -> logits (created under `strategy`).
     epsilon: L-inf budget of the attack.
     step_size: PGD step size (commonly epsilon / 4).
     num_steps: PGD steps (20 for the standard PGD-20 evaluation).
     seed: stateless seed of the random starts (the batch index is folded in).
     random_start: start inside the budget at random (Madry et al.).
     jit_compile: compile the step with XLA (use on GPU).
+    strategy: `tf.distribute` strategy to evaluate under (None: the current
+      one). With several workers, every worker must evaluate together.
   """
 
   def __init__(self, classifier, epsilon: float, step_size: float,
                num_steps: int = 20, seed: int = 0, random_start: bool = True,
-               jit_compile: bool = False):
-    init = attacks.uniform_init if random_start else attacks.no_init
+               jit_compile: bool = False, strategy=None):
+    self._strategy = strategy or tf.distribute.get_strategy()
+    self._classifier = classifier
 
-    def correct(x, y, batch_index):
+    def correct(x, y, position, size, batch_index):
       model_fn = lambda z: classifier(z, training=False)
       y = tf.cast(y, tf.int64)
+      batch_seed = tf.stack([tf.constant(seed, tf.int64), batch_index])
+
+      def init(x, eps_map, seed):
+        # The noise of the whole batch, gathered at this replica's rows: the
+        # same start for an example whatever share of the batch it is in.
+        rows = tf.reduce_max(tf.concat([size, [0]], 0))
+        noise = tf.random.stateless_uniform(
+            tf.concat([[rows], tf.shape(x)[1:]], 0), seed=seed, minval=-1.0,
+            maxval=1.0, dtype=x.dtype)
+        return tf.clip_by_value(x + tf.gather(noise, position) * eps_map,
+                                0.0, 1.0)
+
       x_adv = attacks.pgd(model_fn, x, y, epsilon, step_size, num_steps,
-                          init_fn=init,
-                          seed=tf.stack([tf.constant(seed, tf.int64),
-                                         batch_index]))
+                          init_fn=init if random_start else attacks.no_init,
+                          seed=batch_seed)
       natural = tf.argmax(model_fn(x), axis=-1) == y
       robust = tf.argmax(model_fn(x_adv), axis=-1) == y
       return tf.stack([tf.reduce_sum(tf.cast(natural, tf.int64)),
                        tf.reduce_sum(tf.cast(robust, tf.int64)),
                        tf.size(y, out_type=tf.int64)])
 
-    self._correct = tf.function(correct, jit_compile=jit_compile,
-                                reduce_retracing=True)
+    if self._strategy.num_replicas_in_sync == 1:
+      self._correct = tf.function(correct, jit_compile=jit_compile,
+                                  reduce_retracing=True)
+    else:
+      compiled = tf.function(correct, jit_compile=jit_compile,
+                             reduce_retracing=True)
+
+      def replica_fn(x, y, position, size, batch_index):
+        # A partial last batch can leave a replica without examples, and
+        # TF's convolutions fail on an empty batch.
+        return tf.cond(tf.size(y) > 0,
+                       lambda: compiled(x, y, position, size, batch_index),
+                       lambda: tf.zeros([3], tf.int64))
+
+      def distributed(x, y, position, size, batch_index):
+        totals = self._strategy.run(
+            replica_fn, args=(x, y, position, size, batch_index))
+        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, totals,
+                                     axis=None)
+      self._distributed = distributed
+      self._correct = None  # traced for the first dataset's element spec
 
   def __call__(self, dataset) -> dict:
     """Returns {"natural_accuracy", "pgd_accuracy", "num_examples"}."""
+    def with_positions(x, y):
+      n = tf.shape(y)[0]
+      return (tf.cast(x, tf.float32), y, tf.range(n), tf.fill([n], n))
+
+    dataset = dataset.map(with_positions)
+    if self._strategy.num_replicas_in_sync > 1:
+      distribution.broadcast_first_replica(
+          self._classifier.non_trainable_variables, self._strategy)
+      options = tf.data.Options()
+      options.experimental_distribute.auto_shard_policy = (
+          tf.data.experimental.AutoShardPolicy.DATA)
+      dataset = self._strategy.experimental_distribute_dataset(
+          dataset.with_options(options))
+      if self._correct is None:
+        # One trace for full and partial batches alike.
+        self._correct = tf.function(
+            self._distributed, input_signature=[
+                *dataset.element_spec, tf.TensorSpec([], tf.int64)])
     totals = np.zeros(3, np.int64)
-    for i, (x, y) in enumerate(dataset):
-      totals += self._correct(tf.cast(x, tf.float32), y,
-                              tf.constant(i, tf.int64)).numpy()
+    for i, batch in enumerate(dataset):
+      totals += self._correct(*batch, tf.constant(i, tf.int64)).numpy()
     natural, robust, count = totals
     if count == 0:
       raise ValueError("robust accuracy asked of an empty dataset")
@@ -63,10 +117,10 @@ class PGDEvaluator:
 def robust_accuracy(classifier, dataset, epsilon: float, step_size: float,
                     num_steps: int = 20, seed: int = 0,
                     random_start: bool = True,
-                    jit_compile: bool = False) -> dict:
+                    jit_compile: bool = False, strategy=None) -> dict:
   """One-off `PGDEvaluator(...)(dataset)`; see `PGDEvaluator` for the args."""
   return PGDEvaluator(classifier, epsilon, step_size, num_steps, seed,
-                      random_start, jit_compile)(dataset)
+                      random_start, jit_compile, strategy)(dataset)
 
 
 BEST_STATE = "best.json"
@@ -125,7 +179,9 @@ class RobustEvaluation(keras.callbacks.Callback):
     value = float("nan")
     if due or last:
       if self._evaluator is None:
-        self._evaluator = PGDEvaluator(self.model.classifier, **self.attack)
+        self._evaluator = PGDEvaluator(
+            self.model.classifier, strategy=self.model.distribute_strategy,
+            **self.attack)
       value = float(self._evaluator(self.dataset)["pgd_accuracy"])
       if self.best_dir and value > self._best:
         self._best = value

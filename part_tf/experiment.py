@@ -20,9 +20,11 @@ state it checks first (`part_tf.run_folder`):
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -30,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import data
+from part_tf import distribution
 from part_tf import evaluation
 from part_tf import io_utils
 from part_tf import pictures
@@ -37,6 +40,7 @@ from part_tf import run_folder
 from part_tf.export import export_classifier
 from part_tf.models import build_model
 from part_tf.training import BurnInSwitch
+from part_tf.training import SyncReplicaCopies
 from part_tf.training import PARTModel
 from part_tf.training.checkpointing import AtomicBackupAndRestore
 from part_tf.training.checkpointing import load_weights
@@ -86,13 +90,31 @@ class TrainConfig:
   image_every: int = 0
   seed: int = 0
   jit_compile: str = "auto"
-  mixed_precision: bool = False
+  mixed_precision: str = "none"
   deterministic: bool = True
   export: bool = True
+  strategy: str = "auto"
+  tpu: str | None = None
+  cpu_devices: int = 1
+  input: str = "auto"
+  input_memory_budget: float = 4.0
+  data_service: str | None = None
+  image_size: int | None = None
+  num_classes: int | None = None
+  mean: tuple | None = None
+  std: tuple | None = None
 
-  # Settings that may change when a run is resumed.
+  # Settings that may change when a run is resumed (the hardware it runs on,
+  # and where its data comes from, included).
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
-                       "data_dir", "manual_dir", "image_count", "image_every")
+                       "data_dir", "manual_dir", "image_count", "image_every",
+                       "strategy", "tpu", "cpu_devices", "num_replicas", "strategy_used",
+                       "input_memory_budget", "data_service")
+
+# Settings added after runs were first written, with the value that
+# reproduces what those runs did (their config.json lacks them).
+_ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
+                   "mean": None, "std": None}
 
 
 def settings(config: TrainConfig) -> dict:
@@ -108,6 +130,18 @@ def settings(config: TrainConfig) -> dict:
     if values[name] is not None:
       values[name] = os.path.abspath(os.path.expanduser(values[name]))
   return values
+
+
+def _upgrade(old: dict | None) -> None:
+  """Reads a `config.json` of an older version as this version would write
+  it (in place), so that such runs can be resumed."""
+  if old is None:
+    return
+  for name, value in _ADDED_SETTINGS.items():
+    old.setdefault(name, value)
+  if isinstance(old.get("mixed_precision"), bool):
+    old["mixed_precision"] = ("mixed_float16" if old["mixed_precision"]
+                              else "none")
 
 
 def _resumable_changes(config):
@@ -163,15 +197,20 @@ def _optimizer(config, steps_per_epoch):
 def train(config: TrainConfig, out=None) -> dict:
   """Runs (or resumes) training and returns the final metrics.
 
-  Holds the run folder's lock throughout (see `part_tf.run_folder`). A start
-  that fails before training begins leaves the folder as it found it (a
-  folder it created is removed again).
+  Creates the `tf.distribute` strategy first (`part_tf.distribution`), so
+  call it before TensorFlow has run anything else when the run spans several
+  workers or a TPU. The chief (the only process of a one-process run) holds
+  the run folder's lock throughout (see `part_tf.run_folder`); a start that
+  fails before training begins leaves the folder as it found it (a folder it
+  created is removed again). Other workers of a multi-worker job take no
+  lock and write nothing to `model_dir`: they work on a private copy of its
+  backups in a temporary folder, removed at the end.
 
   Args:
     config: the run's settings.
     out: text stream for the settings, one line per epoch (and a progress
       line during long epochs if it is a terminal) and the results, e.g.
-      `sys.stdout`; None prints nothing.
+      `sys.stdout`; None prints nothing. Only the chief prints.
 
   Raises:
     ValueError: bad settings, data or run folder (one-line messages;
@@ -179,58 +218,89 @@ def train(config: TrainConfig, out=None) -> dict:
     OSError: the folder cannot be written.
   """
   model_dir = os.path.abspath(os.path.expanduser(config.model_dir))
-  with run_folder.locked(model_dir) as created:
-    made = []  # folders this start created, removed again if it fails
-    progress = {"started": False}
-    try:
-      return _train(config, model_dir, out, made, progress)
-    except BaseException:
-      if not progress["started"]:
-        if created:
-          shutil.rmtree(model_dir, ignore_errors=True)
-        else:
-          for folder in reversed(made):
-            with contextlib.suppress(OSError):
-              os.rmdir(folder)  # only if still empty
-      raise
+  distribution.split_cpu(config.cpu_devices)
+  strategy = distribution.create(config.strategy, config.tpu)
+  worker = distribution.cluster()
+  if distribution.kind(strategy) != "multi_worker" or worker.is_chief:
+    with run_folder.locked(model_dir) as created:
+      made = []  # folders this start created, removed again if it fails
+      progress = {"started": False}
+      try:
+        return _train(config, strategy, model_dir, model_dir, out, made,
+                      progress)
+      except BaseException:
+        if not progress["started"]:
+          if created:
+            shutil.rmtree(model_dir, ignore_errors=True)
+          else:
+            for folder in reversed(made):
+              with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if still empty
+        raise
+  # A worker other than the chief: the same steps (they synchronise with the
+  # chief), on a copy of the folder's backups; nothing of it is kept.
+  # Named by folder and task, so that a restarted worker removes what a
+  # killed one left.
+  work_dir = os.path.join(tempfile.gettempdir(), "part_tf-{}-{}{}".format(
+      hashlib.sha1(model_dir.encode()).hexdigest()[:12], worker.task_type,
+      worker.task_index))
+  shutil.rmtree(work_dir, ignore_errors=True)
+  os.makedirs(work_dir)
+  try:
+    for name in (run_folder.BACKUP_DIR, run_folder.BEST_DIR):
+      if os.path.isdir(os.path.join(model_dir, name)):
+        shutil.copytree(os.path.join(model_dir, name),
+                        os.path.join(work_dir, name))
+    return _train(config, strategy, model_dir, work_dir, None, [],
+                  {"started": False})
+  finally:
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _train(config, model_dir, out, made, progress) -> dict:
-  """`train` inside the lock."""
+def _train(config, strategy, model_dir, write_dir, out, made,
+           progress) -> dict:
+  """`train` inside the lock: reads the state of `model_dir`, writes to
+  `write_dir` (the same folder, except on workers other than the chief)."""
   def report(line):
     if out is not None:
       out.write(line + "\n")
       out.flush()
 
   # --- Setup: what the folder holds, and whether this run may use it -------
-  backup_dir = os.path.join(model_dir, run_folder.BACKUP_DIR)
-  best_dir = os.path.join(model_dir, run_folder.BEST_DIR)
-  config_path = os.path.join(model_dir, run_folder.CONFIG_FILE)
-  log_path = os.path.join(model_dir, run_folder.LOG_FILE)
+  chief = write_dir == model_dir
+  backup_dir = os.path.join(write_dir, run_folder.BACKUP_DIR)
+  best_dir = os.path.join(write_dir, run_folder.BEST_DIR)
+  config_path = os.path.join(write_dir, run_folder.CONFIG_FILE)
+  log_path = os.path.join(write_dir, run_folder.LOG_FILE)
   values = settings(config)
   state = run_folder.inspect(model_dir)
+  _upgrade(state.config)
   start_epoch = run_folder.check_resume(state, values, config.epochs,
                                         _resumable_changes(config))
-  run_folder.remove_stale_temporaries(model_dir)
-  folders = [model_dir, backup_dir, best_dir,
-             os.path.join(model_dir, run_folder.TENSORBOARD_DIR)]
+  if chief:
+    run_folder.remove_stale_temporaries(model_dir)
+  folders = [write_dir, backup_dir, best_dir,
+             os.path.join(write_dir, run_folder.TENSORBOARD_DIR)]
   if config.export:
-    folders.append(os.path.join(model_dir, run_folder.EXPORT_DIR))
+    folders.append(os.path.join(write_dir, run_folder.EXPORT_DIR))
   for folder in folders:
     if not os.path.isdir(folder):
       made.append(folder)
     run_folder.check_writable(folder)
-  report(_settings_line(config, model_dir))
+  replicas = strategy.num_replicas_in_sync
+  values.update(strategy_used=distribution.kind(
+      strategy), num_replicas=replicas)
+  report(_settings_line(config, model_dir, strategy))
 
   gpus = tf.config.list_physical_devices("GPU")
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
-  if config.mixed_precision:
-    keras.mixed_precision.set_global_policy("mixed_float16")
-  jit = {"auto": bool(gpus), "true": True, "false": False}[config.jit_compile]
-  strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
-              else tf.distribute.get_strategy())
+  if config.mixed_precision != "none":
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
+  tpu = distribution.kind(strategy) == "tpu"
+  jit = {"auto": bool(gpus) or tpu, "true": True,
+         "false": False}[config.jit_compile]
 
   # --- Data ------------------------------------------------------------------
   train_data, test_data, spec = data.load(
@@ -240,10 +310,15 @@ def _train(config, model_dir, out, made, progress) -> dict:
   train_ds = data.train_dataset(
       train_data, spec, config.batch_size, seed=config.seed,
       start_epoch=start_epoch, epochs=config.epochs, augment=config.augment)
-  test_ds = data.eval_dataset(test_data, config.batch_size)
+  if distribution.kind(strategy) == "multi_worker":
+    # Each worker takes its replicas' shares of every global batch.
+    train_ds = train_ds.with_options(data.shard_by_data())
+  # TPUs need static shapes: evaluation drops a partial last batch there.
+  test_ds = data.eval_dataset(test_data, config.batch_size,
+                              drop_remainder=tpu)
   subset = data.ArrayData(test_data.images[:config.eval_subset],
                           test_data.labels[:config.eval_subset])
-  subset_ds = data.eval_dataset(subset, config.batch_size)
+  subset_ds = data.eval_dataset(subset, config.batch_size, drop_remainder=tpu)
   eval_step = config.eval_step_size or config.epsilon / 4
   # The images of the TensorBoard pictures: fixed by the seed.
   chosen = np.sort(np.random.default_rng(config.seed).choice(
@@ -272,7 +347,8 @@ def _train(config, model_dir, out, made, progress) -> dict:
 
   # --- Start or resume: from here on the folder holds this run -------------
   io_utils.atomic_write_json(config_path, values)
-  if state.backup_epoch is None:
+  if state.backup_epoch is None or not os.path.exists(
+      os.path.join(backup_dir, "state.json")):
     start_backups(backup_dir)
   _drop_log_rows_from(log_path, start_epoch)
   progress["started"] = True
@@ -280,6 +356,7 @@ def _train(config, model_dir, out, made, progress) -> dict:
   # --- Callbacks -------------------------------------------------------------
   tensorboard_dir = os.path.join(model_dir, run_folder.TENSORBOARD_DIR)
   callbacks = [
+      SyncReplicaCopies(),
       BurnInSwitch(config.burn_in_epochs),
       evaluation.RobustEvaluation(
           subset_ds, config.eval_every, config.epsilon, eval_step,
@@ -312,7 +389,7 @@ def _train(config, model_dir, out, made, progress) -> dict:
   # --- Final evaluation ------------------------------------------------------
   result = evaluation.robust_accuracy(
       classifier, test_ds, config.epsilon, eval_step, config.eval_num_steps,
-      seed=config.seed, jit_compile=jit)
+      seed=config.seed, jit_compile=jit, strategy=strategy)
 
   # --- Export and metrics ----------------------------------------------------
   io_utils.atomic_file(os.path.join(model_dir, "classifier.keras"),
@@ -328,15 +405,18 @@ def _train(config, model_dir, out, made, progress) -> dict:
       "epsilon": config.epsilon, "eval_step_size": eval_step,
       "method": config.method, "dataset": config.dataset,
       "epochs": config.epochs, "resumed_at_epoch": start_epoch,
+      "strategy": distribution.kind(strategy), "num_replicas": replicas,
       "train_seconds_this_session": round(train_seconds, 1),
   }
   best = evaluation.read_best(best_dir)
   if best is not None:  # the most robust epoch on the held-out subset
-    best_classifier = keras.models.clone_model(classifier)
+    with strategy.scope():
+      best_classifier = keras.models.clone_model(classifier)
     load_weights(best_classifier, best["weights"], "best-robust weights")
     best_result = evaluation.robust_accuracy(
         best_classifier, test_ds, config.epsilon, eval_step,
-        config.eval_num_steps, seed=config.seed, jit_compile=jit)
+        config.eval_num_steps, seed=config.seed, jit_compile=jit,
+        strategy=strategy)
     metrics["best"] = {
         "epoch": best["epoch"],
         "val_pgd_accuracy": best["val_pgd_accuracy"],
@@ -364,7 +444,7 @@ def _count(n, what):
   return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def _settings_line(config, model_dir) -> str:
+def _settings_line(config, model_dir, strategy) -> str:
   method = config.method
   if config.method in ("part", "part_t", "part_m"):
     method += (f" (epsilon {config.epsilon:.4g}, epsilon_low "
@@ -376,7 +456,18 @@ def _settings_line(config, model_dir) -> str:
           f"PGD-{config.num_steps} step {config.step_size:.4g}, "
           f"{_count(config.epochs, 'epoch')} of batch {config.batch_size}, "
           f"{config.optimizer} lr {config.learning_rate:g}, seed "
-          f"{config.seed}, in {model_dir}")
+          f"{config.seed}, {_where(strategy)}, in {model_dir}")
+
+
+def _where(strategy) -> str:
+  replicas = strategy.num_replicas_in_sync
+  name = distribution.kind(strategy)
+  if name == "one_device":
+    return "on one device"
+  if name == "multi_worker":
+    return (f"on {_count(distribution.cluster().num_workers, 'worker')} "
+            f"({_count(replicas, 'replica')})")
+  return f"{name} over {_count(replicas, 'replica')}"
 
 
 def _results_line(metrics, steps) -> str:

@@ -32,6 +32,9 @@ def main(argv):
   values = {f.name: FLAGS[f.name].value
             for f in dataclasses.fields(experiment.TrainConfig)}
   values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
+  for name in ("mean", "std"):
+    if values[name] is not None:
+      values[name] = tuple(float(v) for v in values[name])
   config = experiment.TrainConfig(**values)
   try:
     experiment.train(config, out=sys.stdout)

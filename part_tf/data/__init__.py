@@ -5,6 +5,7 @@ from part_tf.data.datasets import DATASET_NAMES
 from part_tf.data.datasets import DATASETS
 from part_tf.data.datasets import DatasetSpec
 from part_tf.data.datasets import eval_dataset
+from part_tf.data.datasets import shard_by_data
 from part_tf.data.datasets import load
 from part_tf.data.datasets import steps_per_epoch
 from part_tf.data.datasets import train_dataset
@@ -18,6 +19,7 @@ __all__ = [
     "DatasetSpec",
     "eval_dataset",
     "load",
+    "shard_by_data",
     "steps_per_epoch",
     "tiny_imagenet",
     "train_dataset",

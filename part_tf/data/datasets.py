@@ -451,19 +451,32 @@ def _augment(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor) -> tf.Tensor:
   return x
 
 
-def eval_dataset(data: ArrayData, batch_size: int) -> tf.data.Dataset:
+def shard_by_data() -> tf.data.Options:
+  """Options that make each worker of a multi-worker strategy keep its
+  replicas' shares of every global batch (the batches are made from memory,
+  not read from files)."""
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return options
+
+
+def eval_dataset(data: ArrayData, batch_size: int,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
   """Returns `(x float32 in [0, 1], y int32)` batches in order.
 
-  No augmentation; the last batch may be partial.
+  No augmentation; the last batch may be partial unless `drop_remainder`
+  (TPUs need static shapes).
 
   Args:
     data: Split to evaluate.
     batch_size: Examples per batch.
+    drop_remainder: drop a partial last batch.
   """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be > 0, got {batch_size}.")
   return (tf.data.Dataset.from_tensor_slices(
       (data.images, data.labels.astype(np.int32)))
-          .batch(batch_size)
+          .batch(batch_size, drop_remainder=drop_remainder)
           .map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
           .prefetch(tf.data.AUTOTUNE))

@@ -1,6 +1,7 @@
 """The PART training model, its methods and callbacks."""
 
 from part_tf.training.callbacks import BurnInSwitch
+from part_tf.training.callbacks import SyncReplicaCopies
 from part_tf.training.methods import ATTACKS
 from part_tf.training.methods import METHOD_NAMES
 from part_tf.training.methods import METHODS

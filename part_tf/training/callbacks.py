@@ -1,7 +1,10 @@
-"""Keras callbacks of a PART run: the burn-in switch."""
+"""Keras callbacks of a PART run: the burn-in switch, and one copy of the
+batch-norm statistics for all replicas."""
 
 import keras
 from absl import logging
+
+from part_tf import distribution
 
 
 class BurnInSwitch(keras.callbacks.Callback):
@@ -36,3 +39,19 @@ class BurnInSwitch(keras.callbacks.Callback):
       logging.info("epoch %d: pixel-reweighted budgets %s", epoch + 1,
                    "on" if active else "off")
     self.model.part_active.assign(active)
+
+
+class SyncReplicaCopies(keras.callbacks.Callback):
+  """Gives all replicas the first replica's batch-norm statistics at the
+  start of every epoch (see `distribution.broadcast_first_replica`).
+
+  Each replica updates its own copy during an epoch; the CAMs and attacks
+  read it in inference mode. Starting every epoch from the copy that
+  checkpoints hold makes a resumed run equal an uninterrupted one. A no-op
+  with one replica.
+  """
+
+  def on_epoch_begin(self, epoch, logs=None):
+    model = getattr(self.model, "classifier", self.model)
+    distribution.broadcast_first_replica(model.non_trainable_variables,
+                                         self.model.distribute_strategy)

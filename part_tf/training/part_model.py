@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf import distribution
 from part_tf.cam import ClassActivationMaps
 from part_tf.cam import eps_map_from_cam
 from part_tf.cam import MASK_RULES
@@ -209,7 +210,8 @@ class PARTModel(keras.Model):
     self._trackers["full_eps_fraction"].update_state(tf.reduce_mean(
         tf.cast(eps_map >= self.epsilon, tf.float32), axis=[1, 2, 3]),
                                                      present)
-    return {name: self._trackers[name].result() for name in _TRAIN_LOGS}
+    return distribution.multi_worker_logs(
+        {name: self._trackers[name].result() for name in _TRAIN_LOGS})
 
   def test_step(self, data):
     x, y, weights = self._unpack(data)
@@ -217,7 +219,17 @@ class PARTModel(keras.Model):
     self._trackers["loss"].update_state(
         attacks.cross_entropy(logits, y) * weights)
     self._trackers["accuracy"].update_state(y, logits, weights)
-    return {name: self._trackers[name].result() for name in _TEST_LOGS}
+    return distribution.multi_worker_logs(
+        {name: self._trackers[name].result() for name in _TEST_LOGS})
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras 3 reduces a first batch over the replicas here to build the
+    # model, which fails under MultiWorkerMirroredStrategy. A PARTModel is
+    # built by its constructor and compile (the classifier is functional,
+    # the optimiser is built in `compile`), so there is nothing to build.
+    if self.built and (self.optimizer is None or self.optimizer.built):
+      return
+    super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
   def predict_step(self, data):
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,0 +1,208 @@
+"""Which `tf.distribute` strategy a run uses, and who in a job writes.
+
+`create("auto")` reads the machine and `TF_CONFIG`, as Keras users expect:
+
+  TF_CONFIG naming several workers  -> MultiWorkerMirroredStrategy
+  --tpu=ADDRESS or NAME             -> TPUStrategy
+  more than one GPU                 -> MirroredStrategy over the GPUs
+  otherwise                         -> the default one-device strategy
+
+Only the chief writes the run folder (Keras' convention): the worker with
+`task.type == "chief"`, or worker 0 of a cluster without one. Other workers
+write to temporary folders that they remove (see `part_tf.experiment`).
+
+Keras 3 (3.15) does not train under `MultiWorkerMirroredStrategy` as it is:
+its `fit` reduces a first batch to build the model (a cross-worker reduce of
+a `PerReplica` that TF rejects) and it reduces scalar logs along axis 0.
+`PARTModel` works around both (see `multi_worker_logs` and
+`PARTModel._maybe_symbolic_build`), and `tests/test_distributed.py` runs a real
+two-process job over 127.0.0.1.
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """This process' place in a `TF_CONFIG` cluster.
+
+  Attributes:
+    num_workers: tasks that train (chief included); 1 without TF_CONFIG.
+    task_type: "chief", "worker", ... or None without TF_CONFIG.
+    task_index: index within `task_type`.
+    has_chief: whether the cluster names a "chief" task.
+  """
+  num_workers: int = 1
+  task_type: str | None = None
+  task_index: int = 0
+  has_chief: bool = False
+
+  @property
+  def is_chief(self) -> bool:
+    """Whether this process writes the run folder."""
+    if self.task_type in (None, "chief"):
+      return True
+    return (self.task_type == "worker" and self.task_index == 0
+            and not self.has_chief)
+
+
+def cluster() -> Cluster:
+  """This process' `Cluster`, from the `TF_CONFIG` environment variable.
+
+  Raises:
+    ValueError: TF_CONFIG is not JSON or lacks `cluster` / `task`.
+  """
+  text = os.environ.get("TF_CONFIG", "").strip()
+  if not text:
+    return Cluster()
+  try:
+    config = json.loads(text)
+    spec = config.get("cluster") or {}
+    task = config.get("task") or {}
+    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
+    task_type = task.get("type")
+    task_index = int(task.get("index", 0))
+  except (ValueError, AttributeError, TypeError) as e:
+    raise ValueError(f"TF_CONFIG is not a valid cluster description: {e}"
+                     ) from None
+  if workers and task_type is None:
+    raise ValueError("TF_CONFIG names a cluster but no task (\"task\": "
+                     "{\"type\": \"worker\", \"index\": N})")
+  return Cluster(num_workers=max(workers, 1), task_type=task_type,
+                 task_index=task_index, has_chief=bool(spec.get("chief")))
+
+
+def resolve(name: str, tpu: str | None = None) -> str:
+  """The concrete strategy `name` stands for on this machine ("auto")."""
+  if name not in STRATEGIES:
+    raise ValueError(f"unknown strategy {name!r}; valid: "
+                     f"{', '.join(STRATEGIES)}")
+  if name != "auto":
+    return name
+  if tpu:
+    return "tpu"
+  if cluster().num_workers > 1:
+    return "multi_worker"
+  if len(tf.config.list_physical_devices("GPU")) > 1:
+    return "mirrored"
+  return "one_device"
+
+
+def split_cpu(count: int) -> None:
+  """Splits the CPU into `count` logical devices (before TF runs any op), so
+  that `mirrored` has `count` replicas on a machine without GPUs: for tests
+  and for trying distribution out; it adds no speed."""
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  configured = len(tf.config.get_logical_device_configuration(cpu) or [None])
+  if count == configured:
+    return
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+  except RuntimeError:
+    raise ValueError(f"cannot split the CPU into {count} devices: this "
+                     f"process runs TensorFlow on {configured} already "
+                     "(split it before TensorFlow runs anything)") from None
+
+
+def create(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
+  """The strategy `resolve(name, tpu)` names.
+
+  Must run before TF executes any op (MultiWorkerMirroredStrategy and TPU
+  initialisation need that).
+
+  Raises:
+    ValueError: the strategy cannot run here (one line, says why).
+  """
+  name = resolve(name, tpu)
+  if name == "one_device":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == "multi_worker":
+    if cluster().num_workers < 2:
+      raise ValueError("--strategy=multi_worker needs a TF_CONFIG naming "
+                       "the job's workers (see the README, 'Scaling out')")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if not tpu:
+    raise ValueError("--strategy=tpu needs --tpu=ADDRESS or NAME (use "
+                     "--tpu=local on a TPU VM)")
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu="" if tpu == "local" else tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, tf.errors.OpError, RuntimeError) as e:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ValueError(f"--tpu={tpu}: no TPU found ({first})") from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def kind(strategy: tf.distribute.Strategy) -> str:
+  """The `STRATEGIES` name of a strategy object."""
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return "multi_worker"
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return "tpu"
+  if isinstance(strategy, tf.distribute.MirroredStrategy):
+    return "mirrored"
+  return "one_device"
+
+
+def in_multi_worker_mode(strategy=None) -> bool:
+  """Whether `strategy` (default: the current one) spans several workers."""
+  strategy = strategy or tf.distribute.get_strategy()
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+          and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+
+
+def multi_worker_logs(logs: dict) -> dict:
+  """A train or test step's logs in the shape Keras 3 can reduce.
+
+  Under MultiWorkerMirroredStrategy Keras reduces each log with
+  `strategy.reduce("MEAN", value, axis=0)`, which rejects scalars; a [1]
+  vector per replica reduces to the scalar mean, as the "mean" of other
+  strategies does. Elsewhere the logs are returned as they are.
+  """
+  if not in_multi_worker_mode():
+    return logs
+  return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+def broadcast_first_replica(variables, strategy) -> None:
+  """Gives every replica the first replica's values of `variables`.
+
+  Keras' batch-norm moving statistics have no aggregation: each replica
+  updates its own copy from its own share of the batch, so the copies
+  drift apart (on other workers too), while checkpoints and exports hold
+  the first replica's. Call this before evaluating on every replica, and at
+  each epoch start so that a resumed run (whose copies all start from the
+  saved first-replica values) equals an uninterrupted one. A collective: all
+  workers must call it together.
+  """
+  variables = list(variables)
+  if strategy.num_replicas_in_sync == 1 or not variables:
+    return
+
+  @tf.function
+  def broadcast():
+    def first_values():
+      context = tf.distribute.get_replica_context()
+      first = tf.equal(context.replica_id_in_sync_group, 0)
+      return [context.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(
+          first, tf.convert_to_tensor(v), tf.zeros(v.shape, v.dtype)))
+              for v in variables]
+    values = strategy.run(first_values)
+    for variable, value in zip(variables, values):
+      variable.assign(strategy.experimental_local_results(value)[0])
+
+  broadcast()

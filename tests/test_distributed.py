@@ -1,0 +1,303 @@
+"""Training beyond one device: a real two-worker job over 127.0.0.1 against
+MirroredStrategy on two logical CPUs, a worker killed mid-run, distributed
+PGD evaluation, and the strategy choice from TF_CONFIG."""
+
+import contextlib
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from unittest import mock
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from part_tf import distribution
+from tests.tiny_runs import TINY_TRAIN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+# 4 epochs of 4 steps (global batch 64 = 32 per replica); the test split's
+# last batch (70 = 64 + 6) leaves the second replica 0 of its 6 examples.
+RUN = [*TINY_TRAIN, "--batch_size=64", "--max_test_examples=70",
+       "--eval_num_steps=2", "--epochs=4", "--burn_in_epochs=1",
+       "--eval_every=1", "--image_count=2", "--image_every=2"]
+TIMEOUT = 240  # seconds any one training process may take
+
+
+def _free_ports(count):
+  """Ports free on 127.0.0.1 right now (bound, read, released)."""
+  with contextlib.ExitStack() as stack:
+    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+    for s in sockets:
+      s.bind(("127.0.0.1", 0))
+    return [s.getsockname()[1] for s in sockets]
+
+
+def _worker_folders(tmp):
+  """What part_tf's workers left in their temporary folder (TF's autograph
+  leaves files of its own there)."""
+  return [n for n in os.listdir(tmp) if n.startswith("part_tf")]
+
+
+def _weights(path):
+  values = {}
+  with h5py.File(path, "r") as f:
+    f.visititems(lambda name, obj: values.__setitem__(name, obj[()])
+                 if isinstance(obj, h5py.Dataset) else None)
+  return values
+
+
+def _backup_weights(model_dir):
+  with open(os.path.join(model_dir, "backup", "state.json")) as f:
+    name = json.load(f)["weights"]
+  return _weights(os.path.join(model_dir, "backup", name))
+
+
+def _log_rows(model_dir):
+  with open(os.path.join(model_dir, "log.csv")) as f:
+    lines = f.read().splitlines()
+  return [dict(zip(lines[0].split(","), map(float, row.split(","))))
+          for row in lines[1:]]
+
+
+class TwoWorkerTest(tf.test.TestCase):
+  """Two `scripts/train.py` processes with a TF_CONFIG on 127.0.0.1."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp(prefix="part_tf_distributed_")
+    cls.reference = os.path.join(cls.root, "mirrored")
+    result = subprocess.run(
+        [sys.executable, TRAIN, *RUN, "--strategy=mirrored",
+         "--cpu_devices=2", f"--model_dir={cls.reference}"],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mirrored over 2 replicas" in result.stdout, result.stdout
+
+  @classmethod
+  def tearDownClass(cls):
+    subprocess.run(["rm", "-rf", cls.root], check=False)
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    self.processes = []
+
+  def tearDown(self):
+    for p in self.processes:
+      if p.poll() is None:
+        p.kill()
+      p.wait(timeout=30)
+    super().tearDown()
+
+  def _start_job(self, model_dir, ports, tmp):
+    """Starts the chief (worker 0) and worker 1; their TMPDIR is `tmp`."""
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    started = []
+    for index in (1, 0):
+      env = dict(os.environ, TMPDIR=tmp, TF_CONFIG=json.dumps(
+          {"cluster": {"worker": workers},
+           "task": {"type": "worker", "index": index}}))
+      log = open(os.path.join(self.root, f"{os.path.basename(model_dir)}-"
+                              f"{index}-{len(self.processes)}.log"), "w")
+      self.addCleanup(log.close)
+      p = subprocess.Popen([sys.executable, TRAIN, *RUN,
+                            f"--model_dir={model_dir}"],
+                           stdout=log, stderr=subprocess.STDOUT, env=env)
+      self.processes.append(p)
+      started.append(p)
+    return started[1], started[0]  # chief, worker
+
+  def _finish(self, *processes):
+    deadline = time.time() + TIMEOUT
+    for p in processes:
+      code = p.wait(timeout=max(1, deadline - time.time()))
+      self.assertEqual(code, 0, self._logs())
+
+  def _logs(self):
+    text = ""
+    for path in sorted(glob.glob(os.path.join(self.root, "*.log"))):
+      with open(path) as f:
+        text += f"--- {path}\n" + f.read()[-2000:]
+    return text
+
+  def _assert_equals_reference(self, model_dir):
+    for got, want in zip(_log_rows(model_dir), _log_rows(self.reference),
+                         strict=True):
+      self.assertAllClose(got, want, atol=1e-5, msg="log.csv rows")
+    got, want = _backup_weights(model_dir), _backup_weights(self.reference)
+    self.assertEqual(sorted(got), sorted(want))
+    for name in want:
+      self.assertAllClose(got[name], want[name], atol=1e-5, msg=name)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    with open(os.path.join(self.reference, "metrics.json")) as f:
+      reference = json.load(f)
+    for key in ("natural_accuracy", "pgd2_accuracy", "num_test_examples"):
+      self.assertAllClose(metrics[key], reference[key], msg=key)
+    self.assertAllClose(metrics["best"]["pgd2_accuracy"],
+                        reference["best"]["pgd2_accuracy"])
+    self.assertEqual((metrics["strategy"], metrics["num_replicas"]),
+                     ("multi_worker", 2))
+    self.assertEqual(reference["strategy"], "mirrored")
+    with open(os.path.join(model_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["strategy_used"], config["num_replicas"]),
+                     ("multi_worker", 2))
+
+  def test_two_workers_equal_mirrored_and_only_the_chief_writes(self):
+    model_dir = os.path.join(self.root, "two_workers")
+    tmp = tempfile.mkdtemp(dir=self.root, prefix="tmp_")
+    self._finish(*self._start_job(model_dir, _free_ports(2), tmp))
+    self._assert_equals_reference(model_dir)
+    # The chief's files only: the same as the one-process run's.
+    self.assertEqual(sorted(os.listdir(model_dir)),
+                     sorted(os.listdir(self.reference)))
+    self.assertEqual(_worker_folders(tmp), [], "worker 1 left its folder")
+
+  def test_killed_worker_job_restarts_and_equals_an_uninterrupted_run(self):
+    model_dir = os.path.join(self.root, "killed")
+    tmp = tempfile.mkdtemp(dir=self.root, prefix="tmp_")
+    chief, worker = self._start_job(model_dir, _free_ports(2), tmp)
+    state = os.path.join(model_dir, "backup", "state.json")
+    deadline = time.time() + TIMEOUT
+    epoch = 0
+    while epoch < 1 and time.time() < deadline and chief.poll() is None:
+      time.sleep(0.05)
+      with contextlib.suppress(OSError, ValueError):
+        with open(state) as f:
+          epoch = json.load(f)["epoch"]
+    self.assertEqual(chief.poll(), None, "the run ended before the kill")
+    worker.send_signal(signal.SIGKILL)
+    # The job is restarted as a whole, as a cluster manager does; the chief
+    # may hang in a collective waiting for its dead peer.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      chief.wait(timeout=5)
+    chief.kill()
+    chief.wait(timeout=30)
+    with open(state) as f:
+      self.assertLess(json.load(f)["epoch"], 4, "killed too late")
+    self._finish(*self._start_job(model_dir, _free_ports(2), tmp))
+    self._assert_equals_reference(model_dir)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      self.assertGreaterEqual(json.load(f)["resumed_at_epoch"], 1)
+    self.assertEqual(_worker_folders(tmp), [])
+
+
+class DistributedEvaluationTest(tf.test.TestCase):
+
+  def test_pgd_evaluation_on_two_replicas_equals_one_device(self):
+    # Two logical CPUs must be configured before TensorFlow starts.
+    code = textwrap.dedent("""
+        import json, numpy as np, tensorflow as tf
+        from part_tf import distribution
+        distribution.split_cpu(2)
+        import keras
+        from part_tf import evaluation
+
+        def classifier():
+          inputs = keras.Input((8, 8, 3))
+          h = keras.layers.Conv2D(6, 3, padding="same")(inputs)
+          h = keras.layers.BatchNormalization()(h)
+          h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+          return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(21, 8, 8, 3)).astype(np.float32)
+        y = rng.integers(0, 3, 21).astype(np.int32)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)  # 10,10,1
+        keras.utils.set_random_seed(0)
+        one = classifier()
+        one.layers[2].moving_mean.assign(rng.uniform(size=6))
+        attack = dict(epsilon=0.3, step_size=0.1, num_steps=3, seed=4)
+        single = evaluation.robust_accuracy(one, ds, **attack)
+        two = distribution.create("mirrored")
+        with two.scope():
+          model = classifier()
+        model.set_weights(one.get_weights())
+        # Replica copies of the batch-norm statistics that drifted apart:
+        # the evaluation must use the first replica's on both.
+        moving = model.layers[2].moving_mean
+        moving.value.values[1].assign(np.zeros(6, np.float32))
+        distributed = evaluation.robust_accuracy(model, ds, strategy=two,
+                                                 **attack)
+        copies = [v.numpy().tolist() for v in moving.value.values]
+        print(json.dumps({"single": single, "distributed": distributed,
+                          "replicas": two.num_replicas_in_sync,
+                          "copies_equal": copies[0] == copies[1]}))
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=TIMEOUT,
+                            check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual(out["replicas"], 2)
+    self.assertTrue(out["copies_equal"])
+    self.assertEqual(out["single"]["num_examples"], 21)
+    self.assertEqual(out["distributed"], out["single"])
+    # The attack did something, so equality is not trivial.
+    self.assertLess(out["single"]["pgd_accuracy"],
+                    out["single"]["natural_accuracy"] + 1e-9)
+
+
+class StrategyChoiceTest(tf.test.TestCase):
+
+  def _cluster(self, tf_config):
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(tf_config)}):
+      return distribution.cluster()
+
+  def test_tf_config_roles(self):
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    first = self._cluster({"cluster": workers,
+                           "task": {"type": "worker", "index": 0}})
+    self.assertEqual((first.num_workers, first.is_chief), (2, True))
+    second = self._cluster({"cluster": workers,
+                            "task": {"type": "worker", "index": 1}})
+    self.assertFalse(second.is_chief)
+    with_chief = {"chief": ["127.0.0.1:3"], **workers}
+    self.assertTrue(self._cluster({"cluster": with_chief,
+                                   "task": {"type": "chief"}}).is_chief)
+    worker0 = self._cluster({"cluster": with_chief,
+                             "task": {"type": "worker", "index": 0}})
+    self.assertEqual((worker0.num_workers, worker0.is_chief), (3, False))
+    with mock.patch.dict(os.environ, {"TF_CONFIG": ""}):
+      self.assertEqual(distribution.cluster(), distribution.Cluster())
+
+  def test_auto(self):
+    workers = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+               "task": {"type": "worker", "index": 1}}
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(workers)}):
+      self.assertEqual(distribution.resolve("auto"), "multi_worker")
+      self.assertEqual(distribution.resolve("auto", tpu="local"), "tpu")
+      self.assertEqual(distribution.resolve("mirrored"), "mirrored")
+    with mock.patch.dict(os.environ, {"TF_CONFIG": ""}):
+      self.assertEqual(distribution.resolve("auto"), "one_device")  # no GPU
+
+  def test_bad_settings_are_one_line_errors(self):
+    with mock.patch.dict(os.environ, {"TF_CONFIG": "{not json"}):
+      with self.assertRaisesRegex(ValueError, "TF_CONFIG is not a valid"):
+        distribution.cluster()
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1"]}})}):
+      with self.assertRaisesRegex(ValueError, "no task"):
+        distribution.cluster()
+    with mock.patch.dict(os.environ, {"TF_CONFIG": ""}):
+      with self.assertRaisesRegex(ValueError, "needs a TF_CONFIG"):
+        distribution.create("multi_worker")
+      with self.assertRaisesRegex(ValueError, "needs --tpu"):
+        distribution.create("tpu")
+    with self.assertRaisesRegex(ValueError, "unknown strategy"):
+      distribution.resolve("gpus")
+
+
+if __name__ == "__main__":
+  tf.test.main()
