@@ -62,9 +62,9 @@ class PGDEvaluator:
                        tf.reduce_sum(tf.cast(robust, tf.int64)),
                        tf.size(y, out_type=tf.int64)])
 
+    self._traced = {}  # element spec -> the step traced for it
     if self._strategy.num_replicas_in_sync == 1:
-      self._correct = tf.function(correct, jit_compile=jit_compile,
-                                  reduce_retracing=True)
+      self._step = tf.function(correct, jit_compile=jit_compile)
     else:
       compiled = tf.function(correct, jit_compile=jit_compile,
                              reduce_retracing=True)
@@ -81,8 +81,7 @@ class PGDEvaluator:
             replica_fn, args=(x, y, position, size, batch_index))
         return self._strategy.reduce(tf.distribute.ReduceOp.SUM, totals,
                                      axis=None)
-      self._distributed = distributed
-      self._correct = None  # traced for the first dataset's element spec
+      self._step = distributed
 
   def __call__(self, dataset) -> dict:
     """Returns {"natural_accuracy", "pgd_accuracy", "num_examples"}."""
@@ -99,14 +98,15 @@ class PGDEvaluator:
           tf.data.experimental.AutoShardPolicy.DATA)
       dataset = self._strategy.experimental_distribute_dataset(
           dataset.with_options(options))
-      if self._correct is None:
-        # One trace for full and partial batches alike.
-        self._correct = tf.function(
-            self._distributed, input_signature=[
-                *dataset.element_spec, tf.TensorSpec([], tf.int64)])
+    key = repr(dataset.element_spec)
+    if key not in self._traced:
+      # One trace for full and partial batches alike.
+      self._traced[key] = tf.function(self._step, input_signature=[
+          *dataset.element_spec, tf.TensorSpec([], tf.int64)])
+    step = self._traced[key]
     totals = np.zeros(3, np.int64)
     for i, batch in enumerate(dataset):
-      totals += self._correct(*batch, tf.constant(i, tf.int64)).numpy()
+      totals += step(*batch, tf.constant(i, tf.int64)).numpy()
     natural, robust, count = totals
     if count == 0:
       raise ValueError("robust accuracy asked of an empty dataset")

@@ -37,6 +37,7 @@ from part_tf import evaluation
 from part_tf import io_utils
 from part_tf import pictures
 from part_tf import run_folder
+from part_tf.data import streaming
 from part_tf.export import export_classifier
 from part_tf.models import build_model
 from part_tf.training import BurnInSwitch
@@ -109,6 +110,7 @@ class TrainConfig:
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
                        "data_dir", "manual_dir", "image_count", "image_every",
                        "strategy", "tpu", "cpu_devices", "num_replicas", "strategy_used",
+                       "input_used", "dataset_spec",
                        "input_memory_budget", "data_service")
 
 # Settings added after runs were first written, with the value that
@@ -303,21 +305,56 @@ def _train(config, strategy, model_dir, write_dir, out, made,
          "false": False}[config.jit_compile]
 
   # --- Data ------------------------------------------------------------------
-  train_data, test_data, spec = data.load(
-      config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
-      max_train=config.max_train_examples, max_test=config.max_test_examples)
-  steps_per_epoch = data.steps_per_epoch(train_data, config.batch_size)
-  train_ds = data.train_dataset(
-      train_data, spec, config.batch_size, seed=config.seed,
-      start_epoch=start_epoch, epochs=config.epochs, augment=config.augment)
-  if distribution.kind(strategy) == "multi_worker":
-    # Each worker takes its replicas' shares of every global batch.
-    train_ds = train_ds.with_options(data.shard_by_data())
-  # TPUs need static shapes: evaluation drops a partial last batch there.
-  test_ds = data.eval_dataset(test_data, config.batch_size,
-                              drop_remainder=tpu)
-  subset = data.ArrayData(test_data.images[:config.eval_subset],
-                          test_data.labels[:config.eval_subset])
+  data_dir = config.data_dir and os.path.expanduser(config.data_dir)
+  spec = data.resolve_spec(config.dataset, data_dir, config.image_size,
+                           config.num_classes, config.mean, config.std)
+  input_mode = streaming.choose(config.input, spec, data_dir,
+                                config.max_train_examples,
+                                config.input_memory_budget)
+  if input_mode == "memory":
+    train_data, test_data, spec = data.load(
+        config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
+        max_train=config.max_train_examples,
+        max_test=config.max_test_examples, spec=spec)
+    num_train = len(train_data.labels)
+    train_ds = _with_data_service(data.train_dataset(
+        train_data, spec, config.batch_size, seed=config.seed,
+        start_epoch=start_epoch, epochs=config.epochs,
+        augment=config.augment), config.data_service)
+    if distribution.kind(strategy) == "multi_worker":
+      # Each worker takes its replicas' shares of every global batch.
+      train_ds = train_ds.with_options(data.shard_by_data())
+    # TPUs need static shapes: evaluation drops a partial last batch there.
+    test_ds = data.eval_dataset(test_data, config.batch_size,
+                                drop_remainder=tpu)
+    subset = data.ArrayData(test_data.images[:config.eval_subset],
+                            test_data.labels[:config.eval_subset])
+  else:
+    num_train = streaming.num_examples(spec, spec.train_split, data_dir,
+                                       config.max_train_examples)
+
+    def pipeline(context):
+      return _with_data_service(streaming.train_stream(
+          spec, context.get_per_replica_batch_size(config.batch_size),
+          seed=config.seed, start_epoch=start_epoch, augment=config.augment,
+          data_dir=data_dir, limit=config.max_train_examples,
+          input_context=context), config.data_service)
+    train_ds = strategy.distribute_datasets_from_function(pipeline)
+    test_ds = streaming.eval_stream(spec, config.batch_size,
+                                    data_dir=data_dir,
+                                    limit=config.max_test_examples,
+                                    drop_remainder=tpu)
+    # The held-out subset (and the pictures) in memory: it is small.
+    subset = _first_examples(streaming.eval_stream(
+        spec, config.batch_size, data_dir=data_dir,
+        limit=min(config.eval_subset, config.max_test_examples or
+                  config.eval_subset)))
+    test_data = subset
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"--batch_size={config.batch_size} exceeds the "
+                     f"{num_train} training examples: no full batch per "
+                     "epoch")
   subset_ds = data.eval_dataset(subset, config.batch_size, drop_remainder=tpu)
   eval_step = config.eval_step_size or config.epsilon / 4
   # The images of the TensorBoard pictures: fixed by the seed.
@@ -326,6 +363,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       replace=False))
   picture_images = test_data.images[chosen].astype(np.float32) / 255.0
   picture_labels = test_data.labels[chosen]
+  values["input_used"] = input_mode
+  values["dataset_spec"] = {"image_shape": list(spec.image_shape),
+                            "num_classes": spec.num_classes,
+                            "mean": list(spec.mean), "std": list(spec.std)}
 
   # --- Model -----------------------------------------------------------------
   with strategy.scope():
@@ -438,6 +479,32 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}" + (
       f" and the SavedModel {export_dir}" if config.export else ""))
   return metrics
+
+
+def _with_data_service(dataset, address):
+  """`dataset`, produced by the tf.data service at `address` if given.
+
+  Dynamic sharding: the service workers split the passes between them, so
+  each example is still read once per pass; with one service worker the
+  order is the local pipeline's.
+  """
+  if not address:
+    return dataset
+  return dataset.apply(tf.data.experimental.service.distribute(
+      processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+      service=address))
+
+
+def _first_examples(dataset) -> "data.ArrayData":
+  """The examples of a small batched dataset of images in [0, 1], in memory
+  as uint8 arrays."""
+  images, labels = [], []
+  for x, y in dataset.as_numpy_iterator():
+    images.append(np.round(x * 255).astype(np.uint8))
+    labels.append(y.astype(np.int32))
+  if not labels:
+    raise ValueError("the test split has no examples")
+  return data.ArrayData(np.concatenate(images), np.concatenate(labels))
 
 
 def _count(n, what):

@@ -5,6 +5,7 @@ from part_tf.data.datasets import DATASET_NAMES
 from part_tf.data.datasets import DATASETS
 from part_tf.data.datasets import DatasetSpec
 from part_tf.data.datasets import eval_dataset
+from part_tf.data.datasets import resolve_spec
 from part_tf.data.datasets import shard_by_data
 from part_tf.data.datasets import load
 from part_tf.data.datasets import steps_per_epoch
@@ -19,6 +20,7 @@ __all__ = [
     "DatasetSpec",
     "eval_dataset",
     "load",
+    "resolve_spec",
     "shard_by_data",
     "steps_per_epoch",
     "tiny_imagenet",

@@ -43,6 +43,9 @@ class DatasetSpec:
     flip: Whether training images are randomly flipped left-right.
     train_split: TFDS split used for training.
     test_split: TFDS split used for evaluation.
+    image_key: TFDS feature of the image (`tfds:NAME` datasets).
+    label_key: TFDS feature of the class label.
+    resize: whether images are centre-cropped and resized to `image_shape`.
   """
 
   name: str
@@ -55,6 +58,9 @@ class DatasetSpec:
   flip: bool
   train_split: str
   test_split: str
+  image_key: str = "image"
+  label_key: str = "label"
+  resize: bool = False
 
 
 def _spec(name: str, tfds_name: str | None, image_shape: tuple[int, int, int],
@@ -109,9 +115,28 @@ class ArrayData:
   labels: np.ndarray
 
 
+def resolve_spec(name: str, data_dir: str | None = None,
+                 image_size: int | None = None, num_classes: int | None = None,
+                 mean=None, std=None) -> DatasetSpec:
+  """The spec of one of `DATASET_NAMES` or of `tfds:NAME` (see
+  `part_tf.data.tfds_any`; the other arguments apply to those only).
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  from part_tf.data import tfds_any  # pylint: disable=g-import-not-at-top
+  if tfds_any.is_tfds_name(name):
+    return tfds_any.spec_for(name, data_dir, image_size, num_classes, mean,
+                             std)
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; valid names: "
+                     f"{', '.join(DATASET_NAMES)}, or tfds:NAME.")
+  return DATASETS[name]
+
+
 def load(name: str, data_dir: str | None = None, max_train: int | None = None,
          max_test: int | None = None, download: bool = True,
-         manual_dir: str | None = None
+         manual_dir: str | None = None, spec: DatasetSpec | None = None
          ) -> tuple[ArrayData, ArrayData, DatasetSpec]:
   """Loads train and test splits into memory as uint8 arrays.
 
@@ -127,6 +152,7 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
       `tiny-imagenet-200/` folder; None: TFDS' default
       (`<data_dir>/downloads/manual`). Ignored for `mnist_offline` and when
       the data is prepared already.
+    spec: the spec of a `tfds:NAME` dataset (from `resolve_spec`).
 
   Returns:
     `(train, test, spec)`.
@@ -137,13 +163,10 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
       while preparing.
     FileNotFoundError: The data is neither present nor obtainable.
   """
-  if name not in DATASETS:
-    raise ValueError(f"Unknown dataset {name!r}; valid names: "
-                     f"{', '.join(DATASET_NAMES)}.")
   for arg, value in (("max_train", max_train), ("max_test", max_test)):
     if value is not None and value <= 0:
       raise ValueError(f"{arg} must be > 0 if given, got {value}.")
-  spec = DATASETS[name]
+  spec = spec or resolve_spec(name, data_dir)
   if spec.tfds_name is None:
     train, test = _load_mnist_offline(max_train, max_test)
   else:
@@ -213,10 +236,16 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
         "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
   def tfds_load(allow_download):
     with _no_missing_variant_warnings():
-      return tfds.load(
+      splits = tfds.load(
           spec.tfds_name, split=[spec.train_split, spec.test_split],
-          data_dir=data_dir, download=allow_download, as_supervised=True,
+          data_dir=data_dir, download=allow_download,
+          as_supervised=spec.name in DATASETS,
           **(kwargs if allow_download else {}))
+      if spec.name in DATASETS:
+        return splits
+      from part_tf.data import tfds_any  # pylint: disable=g-import-not-at-top
+      return [ds.map(tfds_any.to_example(spec),
+                     num_parallel_calls=tf.data.AUTOTUNE) for ds in splits]
 
   try:
     try:

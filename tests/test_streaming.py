@@ -1,0 +1,238 @@
+"""Streaming input, any TFDS dataset by name, and the tf.data service."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow.python.framework import config as tf_config
+
+from part_tf import experiment
+from part_tf.data import datasets
+from part_tf.data import streaming
+from part_tf.data import tfds_any
+from tests import test_tiny_imagenet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rows(images):
+  """The multiset of images, as sorted bytes."""
+  images = np.asarray(images)
+  return sorted(row.tobytes() for row in images.reshape(len(images), -1))
+
+
+def _one_pass(spec, batch_size, num_examples, **kwargs):
+  ds = streaming.train_stream(spec, batch_size, seed=3, augment=False,
+                              **kwargs)
+  batches = list(ds.take(num_examples // batch_size).as_numpy_iterator())
+  return np.round(np.concatenate([x for x, _ in batches]) * 255).astype(
+      np.uint8), np.concatenate([y for _, y in batches])
+
+
+class StreamTest(tf.test.TestCase):
+
+  def test_mock_tfds_stream_yields_the_memory_multiset_each_pass(self):
+    with tfds.testing.mock_data(num_examples=24):
+      spec = tfds_any.spec_for("tfds:imagenette", image_size=16)
+      self.assertEqual(spec.image_shape, (16, 16, 3))
+      self.assertEqual(spec.num_classes, 10)
+      train, _, _ = datasets.load("tfds:imagenette", spec=spec)
+      self.assertEqual(train.images.shape, (24, 16, 16, 3))
+      ds = streaming.train_stream(spec, 8, seed=3, augment=False)
+      batches = list(ds.take(6).as_numpy_iterator())  # two passes
+    images = np.round(np.concatenate([x for x, _ in batches]) * 255)
+    images = images.astype(np.uint8)
+    labels = np.concatenate([y for _, y in batches])
+    for half in (slice(0, 24), slice(24, 48)):
+      self.assertEqual(_rows(images[half]), _rows(train.images))
+      self.assertEqual(sorted(labels[half]), sorted(train.labels))
+
+  def test_tiny_imagenet_archive_stream_equals_memory(self):
+    root = pathlib.Path(tempfile.mkdtemp())
+    self.addCleanup(shutil.rmtree, root)
+    test_tiny_imagenet.make_release(root / "manual")
+    data_dir = str(root / "data")
+    train, test, spec = datasets.load("tiny_imagenet", data_dir=data_dir,
+                                      manual_dir=str(root / "manual"))
+    n = len(train.labels)
+    images, labels = _one_pass(spec, 4, n, data_dir=data_dir)
+    self.assertEqual(_rows(images), _rows(train.images))
+    self.assertEqual(sorted(labels), sorted(train.labels))
+    # A reproducible order per (seed, start epoch), a new one per start.
+    again, _ = _one_pass(spec, 4, n, data_dir=data_dir)
+    self.assertAllEqual(again, images)
+    resumed, _ = _one_pass(spec, 4, n, data_dir=data_dir, start_epoch=5)
+    self.assertEqual(_rows(resumed), _rows(images))
+    # The test split, in order.
+    streamed = np.concatenate([x for x, _ in streaming.eval_stream(
+        spec, 5, data_dir=data_dir).as_numpy_iterator()])
+    self.assertAllEqual(np.round(streamed * 255).astype(np.uint8),
+                        test.images)
+    self.assertEqual(streaming.choose("auto", spec, data_dir,
+                                      budget_gb=1e-9), "stream")
+    self.assertEqual(streaming.choose("auto", spec, data_dir), "memory")
+
+  def test_stream_memory_does_not_grow_with_the_dataset(self):
+    """Peak RSS growth (Linux' VmHWM, reset once the pipeline runs) of one
+    pass over 1,000 and over 6,000 64x64 images (12 MB and 74 MB
+    decoded), streamed and loaded into memory."""
+    data_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, data_dir)
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(64, 64, 3)),
+        "label": tfds.features.ClassLabel(num_classes=10)})
+    rng = np.random.default_rng(0)
+    for name, n in (("small_images", 1000), ("large_images", 6000)):
+      arrays = {"image": rng.integers(0, 256, (n, 64, 64, 3), np.uint8),
+                "label": rng.integers(0, 10, n)}
+      tfds.dataset_builders.store_as_tfds_dataset(
+          name=name, version="1.0.0", features=features, config=None,
+          split_datasets={
+              "train": tf.data.Dataset.from_tensor_slices(arrays),
+              "test": tf.data.Dataset.from_tensor_slices(
+                  {k: v[:10] for k, v in arrays.items()})},
+          data_dir=data_dir)
+    peaks = {}
+    for name in ("small_images", "large_images"):
+      for mode in ("stream", "memory"):
+        code = textwrap.dedent(f"""
+            import tensorflow as tf
+            from part_tf.data import datasets, streaming
+            spec = datasets.resolve_spec("tfds:{name}", {data_dir!r},
+                                         mean=[0.5] * 3, std=[0.25] * 3)
+            n = streaming.num_examples(spec, "train", {data_dir!r})
+            def status(key):
+              with open("/proc/self/status") as f:
+                line = next(l for l in f if l.startswith(key))
+              return int(line.split()[1])  # kB
+            def reset():
+              with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets the peak (VmHWM) to the current RSS
+              return status("VmRSS:")
+            if "{mode}" == "stream":
+              ds = streaming.train_stream(spec, 100, seed=0,
+                                          data_dir={data_dir!r},
+                                          shuffle_buffer=500)
+              # Fixed buffers: tf.data's autotuning grows them over time
+              # (up to its own RAM budget), whatever the dataset's size.
+              options = tf.data.Options()
+              options.autotune.enabled = False
+              batches = iter(ds.with_options(options))
+              next(batches)
+              start = reset()
+              for _ in range(n // 100 - 1):
+                next(batches)
+            else:
+              start = reset()
+              datasets.load("tfds:{name}", {data_dir!r}, spec=spec)
+            print(status("VmHWM:") - start)
+            """)
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300,
+                                check=False)
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        peaks[name, mode] = int(result.stdout.split()[-1]) / 1024  # MB
+    stream_growth = peaks["large_images", "stream"] - peaks[
+        "small_images", "stream"]
+    memory_growth = peaks["large_images", "memory"] - peaks[
+        "small_images", "memory"]
+    print(f"peak RSS growth for 62 MB more images: stream "
+          f"{stream_growth:.0f} MB, memory {memory_growth:.0f} MB")
+    self.assertGreater(memory_growth, 55, peaks)  # the measure sees growth
+    # Less than half the added data (malloc's arenas and tf.data's buffers
+    # move by some MB from run to run; the data itself is 62 MB).
+    self.assertLess(stream_growth, 31, peaks)
+
+  def test_bad_names_and_modes(self):
+    with self.assertRaisesRegex(ValueError, "no TFDS dataset named"):
+      tfds_any.spec_for("tfds:no_such_dataset_xyz")
+    with self.assertRaisesRegex(ValueError, "reads TFDS shards"):
+      streaming.choose("stream", datasets.DATASETS["mnist_offline"])
+    with tfds.testing.mock_data(num_examples=4):
+      with self.assertRaisesRegex(ValueError, "pass --image_size"):
+        tfds_any.spec_for("tfds:imagenette")
+      with self.assertRaisesRegex(ValueError, "--mean has 1 values"):
+        tfds_any.spec_for("tfds:cifar10", mean=[0.5], std=[0.2] * 3)
+
+
+class TfdsByNameTrainTest(tf.test.TestCase):
+
+  def test_train_py_on_a_resized_mock_dataset(self):
+    model_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, model_dir)
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = ["train.py", "--dataset=tfds:imagenette",
+                    "--image_size=16", "--input=stream", "--epochs=1",
+                    "--burn_in_epochs=0", "--method=at", "--num_steps=1",
+                    "--eval_num_steps=1", "--batch_size=16",
+                    "--eval_subset=16", "--image_count=2",
+                    "--model_dir={model_dir}"]
+        with tfds.testing.mock_data(num_examples=48):
+          runpy.run_path("scripts/train.py", run_name="__main__")
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(model_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual(config["input_used"], "stream")
+    self.assertEqual(config["dataset_spec"]["image_shape"], [16, 16, 3])
+    self.assertEqual(config["dataset_spec"]["num_classes"], 10)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertEqual(metrics["num_test_examples"], 48)
+    self.assertIn("training small_cnn on tfds:imagenette", result.stdout)
+
+
+class DataServiceTest(tf.test.TestCase):
+
+  @classmethod
+  def tearDownClass(cls):
+    tf_config.disable_op_determinism()  # experiment.train turned it on
+    super().tearDownClass()
+
+  def test_training_through_the_service_equals_the_local_pipeline(self):
+    dispatcher = tf.data.experimental.service.DispatchServer(
+        tf.data.experimental.service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(
+            dispatcher_address=address, worker_address="127.0.0.1:%port%",
+            port=0))
+    self.addCleanup(dispatcher._stop)  # pylint: disable=protected-access
+    self.addCleanup(worker._stop)  # pylint: disable=protected-access
+    self.assertTrue(address.startswith("localhost:"), address)
+    root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, root)
+    base = experiment.TrainConfig(
+        model_dir=os.path.join(root, "local"), max_train_examples=256,
+        max_test_examples=64, batch_size=128, epsilon=0.1, epsilon_low=0.07,
+        step_size=0.025, num_steps=1, eval_num_steps=1, eval_subset=32,
+        optimizer="adam", learning_rate=1e-3, epochs=2, burn_in_epochs=1,
+        image_count=0, export=False)
+    local = experiment.train(base)
+    served = experiment.train(dataclasses.replace(
+        base, model_dir=os.path.join(root, "served"),
+        data_service=dispatcher.target))
+    for key in ("natural_accuracy", "pgd1_accuracy"):
+      self.assertEqual(served[key], local[key])
+    with open(os.path.join(root, "local", "log.csv")) as f:
+      local_log = f.read()
+    with open(os.path.join(root, "served", "log.csv")) as f:
+      self.assertEqual(f.read(), local_log)
+
+
+if __name__ == "__main__":
+  tf.test.main()
