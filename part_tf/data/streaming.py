@@ -60,6 +60,9 @@ def choose(mode: str, spec: DatasetSpec, data_dir=None, limit=None,
     return "memory"
   if mode != "auto":
     return mode
+  if not tfds_any.builder(spec, data_dir).is_prepared():
+    # Loading prepares it (downloads or --manual_dir), with its own errors.
+    return "memory"
   size = decoded_gigabytes(
       spec, num_examples(spec, spec.train_split, data_dir, limit))
   return "stream" if size > budget_gb else "memory"
