@@ -131,6 +131,9 @@ def expected_settings(method, seed, sweep_name, value):
   settings = {name: FLAGS[name].value for name in train_flags.FLAG_NAMES
               if name != "model_dir"}
   settings["lr_decay_epochs"] = [int(e) for e in settings["lr_decay_epochs"]]
+  for name in ("mean", "std"):
+    if settings.get(name) is not None:
+      settings[name] = [float(v) for v in settings[name]]
   settings.update(method=method, seed=seed)
   if value:
     settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)

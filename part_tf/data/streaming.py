@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from part_tf.data import tfds_any
 from part_tf.data.datasets import _augment  # pylint: disable=protected-access
+from part_tf.data.datasets import _no_missing_variant_warnings  # pylint: disable=protected-access
 from part_tf.data.datasets import DatasetSpec
 
 INPUT_MODES = ("auto", "memory", "stream")
@@ -60,7 +61,9 @@ def choose(mode: str, spec: DatasetSpec, data_dir=None, limit=None,
     return "memory"
   if mode != "auto":
     return mode
-  if not tfds_any.builder(spec, data_dir).is_prepared():
+  with _no_missing_variant_warnings():
+    prepared = tfds_any.builder(spec, data_dir).is_prepared()
+  if not prepared:
     # Loading prepares it (downloads or --manual_dir), with its own errors.
     return "memory"
   size = decoded_gigabytes(
