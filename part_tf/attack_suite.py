@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf.attacks import noise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,8 @@ def available_attacks() -> tuple:
 
 def evaluate(model_fn, dataset, epsilon: float, names=None,
              config: SuiteConfig = SuiteConfig(), seed: int = 0,
-             progress=None, per_example: bool = False) -> dict:
+             progress=None, per_example: bool = False,
+             strategy=None) -> dict:
   """Natural and per-attack robust accuracy, and the per-example worst case.
 
   Args:
@@ -108,6 +110,11 @@ def evaluate(model_fn, dataset, epsilon: float, names=None,
     progress: optional callable wrapping the batch iterator (e.g. tqdm).
     per_example: also return the boolean arrays `natural` and
       `robust` (per attack), one entry per example.
+    strategy: a `tf.distribute` strategy whose replicas split every batch
+      between them (contiguous shares; make `model_fn`'s model under its
+      scope). Each example gets the random draws it gets on one device
+      (`part_tf.attacks.noise`), so the results equal the one-device ones.
+      With several workers, all must evaluate together.
 
   Returns:
     {"epsilon", "num_examples", "natural_accuracy",
@@ -119,16 +126,21 @@ def evaluate(model_fn, dataset, epsilon: float, names=None,
     raise ValueError(f"unknown or unavailable attacks {unknown}; choose from "
                      f"{available_attacks()}")
 
-  @tf.function(reduce_retracing=True)
-  def natural(x, y):
+  def clean(x, y, seed_pair):
+    del seed_pair
     return tf.argmax(model_fn(x), axis=-1, output_type=tf.int32) == y
 
   def make(name):
-    @tf.function(reduce_retracing=True)
     def survives(x, y, seed_pair):
       x_adv = ATTACKS[name](config, model_fn, x, y, epsilon, seed_pair)
       return tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32) == y
-    return survives
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+      return tf.function(survives, reduce_retracing=True)
+    return _split_between_replicas(survives, strategy)
+
+  natural = (tf.function(clean, reduce_retracing=True)
+             if strategy is None or strategy.num_replicas_in_sync == 1
+             else _split_between_replicas(clean, strategy))
 
   survivors = {name: make(name) for name in names}
   restarts = {name: config.restarts if name == "pgd" else 1 for name in names}
@@ -137,7 +149,7 @@ def evaluate(model_fn, dataset, epsilon: float, names=None,
   for i, (x, y) in (progress(batches) if progress else batches):
     x = tf.cast(x, tf.float32)
     y = tf.cast(y, tf.int32)
-    clean = natural(x, y).numpy()
+    clean = natural(x, y, tf.constant([seed, 0], tf.int64)).numpy()
     correct.append(clean)
     for a, name in enumerate(names):
       ok = clean.copy()
@@ -161,6 +173,32 @@ def evaluate(model_fn, dataset, epsilon: float, names=None,
   return report
 
 
+def _split_between_replicas(fn, strategy):
+  """`fn(x, y, seed_pair) -> bool [B]` run with each replica on its share of
+  the batch, the results gathered back in batch order."""
+  replicas = strategy.num_replicas_in_sync
+
+  def on_replica(x, y, seed_pair):
+    # Every replica gets the whole batch and attacks its contiguous share.
+    total = tf.shape(y)[0]
+    r = tf.distribute.get_replica_context().replica_id_in_sync_group
+    start, end = total * r // replicas, total * (r + 1) // replicas
+    x, y = x[start:end], y[start:end]
+    with noise.rows_of(start, end - start, total):
+      # A share can be empty (a batch smaller than the replica count), and
+      # TF's convolutions fail on an empty batch.
+      ok = tf.cond(end > start, lambda: fn(x, y, seed_pair),
+                   lambda: tf.zeros([0], tf.bool))
+    return tf.cast(ok, tf.int32)
+
+  @tf.function(reduce_retracing=True)
+  def step(x, y, seed_pair):
+    ok = strategy.run(on_replica, args=(x, y, seed_pair))
+    return strategy.gather(ok, axis=0) > 0
+
+  return step
+
+
 def survives_or_skip(survives, x, y, seed_pair, still_robust):
   """Runs an attack only if some example of the batch is still robust."""
   if not still_robust.any():
@@ -169,7 +207,7 @@ def survives_or_skip(survives, x, y, seed_pair, still_robust):
 
 
 def sanity_checks(model_fn, dataset, report: dict, config: SuiteConfig,
-                  seed: int = 0) -> list:
+                  seed: int = 0, strategy=None) -> list:
   """Gradient-masking checks (Carlini et al., "On evaluating adversarial
   robustness"): each is (name, passed, message).
 
@@ -180,7 +218,8 @@ def sanity_checks(model_fn, dataset, report: dict, config: SuiteConfig,
   checks = []
   huge = evaluate(model_fn, dataset, 0.5, ["pgd"],
                   dataclasses.replace(config, restarts=1,
-                                      step_size=0.5 / 4), seed)
+                                      step_size=0.5 / 4), seed,
+                  strategy=strategy)
   huge_acc = huge["robust_accuracy"]["pgd"]
   checks.append(("large_eps", huge_acc <= 0.05,
                  f"PGD accuracy at eps 0.5 is {huge_acc:.3f} (expected ~0)"))
@@ -189,7 +228,8 @@ def sanity_checks(model_fn, dataset, report: dict, config: SuiteConfig,
   if base is not None:
     longer = evaluate(model_fn, dataset, eps, ["pgd"], dataclasses.replace(
         config, num_steps=5 * config.num_steps,
-        step_size=_step(config, eps) / 2), seed)["robust_accuracy"]["pgd"]
+        step_size=_step(config, eps) / 2), seed,
+        strategy=strategy)["robust_accuracy"]["pgd"]
     checks.append(("more_steps", longer <= base + 0.01,
                    f"PGD-{5 * config.num_steps} accuracy {longer:.3f} vs "
                    f"PGD-{config.num_steps} {base:.3f}"))

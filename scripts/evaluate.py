@@ -15,10 +15,12 @@ the per-example worst case over all attacks, and gradient-masking sanity
 checks (a failed check is printed loudly and recorded).
 """
 
+import atexit
 import json
 import os
 import shutil
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -53,6 +55,13 @@ flags.DEFINE_list("corruptions", [], "CIFAR-10-C corruptions to measure "
 flags.DEFINE_list("corruption_severities", ["1", "2", "3", "4", "5"],
                   "Severities of the corruptions.")
 flags.DEFINE_string("output_dir", None, "Where eval.json / eval.md go.")
+flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored",
+                                       "multi_worker", "tpu"),
+                  "tf.distribute strategy; each replica attacks its share of "
+                  "every batch, with the one-device results (see train.py).")
+flags.DEFINE_string("tpu", None, "TPU address or name (selects TPUStrategy).")
+flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices "
+                     "(tests).", lower_bound=1)
 flags.mark_flag_as_required("model_path")
 flags.register_validator("model_path",
                          lambda p: p is None or os.path.exists(p),
@@ -114,19 +123,30 @@ def main(argv):
 
   from part_tf import attack_suite  # pylint: disable=g-import-not-at-top
   from part_tf import data  # pylint: disable=g-import-not-at-top
+  from part_tf import distribution  # pylint: disable=g-import-not-at-top
   from part_tf import io_utils  # pylint: disable=g-import-not-at-top
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
 
   made_output = False
   try:
-    model_fn, input_shape, run, default_output = load_model(FLAGS.model_path)
+    # Before TensorFlow runs anything (multi-worker and TPU need that).
+    distribution.split_cpu(FLAGS.cpu_devices)
+    strategy = distribution.create(FLAGS.strategy, FLAGS.tpu)
+    # Only the chief writes the results of a multi-worker evaluation.
+    writes = (distribution.kind(strategy) != "multi_worker"
+              or distribution.cluster().is_chief)
+    with strategy.scope():
+      model_fn, input_shape, run, default_output = load_model(
+          FLAGS.model_path)
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
-    if dataset not in data.DATASETS:
-      raise ValueError(f"unknown --dataset {dataset!r}; choose one of "
-                       f"{', '.join(data.DATASET_NAMES)}")
-    expected = data.DATASETS[dataset].image_shape
+    data_dir = FLAGS.data_dir or run.get("data_dir")
+    spec = data.resolve_spec(
+        dataset, data_dir, **({name: run.get(name) for name in (
+            "image_size", "num_classes", "mean", "std")}
+                              if dataset == run.get("dataset") else {}))
+    expected = spec.image_shape
     if input_shape != tuple(expected) and not (
         len(input_shape) == len(expected) and all(
             a is None or a == b for a, b in zip(input_shape, expected))):
@@ -138,13 +158,16 @@ def main(argv):
                        f"a cifar10 model, not {dataset}")
     # The results must have somewhere to go before the work starts.
     output_dir = os.path.abspath(FLAGS.output_dir or default_output)
+    if not writes:
+      output_dir = tempfile.mkdtemp(prefix="part_tf-evaluate-")
+      atexit.register(shutil.rmtree, output_dir, True)
     made_output = not os.path.exists(output_dir)
     run_folder.check_writable(output_dir)
     budgets = ([parse_budget(e) for e in FLAGS.epsilon] or
                [run.get("epsilon", 8 / 255)])
-    _, test, _ = data.load(dataset, data_dir=FLAGS.data_dir or
-                           run.get("data_dir"), max_test=FLAGS.num_examples,
-                           max_train=1)
+    _, test, _ = data.load(dataset, data_dir=data_dir,
+                           max_test=FLAGS.num_examples, max_train=1,
+                           spec=spec)
     names = FLAGS.attacks or list(attack_suite.available_attacks())
     config = attack_suite.SuiteConfig(
         num_steps=FLAGS.num_steps, restarts=FLAGS.restarts,
@@ -158,12 +181,14 @@ def main(argv):
       report = attack_suite.evaluate(
           model_fn, test_ds, eps, names, config, FLAGS.seed,
           progress=lambda it, e=eps: tqdm(it, total=batches,
-                                          desc=f"eps={e:.4g}"))
+                                          desc=f"eps={e:.4g}"),
+          strategy=strategy)
       if FLAGS.sanity_checks:
         report["sanity_checks"] = [
             {"name": n, "passed": bool(ok), "detail": msg}
             for n, ok, msg in attack_suite.sanity_checks(
-                model_fn, test_ds, report, config, FLAGS.seed)]
+                model_fn, test_ds, report, config, FLAGS.seed,
+                strategy=strategy)]
       reports.append(report)
     corrupted = None
     if FLAGS.corruptions:
@@ -175,6 +200,8 @@ def main(argv):
           max_examples=FLAGS.num_examples, batch_size=FLAGS.batch_size)
     result = {"model_path": os.path.abspath(FLAGS.model_path),
               "dataset": dataset, "attacks": names,
+              "strategy": distribution.kind(strategy),
+              "num_replicas": strategy.num_replicas_in_sync,
               "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
               "reports": reports}
     if corrupted is not None:

@@ -193,7 +193,86 @@ class TwoWorkerTest(tf.test.TestCase):
     self.assertEqual(_worker_folders(tmp), [])
 
 
+  def test_evaluate_py_on_two_replicas_equals_one_device(self):
+    reports = {}
+    for name, extra in (("one", []), ("two", ["--strategy=mirrored",
+                                               "--cpu_devices=2"])):
+      out = os.path.join(self.root, f"eval_{name}")
+      result = subprocess.run(
+          [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
+           f"--model_path={self.reference}", f"--output_dir={out}",
+           "--attacks=fgsm,pgd,apgd_t,square", "--num_steps=5",
+           "--apgd_steps=5", "--square_queries=30", "--batch_size=32",
+           "--epsilon=0.2", "--num_examples=70", "--nosanity_checks",
+           *extra],
+          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      with open(os.path.join(out, "eval.json")) as f:
+        reports[name] = json.load(f)
+    self.assertEqual(reports["two"]["num_replicas"], 2)
+    one, two = reports["one"]["reports"][0], reports["two"]["reports"][0]
+    self.assertEqual(two, one)
+    self.assertEqual(one["num_examples"], 70)  # 32 + 32 + 6
+    self.assertLess(min(one["robust_accuracy"].values()),
+                    one["natural_accuracy"])
+
+
 class DistributedEvaluationTest(tf.test.TestCase):
+
+  def test_every_attack_on_two_replicas_equals_one_device_per_example(self):
+    code = textwrap.dedent("""
+        import json, numpy as np, tensorflow as tf
+        from part_tf import distribution
+        distribution.split_cpu(2)
+        import keras
+        from part_tf import attack_suite
+
+        def classifier():
+          inputs = keras.Input((8, 8, 3))
+          h = keras.layers.Conv2D(4, 3, padding="same",
+                                  activation="relu")(inputs)
+          return keras.Model(
+              inputs, keras.layers.Dense(5)(keras.layers.Flatten()(h)))
+
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(21, 8, 8, 3)).astype(np.float32)
+        y = rng.integers(0, 5, 21).astype(np.int32)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)  # 10,10,1
+        keras.utils.set_random_seed(0)
+        one = classifier()
+        config = attack_suite.SuiteConfig(num_steps=3, apgd_steps=3,
+                                          square_queries=20)
+        names = list(attack_suite.available_attacks())
+        single = attack_suite.evaluate(lambda z: one(z, training=False), ds,
+                                       0.05, names, config, 1,
+                                       per_example=True)
+        two = distribution.create("mirrored")
+        with two.scope():
+          model = classifier()
+        model.set_weights(one.get_weights())
+        split = attack_suite.evaluate(lambda z: model(z, training=False), ds,
+                                      0.05, names, config, 1,
+                                      per_example=True, strategy=two)
+        print(json.dumps({
+            "names": names,
+            "natural": [single["natural"].tolist(), split["natural"].tolist()],
+            "robust": {n: [single["robust"][n].tolist(),
+                           split["robust"][n].tolist()] for n in names}}))
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=TIMEOUT,
+                            check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual(set(out["names"]), {"fgsm", "pgd", "cw", "mma",
+                                         "apgd_ce", "apgd_t", "square"})
+    single, split = out["natural"]
+    self.assertEqual(split, single)
+    fooled = 0
+    for name, (single, split) in out["robust"].items():
+      self.assertEqual(split, single, name)
+      fooled += sum(a and not b for a, b in zip(out["natural"][0], single))
+    self.assertGreater(fooled, 0, "no attack changed a prediction")
 
   def test_pgd_evaluation_on_two_replicas_equals_one_device(self):
     # Two logical CPUs must be configured before TensorFlow starts.

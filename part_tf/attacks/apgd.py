@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from part_tf.attacks import noise as noise_lib
 from part_tf.attacks.losses import cross_entropy
 from part_tf.attacks.pgd import project_linf
 
@@ -110,8 +111,8 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
   """One APGD run; returns (x_adv, found_adversarial [B], best_loss [B])."""
   rank = x.shape.rank
   if random_start:
-    noise = tf.random.stateless_uniform(tf.shape(x), seed=seed, minval=-1.0,
-                                        maxval=1.0, dtype=x.dtype)
+    noise = noise_lib.uniform(tf.shape(x), seed=seed, minval=-1.0,
+                             maxval=1.0, dtype=x.dtype)
     x_adv = project_linf(x + noise * eps_map, x, eps_map)
   else:
     x_adv = tf.identity(x)

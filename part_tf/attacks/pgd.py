@@ -21,6 +21,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from part_tf.attacks import noise as noise_lib
 from part_tf.attacks.losses import cross_entropy
 
 InitFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
@@ -32,8 +33,8 @@ ModelFn = Callable[[tf.Tensor], tf.Tensor]
 
 def uniform_init(x: tf.Tensor, eps_map: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Random start `x + U(-1, 1) * eps_map`, clipped to [0, 1]."""
-  noise = tf.random.stateless_uniform(
-      tf.shape(x), seed=seed, minval=-1.0, maxval=1.0, dtype=x.dtype)
+  noise = noise_lib.uniform(tf.shape(x), seed=seed, minval=-1.0, maxval=1.0,
+                           dtype=x.dtype)
   return tf.clip_by_value(x + noise * eps_map, 0.0, 1.0)
 
 
@@ -47,7 +48,7 @@ def gaussian_init(scale: float) -> InitFn:
   """Start `x + scale * N(0, 1)` (TRADES uses scale 0.001), clipped to [0, 1]."""
   def init(x, eps_map, seed):
     del eps_map
-    noise = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
+    noise = noise_lib.normal(tf.shape(x), seed=seed, dtype=x.dtype)
     return tf.clip_by_value(x + scale * noise, 0.0, 1.0)
   return init
 

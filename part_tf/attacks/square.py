@@ -36,6 +36,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from part_tf.attacks import noise as noise_lib
 from part_tf.attacks.losses import margin_violation
 
 ModelFn = Callable[[tf.Tensor], tf.Tensor]
@@ -75,8 +76,8 @@ def square_side(p, height, width):
 
 
 def _random_signs(shape, seed, dtype):
-  bits = tf.random.stateless_uniform(shape, seed=seed, minval=0, maxval=2,
-                                     dtype=tf.int32)
+  bits = noise_lib.uniform(shape, seed=seed, minval=0, maxval=2,
+                           dtype=tf.int32)
   return tf.cast(2 * bits - 1, dtype)
 
 
@@ -151,12 +152,10 @@ def square(model_fn: ModelFn,
     step_seed = tf.random.experimental.stateless_fold_in(seed, i)
     seeds = tf.random.experimental.stateless_split(step_seed, num=3)
     side = square_side(p_selection(p_init, i, num_queries), height, width)
-    top = tf.random.stateless_uniform([batch], seed=seeds[0], minval=0,
-                                      maxval=height - side + 1,
-                                      dtype=tf.int32)
-    left = tf.random.stateless_uniform([batch], seed=seeds[1], minval=0,
-                                       maxval=width - side + 1,
-                                       dtype=tf.int32)
+    top = noise_lib.uniform([batch], seed=seeds[0], minval=0,
+                            maxval=height - side + 1, dtype=tf.int32)
+    left = noise_lib.uniform([batch], seed=seeds[1], minval=0,
+                             maxval=width - side + 1, dtype=tf.int32)
     in_rows = ((rows[None, :] >= top[:, None]) &
                (rows[None, :] < top[:, None] + side))            # [B, H]
     in_cols = ((cols[None, :] >= left[:, None]) &
