@@ -13,7 +13,13 @@ Prints medians over --repeats timed calls (after warm-up) and their ratios:
   3. the input pipeline alone (`part_tf.data.train_dataset`: shuffle, gather,
      crop + flip, batching) in images/s, against the PART train step's
      images/s at the same batch size: target >= 10x, so that data loading is
-     not the bottleneck.
+     not the bottleneck;
+  4. the streamed pipeline (`part_tf.data.streaming.train_stream`: TFDS shards
+     read from disk, PNG decoding, shuffle buffer, crop + flip, batching) in
+     images/s, against the same train step: target >= 10x. By default the
+     --pipeline_examples images are written as a TFDS dataset in a temporary
+     folder first; --stream_dataset=tfds:NAME (with --stream_data_dir) times
+     a prepared dataset instead.
 """
 
 import dataclasses
@@ -41,6 +47,10 @@ flags.DEFINE_integer("per_image_count", 32,
 flags.DEFINE_bool("jit_compile", False, "XLA (use on GPU).")
 flags.DEFINE_integer("pipeline_examples", 10000,
                      "In-memory examples fed through the input pipeline.")
+flags.DEFINE_string("stream_dataset", None, "tfds:NAME of a prepared TFDS "
+                    "dataset to time the streamed pipeline on (default: "
+                    "--pipeline_examples random images written as one).")
+flags.DEFINE_string("stream_data_dir", None, "Its TFDS data folder.")
 FLAGS = flags.FLAGS
 
 
@@ -175,6 +185,46 @@ def main(argv):
   print(f"PART train step:              {step_ips:10.1f} images/s")
   print(f"pipeline / train step throughput ratio: {pipeline_ips / step_ips:.1f}x"
         " (target >= 10x)")
+
+  # --- 4. Streamed pipeline (TFDS shards on disk) vs train step -------------
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from part_tf.data import streaming  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as folder:
+    if FLAGS.stream_dataset:
+      name, data_dir = FLAGS.stream_dataset, FLAGS.stream_data_dir
+      stream_spec = data.resolve_spec(name, data_dir)
+    else:
+      name, data_dir = "tfds:benchmark_images", folder
+      features = tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=shape),
+          "label": tfds.features.ClassLabel(num_classes=FLAGS.num_classes)})
+      split = tf.data.Dataset.from_tensor_slices(
+          {"image": arrays.images, "label": arrays.labels.astype(np.int64)})
+      tfds.dataset_builders.store_as_tfds_dataset(
+          name="benchmark_images", version="1.0.0", features=features,
+          split_datasets={"train": split}, data_dir=folder, config=None)
+      stream_spec = data.resolve_spec(name, data_dir,
+                                      mean=[0.5] * shape[-1],
+                                      std=[0.25] * shape[-1])
+      stream_spec = dataclasses.replace(stream_spec,
+                                        crop_padding=spec.crop_padding)
+    examples = streaming.num_examples(stream_spec, "train", data_dir)
+    stream_batches = examples // FLAGS.batch_size
+    stream = iter(streaming.train_stream(stream_spec, FLAGS.batch_size, seed=0,
+                                         data_dir=data_dir))
+    next(stream)
+
+    def one_pass():
+      for _ in range(stream_batches):
+        next(stream)
+
+    stream_s = median_seconds(one_pass, max(3, FLAGS.repeats // 5), warmup=1)
+  stream_ips = stream_batches * FLAGS.batch_size / stream_s
+  print(f"streamed pipeline ({name}, PNG decode + crop + flip): "
+        f"{stream_ips:10.1f} images/s")
+  print(f"streamed pipeline / train step throughput ratio: "
+        f"{stream_ips / step_ips:.1f}x (target >= 10x)")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,10 @@ class ClassActivationMaps:
                        ) from None
     self.method = method
     self.layer_name = layer_name
+    # tf-keras-vis multiplies exp(score) into the layer's gradients: the
+    # score must have the layer's dtype (bfloat16 under mixed_bfloat16).
+    feature_dtype = classifier.get_layer(layer_name).compute_dtype
+    self._score = lambda logits: tf.cast(batch_score(logits), feature_dtype)
     if method == "xgradcam":
       # Shares the classifier's layers, so it always sees the live weights.
       self._features = keras.Model(
@@ -143,7 +147,7 @@ class ClassActivationMaps:
       cam = self._xgradcam(x)
     else:
       cam = self._visualizer(
-          batch_score, x,
+          self._score, x,
           penultimate_layer=self.layer_name,
           seek_penultimate_conv_layer=False,
           training=False, expand_cam=False, normalize_cam=False)
