@@ -307,7 +307,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   # --- Data ------------------------------------------------------------------
   data_dir = config.data_dir and os.path.expanduser(config.data_dir)
   spec = data.resolve_spec(config.dataset, data_dir, config.image_size,
-                           config.num_classes, config.mean, config.std)
+                           config.num_classes, config.mean, config.std,
+                           config.manual_dir)
+  if config.input != "memory":  # the size decides; loading prepares too
+    data.prepare(spec, data_dir, config.manual_dir)
   input_mode = streaming.choose(config.input, spec, data_dir,
                                 config.max_train_examples,
                                 config.input_memory_budget)

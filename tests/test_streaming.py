@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,19 @@ class StreamTest(tf.test.TestCase):
     # Less than half the added data (malloc's arenas and tf.data's buffers
     # move by some MB from run to run; the data itself is 62 MB).
     self.assertLess(stream_growth, 31, peaks)
+
+  def test_unprepared_tfds_dataset_offline_is_a_one_line_error(self):
+    try:
+      socket.create_connection(("storage.googleapis.com", 443), 3).close()
+      self.skipTest("TFDS' download host is reachable: it would download")
+    except OSError:
+      pass
+    data_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, data_dir)
+    with self.assertRaisesRegex(FileNotFoundError,
+                                "tfds build mnist --data_dir=DIR") as raised:
+      datasets.resolve_spec("tfds:mnist", data_dir)
+    self.assertNotIn("\n", str(raised.exception))
 
   def test_bad_names_and_modes(self):
     with self.assertRaisesRegex(ValueError, "no TFDS dataset named"):

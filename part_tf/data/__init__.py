@@ -5,6 +5,7 @@ from part_tf.data.datasets import DATASET_NAMES
 from part_tf.data.datasets import DATASETS
 from part_tf.data.datasets import DatasetSpec
 from part_tf.data.datasets import eval_dataset
+from part_tf.data.datasets import prepare
 from part_tf.data.datasets import resolve_spec
 from part_tf.data.datasets import shard_by_data
 from part_tf.data.datasets import load
@@ -20,6 +21,7 @@ __all__ = [
     "DatasetSpec",
     "eval_dataset",
     "load",
+    "prepare",
     "resolve_spec",
     "shard_by_data",
     "steps_per_epoch",

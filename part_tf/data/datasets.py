@@ -117,7 +117,8 @@ class ArrayData:
 
 def resolve_spec(name: str, data_dir: str | None = None,
                  image_size: int | None = None, num_classes: int | None = None,
-                 mean=None, std=None) -> DatasetSpec:
+                 mean=None, std=None, manual_dir: str | None = None
+                 ) -> DatasetSpec:
   """The spec of one of `DATASET_NAMES` or of `tfds:NAME` (see
   `part_tf.data.tfds_any`; the other arguments apply to those only).
 
@@ -127,7 +128,7 @@ def resolve_spec(name: str, data_dir: str | None = None,
   from part_tf.data import tfds_any  # pylint: disable=g-import-not-at-top
   if tfds_any.is_tfds_name(name):
     return tfds_any.spec_for(name, data_dir, image_size, num_classes, mean,
-                             std)
+                             std, manual_dir)
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: "
                      f"{', '.join(DATASET_NAMES)}, or tfds:NAME.")
@@ -178,6 +179,49 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
       raise ValueError(f"Dataset {name!r}: expected image shape "
                        f"{spec.image_shape}, found {found}.")
   return train, test, spec
+
+
+def prepare(spec: DatasetSpec, data_dir: str | None = None,
+            manual_dir: str | None = None, download: bool = True) -> None:
+  """Makes sure the TFDS data of `spec` is prepared in `data_dir`:
+  downloads and prepares it if needed (and possible), as `load` does.
+
+  Raises:
+    FileNotFoundError: the data is neither prepared nor obtainable (one
+      line, saying how to prepare it).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if spec.tfds_name is None:
+    return
+  data_dir = data_dir and os.path.expanduser(data_dir)
+  with _no_missing_variant_warnings():
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    if is_readable(builder, spec.train_split):
+      return
+  if not download:
+    raise _not_found(spec, data_dir, AssertionError("it is not prepared"))
+  _check_downloadable(spec, data_dir, manual_dir)
+  config = tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+  try:
+    builder.download_and_prepare(download_config=config)
+  except FileNotFoundError as e:
+    if manual_dir is None:
+      raise _not_found(spec, data_dir, e) from e
+    message = _first_line(e).removeprefix(f"{spec.tfds_name}: ")
+    raise FileNotFoundError(f"Dataset {spec.name!r}: {message}") from e
+  except (AssertionError, OSError, tfds.download.DownloadError) as e:
+    raise _not_found(spec, data_dir, e) from e
+
+
+def is_readable(builder, split: str) -> bool:
+  """Whether TFDS can read `split` of `builder` (prepared, or mocked by
+  `tfds.testing.mock_data`) without preparing anything."""
+  try:
+    builder.as_dataset(split=split)
+  except AssertionError:  # TFDS: "could not find data ..."
+    return False
+  return True
 
 
 def _mnist_offline_path() -> pathlib.Path:

@@ -21,6 +21,7 @@ from part_tf.data import tfds_any
 from part_tf.data.datasets import _augment  # pylint: disable=protected-access
 from part_tf.data.datasets import _no_missing_variant_warnings  # pylint: disable=protected-access
 from part_tf.data.datasets import DatasetSpec
+from part_tf.data.datasets import is_readable
 
 INPUT_MODES = ("auto", "memory", "stream")
 # Decoded examples held by the shuffle buffer of a streamed pipeline.
@@ -62,7 +63,7 @@ def choose(mode: str, spec: DatasetSpec, data_dir=None, limit=None,
   if mode != "auto":
     return mode
   with _no_missing_variant_warnings():
-    prepared = tfds_any.builder(spec, data_dir).is_prepared()
+    prepared = is_readable(tfds_any.builder(spec, data_dir), spec.train_split)
   if not prepared:
     # Loading prepares it (downloads or --manual_dir), with its own errors.
     return "memory"

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from part_tf.data import datasets
 from part_tf.data.datasets import DatasetSpec
 
 PREFIX = "tfds:"
@@ -78,7 +79,7 @@ def to_example(spec: DatasetSpec):
 
 
 def spec_for(name: str, data_dir=None, image_size=None, num_classes=None,
-             mean=None, std=None) -> DatasetSpec:
+             mean=None, std=None, manual_dir=None) -> DatasetSpec:
   """The `DatasetSpec` of `tfds:NAME`.
 
   Raises:
@@ -109,6 +110,8 @@ def spec_for(name: str, data_dir=None, image_size=None, num_classes=None,
       image_key=image_key, label_key=label_key,
       resize=image_size is not None)
   if mean is None or std is None:
+    # Downloads and prepares the data if needed (errors say how otherwise).
+    datasets.prepare(spec, data_dir, manual_dir)
     measured_mean, measured_std = _statistics(spec, data_dir)
     mean = mean or measured_mean
     std = std or measured_std
