@@ -353,6 +353,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         limit=min(config.eval_subset, config.max_test_examples or
                   config.eval_subset)))
     test_data = subset
+  if distribution.kind(strategy) == "multi_worker":
+    # Keras shards the validation data by files otherwise, which fails on
+    # a split of fewer files than workers.
+    test_ds = test_ds.with_options(data.shard_by_data())
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"--batch_size={config.batch_size} exceeds the "

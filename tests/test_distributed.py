@@ -18,6 +18,7 @@ from unittest import mock
 import h5py
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from part_tf import distribution
 from tests.tiny_runs import TINY_TRAIN
@@ -99,7 +100,7 @@ class TwoWorkerTest(tf.test.TestCase):
       p.wait(timeout=30)
     super().tearDown()
 
-  def _start_job(self, model_dir, ports, tmp):
+  def _start_job(self, model_dir, ports, tmp, extra=()):
     """Starts the chief (worker 0) and worker 1; their TMPDIR is `tmp`."""
     workers = [f"127.0.0.1:{p}" for p in ports]
     started = []
@@ -110,7 +111,7 @@ class TwoWorkerTest(tf.test.TestCase):
       log = open(os.path.join(self.root, f"{os.path.basename(model_dir)}-"
                               f"{index}-{len(self.processes)}.log"), "w")
       self.addCleanup(log.close)
-      p = subprocess.Popen([sys.executable, TRAIN, *RUN,
+      p = subprocess.Popen([sys.executable, TRAIN, *RUN, *extra,
                             f"--model_dir={model_dir}"],
                            stdout=log, stderr=subprocess.STDOUT, env=env)
       self.processes.append(p)
@@ -192,6 +193,35 @@ class TwoWorkerTest(tf.test.TestCase):
       self.assertGreaterEqual(json.load(f)["resumed_at_epoch"], 1)
     self.assertEqual(_worker_folders(tmp), [])
 
+
+  def test_two_workers_stream_their_own_shares_of_a_tfds_dataset(self):
+    data_dir = os.path.join(self.root, "tfds")
+    rng = np.random.default_rng(0)
+    arrays = {"image": rng.integers(0, 256, (256, 28, 28, 1), np.uint8),
+              "label": rng.integers(0, 10, 256)}
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(28, 28, 1)),
+        "label": tfds.features.ClassLabel(num_classes=10)})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="two_worker_images", version="1.0.0", features=features,
+        config=None, data_dir=data_dir, split_datasets={
+            "train": tf.data.Dataset.from_tensor_slices(arrays),
+            "test": tf.data.Dataset.from_tensor_slices(
+                {k: v[:40] for k, v in arrays.items()})})
+    model_dir = os.path.join(self.root, "streamed")
+    tmp = tempfile.mkdtemp(dir=self.root, prefix="tmp_")
+    extra = ["--dataset=tfds:two_worker_images", f"--data_dir={data_dir}",
+             "--input=stream", "--mean=0.5", "--std=0.25",
+             "--max_test_examples=40"]
+    self._finish(*self._start_job(model_dir, _free_ports(2), tmp, extra))
+    with open(os.path.join(model_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["input_used"], config["strategy_used"]),
+                     ("stream", "multi_worker"))
+    self.assertLen(_log_rows(model_dir), 4)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      self.assertEqual(json.load(f)["num_test_examples"], 40)
+    self.assertEqual(_worker_folders(tmp), [])
 
   def test_evaluate_py_on_two_replicas_equals_one_device(self):
     reports = {}

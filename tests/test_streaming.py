@@ -82,6 +82,20 @@ class StreamTest(tf.test.TestCase):
                                       budget_gb=1e-9), "stream")
     self.assertEqual(streaming.choose("auto", spec, data_dir), "memory")
 
+  def test_two_input_pipelines_share_out_a_one_file_split(self):
+    root = pathlib.Path(tempfile.mkdtemp())
+    self.addCleanup(shutil.rmtree, root)
+    test_tiny_imagenet.make_release(root / "manual")
+    data_dir = str(root / "data")
+    train, _, spec = datasets.load("tiny_imagenet", data_dir=data_dir,
+                                   manual_dir=str(root / "manual"))
+    n = len(train.labels)  # 12, in one file
+    parts = [_one_pass(spec, 2, n // 2, data_dir=data_dir,
+                       input_context=tf.distribute.InputContext(
+                           num_input_pipelines=2, input_pipeline_id=i))[0]
+             for i in range(2)]
+    self.assertEqual(_rows(np.concatenate(parts)), _rows(train.images))
+
   def test_stream_memory_does_not_grow_with_the_dataset(self):
     """Peak RSS growth (Linux' VmHWM, reset once the pipeline runs) of one
     pass over 1,000 and over 6,000 64x64 images (12 MB and 74 MB

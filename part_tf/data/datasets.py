@@ -526,8 +526,8 @@ def _augment(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor) -> tf.Tensor:
 
 def shard_by_data() -> tf.data.Options:
   """Options that make each worker of a multi-worker strategy keep its
-  replicas' shares of every global batch (the batches are made from memory,
-  not read from files)."""
+  replicas' shares of every global batch, whatever files the batches come
+  from (sharding by file fails on a split of fewer files than workers)."""
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = (
       tf.data.experimental.AutoShardPolicy.DATA)

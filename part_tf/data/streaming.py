@@ -106,12 +106,20 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   run_seed = _seed(seed, start_epoch)
+  builder = tfds_any.builder(spec, data_dir)
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  # TFDS shards by files; a split with fewer files than input pipelines is
+  # shared out by example instead (each pipeline keeps every n-th one).
+  by_file = pipelines == 1 or _num_files(builder, spec.train_split) >= (
+      pipelines)
   read_config = tfds.ReadConfig(
-      input_context=input_context, shuffle_seed=run_seed,
-      shuffle_reshuffle_each_iteration=True, try_autocache=False)
-  ds = tfds_any.builder(spec, data_dir).as_dataset(
-      split=_split(spec.train_split, limit), shuffle_files=True,
-      read_config=read_config)
+      input_context=input_context if by_file else None,
+      shuffle_seed=run_seed, shuffle_reshuffle_each_iteration=True,
+      try_autocache=False)
+  ds = builder.as_dataset(split=_split(spec.train_split, limit),
+                          shuffle_files=True, read_config=read_config)
+  if not by_file:
+    ds = ds.shard(pipelines, input_context.input_pipeline_id)
   base = tf.constant([seed, start_epoch], tf.int64)
 
   def make_batch(step, batch):
@@ -131,6 +139,13 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
           .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
                deterministic=True)
           .prefetch(tf.data.AUTOTUNE))
+
+
+def _num_files(builder, split) -> int:
+  try:
+    return builder.info.splits[split].num_shards
+  except KeyError:  # sizes not recorded (e.g. tfds.testing.mock_data)
+    return 1
 
 
 def eval_stream(spec: DatasetSpec, batch_size: int, split=None,
