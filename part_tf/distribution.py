@@ -137,8 +137,8 @@ def create(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     raise ValueError("--strategy=tpu needs --tpu=ADDRESS or NAME (use "
                      "--tpu=local on a TPU VM)")
   try:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-        tpu="" if tpu == "local" else tpu)
+    # "local": the TPU attached to this VM (TPUClusterResolver's own name).
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, tf.errors.OpError, RuntimeError) as e:

@@ -109,8 +109,7 @@ class TrainConfig:
   # and where its data comes from, included).
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
                        "data_dir", "manual_dir", "image_count", "image_every",
-                       "strategy", "tpu", "cpu_devices", "num_replicas", "strategy_used",
-                       "input_used", "dataset_spec",
+                       "strategy", "tpu", "cpu_devices",
                        "input_memory_budget", "data_service")
 
 # Settings added after runs were first written, with the value that
@@ -314,12 +313,20 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   input_mode = streaming.choose(config.input, spec, data_dir,
                                 config.max_train_examples,
                                 config.input_memory_budget)
+  if config.data_service and input_mode == "memory" and (
+      distribution.kind(strategy) == "multi_worker"):
+    raise ValueError("--data_service with several workers needs "
+                     "--input=stream (each worker then serves its own files)")
   if input_mode == "memory":
     train_data, test_data, spec = data.load(
         config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
         max_train=config.max_train_examples,
         max_test=config.max_test_examples, spec=spec)
     num_train = len(train_data.labels)
+    if config.data_service and train_data.images.nbytes > 1e9:
+      raise ValueError("--data_service sends in-memory data inside the "
+                       "dataset's graph, which must stay under 2 GB: use "
+                       "--input=stream")
     train_ds = _with_data_service(data.train_dataset(
         train_data, spec, config.batch_size, seed=config.seed,
         start_epoch=start_epoch, epochs=config.epochs,
@@ -357,6 +364,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     # Keras shards the validation data by files otherwise, which fails on
     # a split of fewer files than workers.
     test_ds = test_ds.with_options(data.shard_by_data())
+  if tpu and min(len(subset.labels), config.eval_subset) < config.batch_size:
+    raise ValueError(f"on a TPU evaluation batches are full: --eval_subset="
+                     f"{config.eval_subset} (and the test split) must hold "
+                     f"at least one batch of {config.batch_size}")
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"--batch_size={config.batch_size} exceeds the "
@@ -374,6 +385,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   values["dataset_spec"] = {"image_shape": list(spec.image_shape),
                             "num_classes": spec.num_classes,
                             "mean": list(spec.mean), "std": list(spec.std)}
+  _check_resolved_settings(state, values, start_epoch)
 
   # --- Model -----------------------------------------------------------------
   with strategy.scope():
@@ -402,7 +414,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   progress["started"] = True
 
   # --- Callbacks -------------------------------------------------------------
-  tensorboard_dir = os.path.join(model_dir, run_folder.TENSORBOARD_DIR)
+  tensorboard_dir = os.path.join(write_dir, run_folder.TENSORBOARD_DIR)
   callbacks = [
       SyncReplicaCopies(),
       BurnInSwitch(config.burn_in_epochs),
@@ -440,9 +452,9 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       seed=config.seed, jit_compile=jit, strategy=strategy)
 
   # --- Export and metrics ----------------------------------------------------
-  io_utils.atomic_file(os.path.join(model_dir, "classifier.keras"),
+  io_utils.atomic_file(os.path.join(write_dir, "classifier.keras"),
                        classifier.save)
-  export_dir = os.path.join(model_dir, run_folder.EXPORT_DIR,
+  export_dir = os.path.join(write_dir, run_folder.EXPORT_DIR,
                             str(config.epochs))
   if config.export:  # TF Serving layout: export/<version>/
     export_classifier(classifier, export_dir)
@@ -472,7 +484,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         f"pgd{config.eval_num_steps}_accuracy":
             float(best_result["pgd_accuracy"])}
   io_utils.atomic_write_json(
-      os.path.join(model_dir, run_folder.METRICS_FILE), metrics)
+      os.path.join(write_dir, run_folder.METRICS_FILE), metrics)
   write_hparams(
       os.path.join(tensorboard_dir, "hparams"),
       {name: getattr(config, name) for name in (
@@ -486,6 +498,26 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}" + (
       f" and the SavedModel {export_dir}" if config.export else ""))
   return metrics
+
+
+def _check_resolved_settings(state, values, start_epoch):
+  """A resumed run must read its data as the run it resumes did: the same
+  input mode (their orders differ) and the same dataset statistics (built
+  into the classifier). Runs of older versions used memory input."""
+  if not start_epoch or state.config is None:
+    return
+  before = state.config.get("input_used", "memory")
+  if before != values["input_used"]:
+    raise run_folder.RunFolderError(
+        f"{state.path} was trained with {before} input; this start would "
+        f"use {values['input_used']} input (pass --input={before})")
+  spec = state.config.get("dataset_spec")
+  if spec is not None and json.loads(json.dumps(
+      values["dataset_spec"])) != spec:
+    raise run_folder.RunFolderError(
+        f"{state.path} was trained on data with image shape, classes, mean "
+        f"and std {spec}; these data give {values['dataset_spec']} (pass "
+        "the run's --image_size, --num_classes, --mean and --std)")
 
 
 def _with_data_service(dataset, address):

@@ -118,8 +118,11 @@ def finished_metrics(model_dir, expected):
       config = json.load(f)
   except (OSError, ValueError):
     return None
+  from part_tf import experiment  # pylint: disable=g-import-not-at-top
+  experiment._upgrade(config)  # pylint: disable=protected-access
+  changeable = set(experiment.TrainConfig.RESUMABLE_CHANGES) - {"epochs"}
   for name, value in config.items():
-    if name in ("data_dir", "manual_dir") or name not in expected:
+    if name in changeable or name not in expected:
       continue
     if json.loads(json.dumps(expected[name])) != value:
       return None

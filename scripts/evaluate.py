@@ -142,10 +142,7 @@ def main(argv):
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
     data_dir = FLAGS.data_dir or run.get("data_dir")
-    spec = data.resolve_spec(
-        dataset, data_dir, **({name: run.get(name) for name in (
-            "image_size", "num_classes", "mean", "std")}
-                              if dataset == run.get("dataset") else {}))
+    spec = data.spec_of_run(dataset, data_dir, run)
     expected = spec.image_shape
     if input_shape != tuple(expected) and not (
         len(input_shape) == len(expected) and all(

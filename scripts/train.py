@@ -36,10 +36,14 @@ def main(argv):
     if values[name] is not None:
       values[name] = tuple(float(v) for v in values[name])
   config = experiment.TrainConfig(**values)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     experiment.train(config, out=sys.stdout)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {one_line(e)}")
+  except tf.errors.OpError as e:  # e.g. a worker of the job is gone
+    first = (e.message.strip().splitlines() or [""])[0][:300]
+    sys.exit(f"error: {type(e).__name__}: {first}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from flags.train_flags import DATASET_NAMES  # pylint: disable=g-import-not-at-t
 from flags.train_flags import MASK_RULES  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("model_path", None, "Run folder or .keras classifier.")
-flags.DEFINE_enum("dataset", None, DATASET_NAMES,
-                  "Dataset of the images (default: the run's).")
+flags.DEFINE_string("dataset", None, "Dataset of the images (default: the "
+                    f"run's): {', '.join(DATASET_NAMES)} or tfds:NAME.")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
 flags.DEFINE_integer("num_images", 8, "Test images to draw (chosen by "
                      "--seed).", lower_bound=1, upper_bound=64)
@@ -88,7 +88,9 @@ def main(argv):
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
-    expected = tuple(data.DATASETS[dataset].image_shape)
+    data_dir = FLAGS.data_dir or run.get("data_dir")
+    spec = data.spec_of_run(dataset, data_dir, run)
+    expected = tuple(spec.image_shape)
     if tuple(classifier.input_shape[1:]) != expected:
       raise ValueError(f"the model takes images of shape "
                        f"{tuple(classifier.input_shape[1:])}, but {dataset} "
@@ -121,8 +123,8 @@ def main(argv):
         cam=cams[0], mask_rule=settings["mask_rule"],
         cam_layer=settings["cam_layer"], beta=settings["beta"],
         attack=settings["attack"], seed=FLAGS.seed)
-    _, test, _ = data.load(dataset, data_dir=FLAGS.data_dir or
-                           run.get("data_dir"), max_train=1)
+    _, test, _ = data.load(dataset, data_dir=data_dir, max_train=1,
+                           spec=spec)
     chosen = np.sort(np.random.default_rng(FLAGS.seed).choice(
         len(test.labels), min(FLAGS.num_images, len(test.labels)),
         replace=False))

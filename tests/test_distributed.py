@@ -48,6 +48,16 @@ def _worker_folders(tmp):
   return [n for n in os.listdir(tmp) if n.startswith("part_tf")]
 
 
+def _event_files(model_dir):
+  """The TensorBoard event files of a run, by folder."""
+  found = {}
+  for folder, _, names in os.walk(os.path.join(model_dir, "tensorboard")):
+    count = sum(n.startswith("events.out.tfevents") for n in names)
+    if count:
+      found[os.path.relpath(folder, model_dir)] = count
+  return found
+
+
 def _weights(path):
   values = {}
   with h5py.File(path, "r") as f:
@@ -160,9 +170,12 @@ class TwoWorkerTest(tf.test.TestCase):
     tmp = tempfile.mkdtemp(dir=self.root, prefix="tmp_")
     self._finish(*self._start_job(model_dir, _free_ports(2), tmp))
     self._assert_equals_reference(model_dir)
-    # The chief's files only: the same as the one-process run's.
+    # The chief's files only: the same as the one-process run's, and one
+    # TensorBoard event stream per folder (each writer adds its own file).
     self.assertEqual(sorted(os.listdir(model_dir)),
                      sorted(os.listdir(self.reference)))
+    self.assertEqual(_event_files(model_dir), _event_files(self.reference))
+    self.assertLen(os.listdir(os.path.join(model_dir, "export")), 1)
     self.assertEqual(_worker_folders(tmp), [], "worker 1 left its folder")
 
   def test_killed_worker_job_restarts_and_equals_an_uninterrupted_run(self):

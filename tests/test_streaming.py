@@ -82,6 +82,27 @@ class StreamTest(tf.test.TestCase):
                                       budget_gb=1e-9), "stream")
     self.assertEqual(streaming.choose("auto", spec, data_dir), "memory")
 
+  def test_a_resumed_run_keeps_its_input_mode(self):
+    root = pathlib.Path(tempfile.mkdtemp())
+    self.addCleanup(shutil.rmtree, root)
+    self.addCleanup(tf_config.disable_op_determinism)
+    test_tiny_imagenet.make_release(root / "manual")
+    config = experiment.TrainConfig(
+        model_dir=str(root / "run"), dataset="tiny_imagenet",
+        data_dir=str(root / "data"), manual_dir=str(root / "manual"),
+        input="auto", input_memory_budget=1e-9,  # streams
+        batch_size=4, epochs=1, burn_in_epochs=0,
+        method="at", num_steps=1, eval_num_steps=1, eval_subset=4,
+        image_count=0, export=False)
+    experiment.train(config)
+    with self.assertRaisesRegex(ValueError, "trained with stream input.*"
+                                "--input=stream"):
+      # The budget may change on a resume, but not what it decided.
+      experiment.train(dataclasses.replace(config, epochs=2,
+                                           input_memory_budget=4.0))
+    resumed = experiment.train(dataclasses.replace(config, epochs=2))
+    self.assertEqual(resumed["resumed_at_epoch"], 1)
+
   def test_two_input_pipelines_share_out_a_one_file_split(self):
     root = pathlib.Path(tempfile.mkdtemp())
     self.addCleanup(shutil.rmtree, root)
@@ -251,9 +272,12 @@ class DataServiceTest(tf.test.TestCase):
         optimizer="adam", learning_rate=1e-3, epochs=2, burn_in_epochs=1,
         image_count=0, export=False)
     local = experiment.train(base)
+    self.assertEqual(worker._num_tasks(), 0)  # pylint: disable=protected-access
     served = experiment.train(dataclasses.replace(
         base, model_dir=os.path.join(root, "served"),
         data_service=dispatcher.target))
+    # The service's worker made the batches.
+    self.assertGreater(worker._num_tasks(), 0)  # pylint: disable=protected-access
     for key in ("natural_accuracy", "pgd1_accuracy"):
       self.assertEqual(served[key], local[key])
     with open(os.path.join(root, "local", "log.csv")) as f:

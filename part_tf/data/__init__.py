@@ -8,6 +8,7 @@ from part_tf.data.datasets import eval_dataset
 from part_tf.data.datasets import prepare
 from part_tf.data.datasets import resolve_spec
 from part_tf.data.datasets import shard_by_data
+from part_tf.data.datasets import spec_of_run
 from part_tf.data.datasets import load
 from part_tf.data.datasets import steps_per_epoch
 from part_tf.data.datasets import train_dataset
@@ -24,6 +25,7 @@ __all__ = [
     "prepare",
     "resolve_spec",
     "shard_by_data",
+    "spec_of_run",
     "steps_per_epoch",
     "tiny_imagenet",
     "train_dataset",

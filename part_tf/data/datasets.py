@@ -135,6 +135,19 @@ def resolve_spec(name: str, data_dir: str | None = None,
   return DATASETS[name]
 
 
+def spec_of_run(dataset: str, data_dir: str | None, run: dict) -> DatasetSpec:
+  """The spec of `dataset` as the run whose `config.json` is `run` used it
+  (a `tfds:NAME` run's image size, classes and statistics)."""
+  if dataset != run.get("dataset"):
+    return resolve_spec(dataset, data_dir)
+  recorded = run.get("dataset_spec") or {}
+  return resolve_spec(
+      dataset, data_dir, image_size=run.get("image_size"),
+      num_classes=run.get("num_classes"),
+      mean=run.get("mean") or recorded.get("mean"),
+      std=run.get("std") or recorded.get("std"))
+
+
 def load(name: str, data_dir: str | None = None, max_train: int | None = None,
          max_test: int | None = None, download: bool = True,
          manual_dir: str | None = None, spec: DatasetSpec | None = None

@@ -86,6 +86,7 @@ def spec_for(name: str, data_dir=None, image_size=None, num_classes=None,
     ValueError: not an image classification dataset, images of several
       sizes without `image_size`, statistics of the wrong length.
   """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds_name = name[len(PREFIX):] if name.startswith(PREFIX) else name
   info = builder(tfds_name, data_dir).info
   image_key, label_key = _keys(info)
@@ -98,7 +99,12 @@ def spec_for(name: str, data_dir=None, image_size=None, num_classes=None,
     image_shape = (shape[0], shape[1], channels)
   else:
     image_shape = (image_size, image_size, channels)
-  classes = num_classes or info.features[label_key].num_classes
+  label = info.features[label_key]
+  if num_classes is None and not isinstance(
+      label, tfds.features.ClassLabel):
+    raise ValueError(f"{name}: its label {label_key!r} does not say how many "
+                     "classes there are; pass --num_classes")
+  classes = num_classes or label.num_classes
   splits = list(info.splits.keys())
   test_split = next((s for s in ("test", "validation") if s in splits),
                     "test")
