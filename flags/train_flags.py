@@ -15,8 +15,10 @@ from flags.budgets import DEFINE_budget
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
                  "mnist_offline", "svhn_cropped", "tiny_imagenet")
 MODEL_NAMES = ("resnet18", "small_cnn", "wrn28_10", "wrn34_10")
-METHOD_NAMES = ("at", "part", "trades", "part_t", "mart", "part_m")
-REWEIGHTED_METHODS = ("part", "part_t", "part_m")
+METHOD_NAMES = ("at", "part", "trades", "part_t", "mart", "part_m", "act",
+                "part_act")
+REWEIGHTED_METHODS = ("part", "part_t", "part_m", "part_act")
+CONCURRENT_METHODS = ("act", "part_act")
 ATTACKS = ("pgd", "mma")
 CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
@@ -78,10 +80,43 @@ def define_flags():
   flags.DEFINE_enum("model", "small_cnn", MODEL_NAMES, "Classifier.")
   # Method and budgets.
   flags.DEFINE_enum("method", "part", METHOD_NAMES,
-                    "at / trades / mart: the base methods; part / part_t / "
-                    "part_m: the same with CAM budgets after burn-in.")
+                    "at / trades / mart / act: the base methods (act: "
+                    "Adversarial Concurrent Training, a robust and a natural "
+                    "model); part / part_t / part_m / part_act: the same "
+                    "with CAM budgets after burn-in.")
   flags.DEFINE_float("beta", 6.0, "Weight of the KL term of TRADES and MART.",
                      lower_bound=0.0)
+  # ACT (Arani et al., BMVC 2020); defaults: the paper's CIFAR settings.
+  flags.DEFINE_float("act_alpha", 0.9, "ACT: weight of the robust model's "
+                     "distillation term (paper: 0.9).", lower_bound=0.0,
+                     upper_bound=1.0)
+  flags.DEFINE_float("act_beta", 0.9, "ACT: weight of the natural model's "
+                     "distillation term (paper: 0.9).", lower_bound=0.0,
+                     upper_bound=1.0)
+  flags.DEFINE_float("act_temperature", 4.0, "ACT: distillation "
+                     "temperature (paper: 4).")
+  flags.DEFINE_enum("act_natural_model", None, MODEL_NAMES, "ACT: the "
+                    "natural model's architecture (default: --model).")
+  # Plug-in regularisers, added to any method; 0 is off.
+  flags.DEFINE_float("consistency_weight", 0.0, "Consistency regularisation "
+                     "(Tack et al., AAAI 2022): weight of the JS divergence "
+                     "between the AEs of two augmentations of each example "
+                     "(paper: 1.0; 0: off).", lower_bound=0.0)
+  flags.DEFINE_float("consistency_temperature", 0.5, "Its sharpening "
+                     "temperature (paper: 0.5).")
+  flags.DEFINE_float("feature_alignment_weight", 0.0, "Feature alignment "
+                     "(Liu & JaJa, IJCAI 2019): weight of the squared L2 "
+                     "distance of clean and adversarial penultimate features "
+                     "(0: off; the paper gives no default that we could "
+                     "check).", lower_bound=0.0)
+  flags.DEFINE_float("center_loss_weight", 0.0, "Center loss on adversarial "
+                     "features (Agarwal et al., ICIP 2019; Wen et al.'s "
+                     "default 0.003; 0: off).", lower_bound=0.0)
+  flags.DEFINE_float("center_lr", 0.5, "Update rate alpha of the class "
+                     "centres (Wen et al.: 0.5).")
+  flags.DEFINE_string("feature_layer", None, "Layer the feature "
+                      "regularisers read (default: the penultimate layer, "
+                      "the input of the logits).")
   flags.DEFINE_enum("attack", "pgd", ATTACKS,
                     "How training AEs are crafted: the base method's PGD, or "
                     "mma (worst of 3 targeted margin PGD runs).")
@@ -125,7 +160,10 @@ def define_flags():
   flags.DEFINE_integer("eval_num_steps", 20, "PGD steps of the evaluation.",
                        lower_bound=1)
   DEFINE_budget("eval_step_size", None,
-                "PGD step size of the evaluation (default epsilon/4).")
+                "PGD step size of the evaluation (default eval_epsilon/4).")
+  DEFINE_budget("eval_epsilon", None,
+                "Budget of the evaluations (default --epsilon). Train at a "
+                "larger --epsilon than this for an overdesigned budget.")
   # Pictures (TensorBoard).
   flags.DEFINE_integer("image_count", 8, "Test images (chosen by --seed) "
                        "whose CAM, eps_map and adversarial example are "
@@ -188,6 +226,24 @@ def _register_validators():
                            message="--step_size must be > 0")
   flags.register_validator("eval_step_size", lambda v: v is None or v > 0,
                            message="--eval_step_size must be > 0")
+  flags.register_validator("eval_epsilon", lambda v: v is None or 0 < v < 1,
+                           message="--eval_epsilon must be > 0 and < 1")
+  flags.register_validator("act_temperature", lambda v: v > 0,
+                           message="--act_temperature must be > 0")
+  flags.register_validator("consistency_temperature", lambda v: v > 0,
+                           message="--consistency_temperature must be > 0")
+  flags.register_validator("center_lr", lambda v: 0 < v <= 1,
+                           message="--center_lr must be in (0, 1]")
+  flags.register_multi_flags_validator(
+      ["consistency_weight", "augment"],
+      lambda f: not f["consistency_weight"] or f["augment"],
+      message="--consistency_weight needs --augment: its two views are two "
+              "augmentations of each image")
+  flags.register_multi_flags_validator(
+      ["act_natural_model", "method"],
+      lambda f: f["act_natural_model"] is None or (
+          f["method"] in CONCURRENT_METHODS),
+      message="--act_natural_model is for --method=act or part_act")
   flags.register_multi_flags_validator(
       ["burn_in_epochs", "epochs", "method"],
       lambda f: (f["method"] not in REWEIGHTED_METHODS

@@ -206,3 +206,12 @@ def broadcast_first_replica(variables, strategy) -> None:
       variable.assign(strategy.experimental_local_results(value)[0])
 
   broadcast()
+
+
+def sum_over_replicas(value: tf.Tensor) -> tf.Tensor:
+  """`value` summed over the replicas of the current strategy (itself when
+  there is one replica, or outside a replica context)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return value
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

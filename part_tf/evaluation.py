@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf.attacks import noise
 from part_tf import distribution
 from part_tf.training import checkpointing
 
@@ -42,20 +43,14 @@ class PGDEvaluator:
       model_fn = lambda z: classifier(z, training=False)
       y = tf.cast(y, tf.int64)
       batch_seed = tf.stack([tf.constant(seed, tf.int64), batch_index])
-
-      def init(x, eps_map, seed):
-        # The noise of the whole batch, gathered at this replica's rows: the
-        # same start for an example whatever share of the batch it is in.
-        rows = tf.reduce_max(tf.concat([size, [0]], 0))
-        noise = tf.random.stateless_uniform(
-            tf.concat([[rows], tf.shape(x)[1:]], 0), seed=seed, minval=-1.0,
-            maxval=1.0, dtype=x.dtype)
-        return tf.clip_by_value(x + tf.gather(noise, position) * eps_map,
-                                0.0, 1.0)
-
-      x_adv = attacks.pgd(model_fn, x, y, epsilon, step_size, num_steps,
-                          init_fn=init if random_start else attacks.no_init,
-                          seed=batch_seed)
+      # The random start of the whole batch, taken at this replica's
+      # (contiguous) rows: the same start for an example whatever share of
+      # the batch it is in.
+      with noise.rows_of(position[0], tf.shape(y)[0], size[0]):
+        x_adv = attacks.pgd(
+            model_fn, x, y, epsilon, step_size, num_steps,
+            init_fn=attacks.uniform_init if random_start else attacks.no_init,
+            seed=batch_seed)
       natural = tf.argmax(model_fn(x), axis=-1) == y
       robust = tf.argmax(model_fn(x_adv), axis=-1) == y
       return tf.stack([tf.reduce_sum(tf.cast(natural, tf.int64)),

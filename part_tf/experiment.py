@@ -11,11 +11,13 @@ state it checks first (`part_tf.run_folder`):
   log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
   tensorboard/       the same as TensorBoard events, PART's pictures
                      (pictures/) and the run's hparams entry (hparams/)
-  classifier.keras   the trained classifier
+  classifier.keras   the trained classifier (the robust one for ACT)
+  natural_classifier.keras  ACT's natural model
   export/<epochs>/   SavedModel for serving (see `part_tf.export`)
   best/              the classifier of the most robust evaluated epoch
   metrics.json       final natural and PGD-20 accuracy on the test split,
-                     and the same for the best-robust epoch ("best")
+                     and the same for the best-robust epoch ("best") and
+                     for ACT's natural model ("natural_model")
 """
 
 import contextlib
@@ -43,6 +45,7 @@ from part_tf.models import build_model
 from part_tf.training import BurnInSwitch
 from part_tf.training import SyncReplicaCopies
 from part_tf.training import PARTModel
+from part_tf.training.methods import METHODS
 from part_tf.training.checkpointing import AtomicBackupAndRestore
 from part_tf.training.checkpointing import load_weights
 from part_tf.training.checkpointing import restore
@@ -50,6 +53,9 @@ from part_tf.training.checkpointing import start_backups
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
+
+
+NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"
 
 
 @dataclasses.dataclass
@@ -66,6 +72,16 @@ class TrainConfig:
   method: str = "part"
   beta: float = 6.0
   attack: str = "pgd"
+  act_alpha: float = 0.9
+  act_beta: float = 0.9
+  act_temperature: float = 4.0
+  act_natural_model: str | None = None
+  consistency_weight: float = 0.0
+  consistency_temperature: float = 0.5
+  feature_alignment_weight: float = 0.0
+  center_loss_weight: float = 0.0
+  center_lr: float = 0.5
+  feature_layer: str | None = None
   epsilon: float = 8 / 255
   epsilon_low: float = 7 / 255
   step_size: float = 2 / 255
@@ -87,6 +103,7 @@ class TrainConfig:
   eval_subset: int = 512
   eval_num_steps: int = 20
   eval_step_size: float | None = None
+  eval_epsilon: float | None = None
   image_count: int = 8
   image_every: int = 0
   seed: int = 0
@@ -115,7 +132,12 @@ class TrainConfig:
 # Settings added after runs were first written, with the value that
 # reproduces what those runs did (their config.json lacks them).
 _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
-                   "mean": None, "std": None}
+                   "mean": None, "std": None, "eval_epsilon": None,
+                   "act_alpha": 0.9, "act_beta": 0.9, "act_temperature": 4.0,
+                   "act_natural_model": None, "consistency_weight": 0.0,
+                   "consistency_temperature": 0.5,
+                   "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
+                   "center_lr": 0.5, "feature_layer": None}
 
 
 def settings(config: TrainConfig) -> dict:
@@ -317,6 +339,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       distribution.kind(strategy) == "multi_worker"):
     raise ValueError("--data_service with several workers needs "
                      "--input=stream (each worker then serves its own files)")
+  # Consistency regularisation trains on two augmented views of each image.
+  views = 2 if config.consistency_weight else 1
   if input_mode == "memory":
     train_data, test_data, spec = data.load(
         config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
@@ -330,7 +354,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     train_ds = _with_data_service(data.train_dataset(
         train_data, spec, config.batch_size, seed=config.seed,
         start_epoch=start_epoch, epochs=config.epochs,
-        augment=config.augment), config.data_service)
+        augment=config.augment, views=views), config.data_service)
     if distribution.kind(strategy) == "multi_worker":
       # Each worker takes its replicas' shares of every global batch.
       train_ds = train_ds.with_options(data.shard_by_data())
@@ -348,7 +372,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
           spec, context.get_per_replica_batch_size(config.batch_size),
           seed=config.seed, start_epoch=start_epoch, augment=config.augment,
           data_dir=data_dir, limit=config.max_train_examples,
-          input_context=context), config.data_service)
+          input_context=context, views=views), config.data_service)
     train_ds = strategy.distribute_datasets_from_function(pipeline)
     test_ds = streaming.eval_stream(spec, config.batch_size,
                                     data_dir=data_dir,
@@ -374,7 +398,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                      f"{num_train} training examples: no full batch per "
                      "epoch")
   subset_ds = data.eval_dataset(subset, config.batch_size, drop_remainder=tpu)
-  eval_step = config.eval_step_size or config.epsilon / 4
+  # The evaluated budget: --epsilon unless an overdesigned training budget
+  # is evaluated at a smaller one.
+  eval_epsilon = config.eval_epsilon or config.epsilon
+  eval_step = config.eval_step_size or eval_epsilon / 4
   # The images of the TensorBoard pictures: fixed by the seed.
   chosen = np.sort(np.random.default_rng(config.seed).choice(
       len(test_data.labels), min(config.image_count, len(test_data.labels)),
@@ -391,13 +418,25 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   with strategy.scope():
     classifier = build_model(config.model, spec.image_shape, spec.num_classes,
                              mean=spec.mean, std=spec.std)
+    natural_classifier = None
+    if METHODS[config.method].concurrent:  # ACT's natural model
+      natural_classifier = build_model(
+          config.act_natural_model or config.model, spec.image_shape,
+          spec.num_classes, mean=spec.mean, std=spec.std)
     model = PARTModel(
         classifier, method=config.method, epsilon=config.epsilon,
         epsilon_low=config.epsilon_low, step_size=config.step_size,
         num_steps=config.num_steps, cam=config.cam,
         mask_rule=config.mask_rule, cam_layer=config.cam_layer,
         weight_decay=config.weight_decay, seed=config.seed,
-        beta=config.beta, attack=config.attack)
+        beta=config.beta, attack=config.attack,
+        natural_classifier=natural_classifier, act_alpha=config.act_alpha,
+        act_beta=config.act_beta, act_temperature=config.act_temperature,
+        consistency_weight=config.consistency_weight,
+        consistency_temperature=config.consistency_temperature,
+        feature_alignment_weight=config.feature_alignment_weight,
+        center_loss_weight=config.center_loss_weight,
+        center_lr=config.center_lr, feature_layer=config.feature_layer)
     model.compile(optimizer=_optimizer(config, steps_per_epoch),
                   jit_compile=jit)
 
@@ -419,7 +458,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       SyncReplicaCopies(),
       BurnInSwitch(config.burn_in_epochs),
       evaluation.RobustEvaluation(
-          subset_ds, config.eval_every, config.epsilon, eval_step,
+          subset_ds, config.eval_every, eval_epsilon, eval_step,
           config.eval_num_steps, seed=config.seed, jit_compile=jit,
           best_dir=best_dir),
       ImagePanels(os.path.join(tensorboard_dir, "pictures"),
@@ -448,12 +487,15 @@ def _train(config, strategy, model_dir, write_dir, out, made,
 
   # --- Final evaluation ------------------------------------------------------
   result = evaluation.robust_accuracy(
-      classifier, test_ds, config.epsilon, eval_step, config.eval_num_steps,
+      classifier, test_ds, eval_epsilon, eval_step, config.eval_num_steps,
       seed=config.seed, jit_compile=jit, strategy=strategy)
 
   # --- Export and metrics ----------------------------------------------------
   io_utils.atomic_file(os.path.join(write_dir, "classifier.keras"),
                        classifier.save)
+  if natural_classifier is not None:
+    io_utils.atomic_file(os.path.join(write_dir, NATURAL_CLASSIFIER_FILE),
+                         natural_classifier.save)
   export_dir = os.path.join(write_dir, run_folder.EXPORT_DIR,
                             str(config.epochs))
   if config.export:  # TF Serving layout: export/<version>/
@@ -462,19 +504,30 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       "natural_accuracy": float(result["natural_accuracy"]),
       f"pgd{config.eval_num_steps}_accuracy": float(result["pgd_accuracy"]),
       "num_test_examples": result["num_examples"],
-      "epsilon": config.epsilon, "eval_step_size": eval_step,
+      "epsilon": eval_epsilon, "train_epsilon": config.epsilon,
+      "eval_step_size": eval_step,
       "method": config.method, "dataset": config.dataset,
       "epochs": config.epochs, "resumed_at_epoch": start_epoch,
       "strategy": distribution.kind(strategy), "num_replicas": replicas,
       "train_seconds_this_session": round(train_seconds, 1),
   }
+  if natural_classifier is not None:  # ACT: recorded beside the robust model
+    natural_result = evaluation.robust_accuracy(
+        natural_classifier, test_ds, eval_epsilon, eval_step,
+        config.eval_num_steps, seed=config.seed, jit_compile=jit,
+        strategy=strategy)
+    metrics["natural_model"] = {
+        "model": config.act_natural_model or config.model,
+        "natural_accuracy": float(natural_result["natural_accuracy"]),
+        f"pgd{config.eval_num_steps}_accuracy":
+            float(natural_result["pgd_accuracy"])}
   best = evaluation.read_best(best_dir)
   if best is not None:  # the most robust epoch on the held-out subset
     with strategy.scope():
       best_classifier = keras.models.clone_model(classifier)
     load_weights(best_classifier, best["weights"], "best-robust weights")
     best_result = evaluation.robust_accuracy(
-        best_classifier, test_ds, config.epsilon, eval_step,
+        best_classifier, test_ds, eval_epsilon, eval_step,
         config.eval_num_steps, seed=config.seed, jit_compile=jit,
         strategy=strategy)
     metrics["best"] = {
@@ -552,12 +605,21 @@ def _count(n, what):
 
 def _settings_line(config, model_dir, strategy) -> str:
   method = config.method
-  if config.method in ("part", "part_t", "part_m"):
+  if METHODS[config.method].reweighted:
     method += (f" (epsilon {config.epsilon:.4g}, epsilon_low "
                f"{config.epsilon_low:.4g}, {config.cam} CAM, {config.mask_rule}"
                f" mask, {_count(config.burn_in_epochs, 'burn-in epoch')})")
   else:
     method += f" (epsilon {config.epsilon:.4g})"
+  if METHODS[config.method].concurrent:
+    method += (f", natural model {config.act_natural_model or config.model}"
+               f" (alpha {config.act_alpha:g}, beta {config.act_beta:g}, "
+               f"temperature {config.act_temperature:g})")
+  extras = [f"{name} {getattr(config, name + '_weight'):g}"
+            for name in ("consistency", "feature_alignment", "center_loss")
+            if getattr(config, name + "_weight")]
+  if extras:
+    method += " + " + ", ".join(extras)
   return (f"training {config.model} on {config.dataset} with {method}, "
           f"PGD-{config.num_steps} step {config.step_size:.4g}, "
           f"{_count(config.epochs, 'epoch')} of batch {config.batch_size}, "
@@ -586,4 +648,8 @@ def _results_line(metrics, steps) -> str:
     line += (f"; most robust epoch {best['epoch']}: natural "
              f"{best['natural_accuracy']:.4f}, PGD-{steps} "
              f"{best[f'pgd{steps}_accuracy']:.4f}")
+  natural = metrics.get("natural_model")
+  if natural:
+    line += (f"; natural model: natural {natural['natural_accuracy']:.4f}, "
+             f"PGD-{steps} {natural[f'pgd{steps}_accuracy']:.4f}")
   return line

@@ -236,7 +236,7 @@ def inspect(model_dir: str) -> RunState:
                        if n.endswith(".weights.h5"))
   if epochs:
     evidence.append(f"{LOG_FILE} with {len(epochs)} epoch rows")
-  for name in (METRICS_FILE, "classifier.keras",
+  for name in (METRICS_FILE, "classifier.keras", "natural_classifier.keras",
                os.path.join(BEST_DIR, "best.json")):
     if os.path.exists(os.path.join(path, name)):
       evidence.append(name)

@@ -5,7 +5,10 @@
 
 Prints medians over --repeats timed calls (after warm-up) and their ratios:
   1. one compiled train step (PGD-`num_steps` + update) of AT and of PART
-     (CAM budgets on): target PART / AT <= 1.10;
+     (CAM budgets on): target PART / AT <= 1.10; and of the trade-off family
+     (--family): ACT and part_act (a second, natural model: about 2x AT
+     expected), and AT plus each plug-in regulariser (consistency trains on
+     two views, so about 2x; feature alignment adds a clean forward pass);
   2. eps_map throughput: the batched in-graph path (GradCAM++ for the whole
      batch + resize + mask rule, in one tf.function) against calling
      tf-keras-vis once per image, eagerly, with `expand_cam=True` as its docs
@@ -41,6 +44,8 @@ flags.DEFINE_integer("num_classes", 10, "Classes.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("num_steps", 10, "PGD steps of the train step.")
 flags.DEFINE_integer("repeats", 15, "Timed calls per measurement.")
+flags.DEFINE_bool("family", True, "Also time ACT, part_act and AT with each "
+                  "plug-in regulariser in section 1.")
 flags.DEFINE_integer("instances", 4, "Independently built models per method.")
 flags.DEFINE_integer("per_image_count", 32,
                      "Images timed on the per-image path (it is slow).")
@@ -108,30 +113,53 @@ def main(argv):
   # several independently built models, all timed in turn (drift hits all
   # alike), and the ratio is taken both on each method's fastest model and
   # on the median over its models.
+  variants = {"at": ("at", {}), "part": ("part", {})}
+  if FLAGS.family:
+    variants.update({
+        "act": ("act", {}), "part_act": ("part_act", {}),
+        "at+consistency": ("at", {"consistency_weight": 1.0}),
+        "at+feature_alignment": ("at", {"feature_alignment_weight": 0.1}),
+        "at+center_loss": ("at", {"center_loss_weight": 0.003})})
+  x_views = np.stack([x, x[:, :, ::-1]], axis=1)  # two "augmented" views
   steps = {}
-  for method in ("at", "part"):
+  for name, (method, extra) in variants.items():
     for instance in range(FLAGS.instances):
       keras.utils.set_random_seed(instance)
       classifier = build_model(FLAGS.model, shape, FLAGS.num_classes)
+      if method in ("act", "part_act"):
+        extra = {**extra, "natural_classifier": build_model(
+            FLAGS.model, shape, FLAGS.num_classes)}
       model = PARTModel(classifier, method=method, epsilon=8 / 255,
                         epsilon_low=4 / 255, step_size=2 / 255,
-                        num_steps=FLAGS.num_steps)
+                        num_steps=FLAGS.num_steps, **extra)
       model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                     jit_compile=FLAGS.jit_compile)
       model.part_active.assign(1)
-      steps[(method, instance)] = lambda m=model: m.train_on_batch(x, y)
+      batch = x_views if "consistency_weight" in extra else x
+      steps[(name, instance)] = (
+          lambda m=model, b=batch: m.train_on_batch(b, y))
   timed = median_seconds_interleaved(steps, FLAGS.repeats)
   per_method = {
-      method: sorted(t for (m, _), t in timed.items() if m == method)
-      for method in ("at", "part")}
+      name: sorted(t for (m, _), t in timed.items() if m == name)
+      for name in variants}
   for method, times in per_method.items():
-    print(f"train step  {method.upper():4s} medians per model (ms): "
+    print(f"train step  {method:20s} medians per model (ms): "
           + ", ".join(f"{t * 1e3:.1f}" for t in times))
   best = per_method["part"][0] / per_method["at"][0]
   typical = (statistics.median(per_method["part"]) /
              statistics.median(per_method["at"]))
   print(f"PART / AT step time ratio: {best:.3f} fastest models, "
         f"{typical:.3f} median models (target <= 1.10)")
+  for name in variants:  # the family against its base
+    if name in ("at", "part"):
+      continue
+    base = "act" if name == "part_act" else "at"
+    fastest = per_method[name][0] / per_method[base][0]
+    median = (statistics.median(per_method[name]) /
+              statistics.median(per_method[base]))
+    print(f"{name} / {base} step time ratio: {fastest:.3f} fastest models, "
+          f"{median:.3f} median models")
+  classifier = build_model(FLAGS.model, shape, FLAGS.num_classes)
 
   # --- 2. eps_map throughput: batched in-graph vs per image ----------------
   cams = ClassActivationMaps(classifier)

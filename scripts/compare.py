@@ -4,6 +4,11 @@ whether their differences are real or within noise.
 The quick start (offline MNIST sample, AT and PART, 3 seeds each):
   python scripts/compare.py --flagfile=configs/mnist_offline.cfg \
       --seeds=0,1,2 --model_dir=runs/quickstart
+ACT and the plug-in regularisers beside them (METHOD+REGULARISER[=WEIGHT];
+consistency and center_loss default to their papers' weights):
+  python scripts/compare.py --flagfile=configs/mnist_offline.cfg \
+      --seeds=0,1,2 --model_dir=runs/family \
+      --methods=at,part,act,part_act,at+consistency,at+center_loss,at+feature_alignment=0.1
 A sweep of one setting:
   python scripts/compare.py --flagfile=configs/mnist_offline.cfg \
       --seeds=0,1,2 --sweep=epsilon_low:0.05,0.06,0.07 --model_dir=runs/sweep
@@ -41,7 +46,10 @@ from flags import train_flags  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
 flags.DEFINE_list("methods", ["at", "part"], "Methods to compare; the first "
-                  "is the reference of the differences.")
+                  "is the reference of the differences. A method may add "
+                  "regularisers: at+consistency, part+center_loss=0.01, "
+                  "act+feature_alignment=0.1+consistency (weights default "
+                  "to the paper's where there is one).")
 flags.DEFINE_list("seeds", [], "Seeds to run each method with (default: "
                   "--seed alone), e.g. 0,1,2.")
 flags.DEFINE_string("sweep", None, "One setting to vary, as name:v1,v2,... "
@@ -53,6 +61,41 @@ OWN_FLAGS = ("--model_dir", "--methods", "--method", "--seeds", "--seed",
 # Settings that only the PART variants use.
 PART_ONLY = ("epsilon_low", "mask_rule", "cam", "cam_layer", "burn_in_epochs")
 NOT_SWEPT = ("model_dir", "method", "seed", "flagfile", "epochs")
+
+
+# The plug-in regularisers a --methods entry may add, with the paper's weight
+# (None: the weight must be given).
+REGULARISERS = {"consistency": 1.0, "feature_alignment": None,
+                "center_loss": 0.003}
+
+
+def parse_method(entry):
+  """(base method, {weight flag: value}) of a --methods entry such as
+  `at+consistency` or `part+center_loss=0.01`; ValueError if malformed."""
+  method, *extras = entry.split("+")
+  if method not in train_flags.METHOD_NAMES:
+    raise ValueError(f"unknown method {method!r} in --methods entry "
+                     f"{entry!r}; choose from {train_flags.METHOD_NAMES}")
+  weights = {}
+  for extra in extras:
+    name, _, value = extra.partition("=")
+    if name not in REGULARISERS:
+      raise ValueError(f"unknown regulariser {name!r} in --methods entry "
+                       f"{entry!r}; choose from {tuple(REGULARISERS)}")
+    if not value:
+      if REGULARISERS[name] is None:
+        raise ValueError(f"{name} has no paper default: give its weight, "
+                         f"e.g. {method}+{name}=0.1")
+      value = REGULARISERS[name]
+    try:
+      weight = float(value)
+    except ValueError:
+      raise ValueError(f"bad weight {value!r} in --methods entry "
+                       f"{entry!r}") from None
+    if not weight > 0:
+      raise ValueError(f"the weight of {name} in {entry!r} must be > 0")
+    weights[f"{name}_weight"] = weight
+  return method, weights
 
 
 def _own_flag(arg):
@@ -99,7 +142,7 @@ def plan(methods, seeds, sweep_name, sweep_values):
   runs = []
   for method in methods:
     affected = sweep_name is not None and not (
-        sweep_name in PART_ONLY and method not in
+        sweep_name in PART_ONLY and parse_method(method)[0] not in
         train_flags.REWEIGHTED_METHODS)
     for value in (sweep_values if affected else [""]):
       for seed in seeds:
@@ -137,7 +180,8 @@ def expected_settings(method, seed, sweep_name, value):
   for name in ("mean", "std"):
     if settings.get(name) is not None:
       settings[name] = [float(v) for v in settings[name]]
-  settings.update(method=method, seed=seed)
+  base, weights = parse_method(method)
+  settings.update(method=base, seed=seed, **weights)
   if value:
     settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)
   return settings
@@ -153,10 +197,10 @@ def read_log(path):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  unknown = sorted(set(FLAGS.methods) - set(train_flags.METHOD_NAMES))
-  if unknown:
-    sys.exit(f"error: unknown --methods {unknown}; choose from "
-             f"{train_flags.METHOD_NAMES}")
+  try:
+    variants = {entry: parse_method(entry) for entry in FLAGS.methods}
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   if len(set(FLAGS.methods)) != len(FLAGS.methods):
     sys.exit(f"error: --methods repeats a method: {FLAGS.methods}")
   try:
@@ -187,9 +231,11 @@ def main(argv):
     if metrics is None:
       print(f"=== {folder}: training in {model_dir}", flush=True)
       extra = [f"--{sweep_name}={value}"] if value else []
+      base, weights = variants[method]
+      extra += [f"--{name}={weight}" for name, weight in weights.items()]
       result = subprocess.run(
           [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *common,
-           *extra, f"--method={method}", f"--seed={seed}",
+           *extra, f"--method={base}", f"--seed={seed}",
            f"--model_dir={model_dir}"], check=False)
       if result.returncode != 0:
         sys.exit(f"error: training {folder} failed (exit "
@@ -238,7 +284,8 @@ def main(argv):
                                   title=header)))
   mean_logs = {label: _mean_log(parts) for label, parts in logs.items()}
   burn_in = (FLAGS.burn_in_epochs if sweep_name != "burn_in_epochs" and any(
-      m in train_flags.REWEIGHTED_METHODS for m in FLAGS.methods) else None)
+      base in train_flags.REWEIGHTED_METHODS
+      for base, _ in variants.values()) else None)
   io_utils.atomic_write_bytes(
       os.path.join(out, "comparison.png"),
       plots.figure_png(plots.training_curves_figure(

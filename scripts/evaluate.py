@@ -34,7 +34,7 @@ flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel."
 flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
 flags.DEFINE_list("epsilon", [], "Budgets, e.g. 8/255 or 2/255,4/255,8/255 "
-                  "(default: the run's epsilon).")
+                  "(default: the run's --eval_epsilon, else its --epsilon).")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test "
                      "examples.", lower_bound=1)
 flags.DEFINE_list("attacks", [], "Attacks (default: all available): fgsm, "
@@ -161,7 +161,7 @@ def main(argv):
     made_output = not os.path.exists(output_dir)
     run_folder.check_writable(output_dir)
     budgets = ([parse_budget(e) for e in FLAGS.epsilon] or
-               [run.get("epsilon", 8 / 255)])
+               [run.get("eval_epsilon") or run.get("epsilon", 8 / 255)])
     _, test, _ = data.load(dataset, data_dir=data_dir,
                            max_test=FLAGS.num_examples, max_train=1,
                            spec=spec)

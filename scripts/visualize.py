@@ -51,7 +51,8 @@ flags.mark_flag_as_required("model_path")
 FLAGS = flags.FLAGS
 
 # The PART variant of each method: the grid shows PART's budget.
-_REWEIGHTED = {"at": "part", "trades": "part_t", "mart": "part_m"}
+_REWEIGHTED = {"at": "part", "trades": "part_t", "mart": "part_m",
+               "act": "part_act"}
 
 
 def _saved_model_error(path):
@@ -73,6 +74,7 @@ def _saved_model_error(path):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from part_tf import data  # pylint: disable=g-import-not-at-top
   from part_tf import io_utils  # pylint: disable=g-import-not-at-top
@@ -104,7 +106,7 @@ def main(argv):
                 "step_size": 2 / 255, "num_steps": 10,
                 "cam": "gradcam_plus_plus", "mask_rule": "zscore",
                 "method": "part", "attack": "pgd", "beta": 6.0,
-                "cam_layer": "cam_features"}
+                "cam_layer": "cam_features", "act_alpha": 0.9}
     settings.update({k: run[k] for k in settings if k in run})
     for name in ("epsilon", "epsilon_low", "step_size", "num_steps",
                  "mask_rule"):
@@ -115,14 +117,23 @@ def main(argv):
                        f"{settings['epsilon_low']} and {settings['epsilon']}")
     cams = (list(pictures.CAM_METHODS) if FLAGS.cam == "all"
             else [FLAGS.cam or settings["cam"]])
+    method = _REWEIGHTED.get(settings["method"], settings["method"])
+    natural = None
+    if method == "part_act":  # ACT's AEs read its natural model
+      natural_path = os.path.join(default_output, "natural_classifier.keras")
+      if not os.path.exists(natural_path):
+        raise ValueError(f"an ACT model's adversarial examples need its "
+                         f"natural model, {natural_path}: pass the run "
+                         "folder as --model_path")
+      natural = keras.saving.load_model(natural_path)
     model = PARTModel(
-        classifier,
-        method=_REWEIGHTED.get(settings["method"], settings["method"]),
+        classifier, method=method, natural_classifier=natural,
         epsilon=settings["epsilon"], epsilon_low=settings["epsilon_low"],
         step_size=settings["step_size"], num_steps=settings["num_steps"],
         cam=cams[0], mask_rule=settings["mask_rule"],
         cam_layer=settings["cam_layer"], beta=settings["beta"],
-        attack=settings["attack"], seed=FLAGS.seed)
+        attack=settings["attack"], act_alpha=settings["act_alpha"],
+        seed=FLAGS.seed)
     _, test, _ = data.load(dataset, data_dir=data_dir, max_train=1,
                            spec=spec)
     chosen = np.sort(np.random.default_rng(FLAGS.seed).choice(

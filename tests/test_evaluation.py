@@ -1,5 +1,12 @@
 """PGD evaluation: reductions, agreement with cleverhans, the callback."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 import keras
 import numpy as np
@@ -7,6 +14,7 @@ import tensorflow as tf
 
 from part_tf import evaluation
 from part_tf.models import small_cnn
+from tests.tiny_runs import TINY_TRAIN
 
 
 def _setup():
@@ -60,6 +68,36 @@ class EvaluationTest(tf.test.TestCase):
     self.assertTrue(np.isnan(logged[0]) and np.isnan(logged[2]))
     self.assertAllClose([logged[1], logged[3], logged[4]], [0.75] * 3)
     del x, y
+
+
+
+class OverdesignedBudgetTest(tf.test.TestCase):
+  """Training at a larger epsilon than the one evaluated (--eval_epsilon)."""
+
+  def test_run_and_evaluate_py_use_the_evaluation_budget(self):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, model_dir)
+    train = subprocess.run(
+        [sys.executable, os.path.join(root, "scripts", "train.py"),
+         *TINY_TRAIN, "--epsilon=0.12", "--eval_epsilon=0.1", "--epochs=1",
+         "--burn_in_epochs=0", "--method=at", "--image_count=0",
+         "--noexport", f"--model_dir={model_dir}"],
+        capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(train.returncode, 0, train.stderr[-2000:])
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertEqual((metrics["epsilon"], metrics["train_epsilon"]),
+                     (0.1, 0.12))
+    self.assertAllClose(metrics["eval_step_size"], 0.025)
+    evaluate = subprocess.run(
+        [sys.executable, os.path.join(root, "scripts", "evaluate.py"),
+         f"--model_path={model_dir}", "--attacks=fgsm", "--num_examples=16",
+         "--nosanity_checks"],
+        capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(evaluate.returncode, 0, evaluate.stderr[-2000:])
+    with open(os.path.join(model_dir, "eval.json")) as f:
+      self.assertEqual(json.load(f)["reports"][0]["epsilon"], 0.1)
 
 
 if __name__ == "__main__":

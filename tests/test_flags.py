@@ -44,6 +44,9 @@ class FlagNamesTest(tf.test.TestCase):
     self.assertEqual(
         sorted(train_flags.REWEIGHTED_METHODS),
         sorted(m for m, spec in training.METHODS.items() if spec.reweighted))
+    self.assertEqual(
+        sorted(train_flags.CONCURRENT_METHODS),
+        sorted(m for m, spec in training.METHODS.items() if spec.concurrent))
     self.assertEqual(train_flags.ATTACKS, training.ATTACKS)
     self.assertEqual(sorted(train_flags.CAM_METHODS), sorted(cam.CAM_METHODS))
     self.assertEqual(sorted(train_flags.MASK_RULES), sorted(cam.MASK_RULES))
@@ -66,6 +69,20 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ("unknown_method", ["--method=fgsm"], "method"),
       ("official_on_grayscale", ["--mask_rule=official"], "needs RGB images"),
       ("bad_decay_epochs", ["--lr_decay_epochs=60,x"], "lr_decay_epochs"),
+      ("act_alpha_above_one", ["--method=act", "--act_alpha=1.5"],
+       "act_alpha"),
+      ("zero_act_temperature", ["--method=act", "--act_temperature=0"],
+       "--act_temperature must be > 0"),
+      ("natural_model_without_act", ["--act_natural_model=resnet18"],
+       "--act_natural_model is for --method=act or part_act"),
+      ("negative_regulariser", ["--center_loss_weight=-1"],
+       "center_loss_weight"),
+      ("consistency_without_augmentation",
+       ["--consistency_weight=1", "--noaugment"],
+       "--consistency_weight needs --augment"),
+      ("center_lr_above_one", ["--center_lr=2"], "--center_lr must be in"),
+      ("zero_eval_epsilon", ["--eval_epsilon=0"],
+       "--eval_epsilon must be > 0 and < 1"),
   )
   def test_one_line_error(self, args, message):
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
@@ -112,11 +129,23 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn("Traceback", result.stderr)
     text = "".join(result.stdout.split())  # absl wraps long choice lists
     self.assertIn("--manual_dir", result.stdout)
-    for choice in ("<at|part|trades|part_t|mart|part_m>", "<pgd|mma>",
+    for choice in ("<at|part|trades|part_t|mart|part_m|act|part_act>",
+                   "<pgd|mma>",
                    "mnist_offline", "tiny_imagenet", "resnet18", "wrn34_10",
                    "<gradcam_plus_plus|gradcam|layercam|xgradcam>",
                    "<zscore|official|soft>"):
       self.assertIn(choice, text)
+    # The trade-off family's flags, each with its paper's default.
+    for flag in ("--act_alpha:ACT:weightoftherobustmodel'sdistillationterm"
+                 "(paper:0.9).(default:'0.9')",
+                 "--act_temperature:ACT:distillationtemperature(paper:4).",
+                 "(paper:1.0;0:off).(default:'0.0')",
+                 "--consistency_temperature:Itssharpeningtemperature"
+                 "(paper:0.5)", "--feature_alignment_weight:",
+                 "--center_loss_weight:", "--center_lr:", "--feature_layer:",
+                 "--act_natural_model:<resnet18|small_cnn|wrn28_10|wrn34_10>",
+                 "--eval_epsilon:"):
+      self.assertIn(flag, text)
 
 
 class ManualDirTest(tf.test.TestCase):

@@ -130,5 +130,45 @@ class ResumedStudyTest(tf.test.TestCase):
       self.assertGreater(np.mean(chart < 200), 0.01)
 
 
+class VariantStudyTest(tf.test.TestCase):
+  """--methods entries that add regularisers (METHOD+NAME[=WEIGHT])."""
+
+  def test_a_regulariser_variant_is_a_method_of_the_study(self):
+    root = tempfile.mkdtemp()
+    command = [sys.executable, COMPARE, *TINY[:-2],
+               "--methods=at,at+center_loss=0.01", "--seeds=0",
+               f"--model_dir={root}"]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            timeout=900, cwd=ROOT)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("at+center_loss=0.01 vs at, natural accuracy: ",
+                  result.stdout)
+    with open(os.path.join(root, "at+center_loss=0.01", "seed0",
+                           "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["method"], config["center_loss_weight"]),
+                     ("at", 0.01))
+    with open(os.path.join(root, "at", "seed0", "config.json")) as f:
+      self.assertEqual(json.load(f)["center_loss_weight"], 0.0)
+    again = subprocess.run(command, capture_output=True, text=True,
+                           timeout=900, cwd=ROOT)
+    self.assertIn("=== at+center_loss=0.01/seed0: finished already",
+                  again.stdout)
+
+  def test_bad_entries_are_one_line_errors(self):
+    for entry, message in (
+        ("at+dropout", "unknown regulariser 'dropout'"),
+        ("at+feature_alignment", "feature_alignment has no paper default"),
+        ("at+consistency=-1", "must be > 0"),
+        ("fgsm+consistency", "unknown method 'fgsm'")):
+      result = subprocess.run(
+          [sys.executable, COMPARE, f"--methods=at,{entry}",
+           f"--model_dir={tempfile.mkdtemp()}"],
+          capture_output=True, text=True, timeout=120, cwd=ROOT)
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(message, result.stderr)
+      self.assertLen(result.stderr.strip().splitlines(), 1, result.stderr)
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -446,7 +446,7 @@ def steps_per_epoch(data: ArrayData, batch_size: int) -> int:
 
 def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
                   seed: int, start_epoch: int, epochs: int,
-                  augment: bool = True) -> tf.data.Dataset:
+                  augment: bool = True, views: int = 1) -> tf.data.Dataset:
   """Batches for epochs `[start_epoch, epochs)` back to back.
 
   Each epoch is a fresh permutation of the data seeded by `(seed, epoch)`,
@@ -465,10 +465,13 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
     start_epoch: First epoch to yield (0-based).
     epochs: One past the last epoch to yield.
     augment: Whether to apply random crop and flip.
+    views: augmented views of each image (2 for consistency
+      regularisation); the first view is the one-view batch.
 
   Returns:
     Dataset of `(x, y)`: x float32 in [0, 1] of static shape
-    `[batch_size, H, W, C]`, y int32 of shape `[batch_size]`.
+    `[batch_size, H, W, C]` (`[batch_size, views, H, W, C]` for views > 1),
+    y int32 of shape `[batch_size]`.
 
   Raises:
     ValueError: Negative `start_epoch` or bad batch size.
@@ -496,7 +499,9 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
     if augment:
       batch_seed = tf.random.experimental.stateless_fold_in(
           tf.stack([base_seed, epoch]), step)
-      x = _augment(x, spec, batch_seed)
+      x = augmented_views(x, spec, batch_seed, views)
+    elif views > 1:
+      x = tf.stack([x] * views, axis=1)
     return tf.cast(x, tf.float32) / 255.0, y
 
   return (tf.data.Dataset.range(start_epoch, epochs)
@@ -504,6 +509,19 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
           .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
                deterministic=True)
           .prefetch(tf.data.AUTOTUNE))
+
+
+def augmented_views(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor,
+                    views: int = 1) -> tf.Tensor:
+  """`views` independent augmentations of a uint8 batch [B, H, W, C]: the
+  batch itself augmented for one view, else [B, views, H, W, C] whose first
+  view is the one-view augmentation (same seed)."""
+  if views == 1:
+    return _augment(x, spec, seed)
+  return tf.stack(
+      [_augment(x, spec, seed if v == 0 else
+                tf.random.experimental.stateless_fold_in(seed, v))
+       for v in range(views)], axis=1)
 
 
 def _augment(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor) -> tf.Tensor:

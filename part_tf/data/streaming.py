@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf.data import tfds_any
-from part_tf.data.datasets import _augment  # pylint: disable=protected-access
+from part_tf.data.datasets import augmented_views
 from part_tf.data.datasets import _no_missing_variant_warnings  # pylint: disable=protected-access
 from part_tf.data.datasets import DatasetSpec
 from part_tf.data.datasets import is_readable
@@ -84,7 +84,8 @@ def _split(split: str, limit) -> str:
 def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
                  start_epoch: int = 0, augment: bool = True, data_dir=None,
                  limit=None, input_context=None,
-                 shuffle_buffer: int = SHUFFLE_BUFFER) -> tf.data.Dataset:
+                 shuffle_buffer: int = SHUFFLE_BUFFER,
+                 views: int = 1) -> tf.data.Dataset:
   """Endless training batches read from the TFDS shards of `spec`.
 
   Each pass over the (sharded) split is shuffled anew and cut into full
@@ -100,6 +101,8 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
     limit: read only the first `limit` examples of the split.
     input_context: `tf.distribute.InputContext` of this pipeline, or None.
     shuffle_buffer: examples in the shuffle buffer (bounds the memory).
+    views: augmented views of each image (2 for consistency
+      regularisation: x is then [batch_size, 2, H, W, C]).
 
   Returns:
     Dataset of `(x float32 [batch_size, H, W, C] in [0, 1], y int32)`.
@@ -125,8 +128,10 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
   def make_batch(step, batch):
     x, y = batch
     if augment:
-      x = _augment(x, spec, tf.random.experimental.stateless_fold_in(
-          base, step))
+      x = augmented_views(x, spec, tf.random.experimental.stateless_fold_in(
+          base, step), views)
+    elif views > 1:
+      x = tf.stack([x] * views, axis=1)
     return tf.cast(x, tf.float32) / 255.0, y
 
   return (ds.map(tfds_any.to_example(spec),

@@ -1,10 +1,12 @@
 """`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT
-(or TRADES / MART, see `methods.py`).
+(or TRADES / MART / ACT, see `methods.py`), plus any plug-in regularisers
+(`regularisers/`).
 
 One training step, top to bottom (all inside the compiled step):
 
   x -> CAM of the predicted class -> eps_map -> weighted-budget PGD -> x_adv
-    -> base-method loss (AT / TRADES / MART) on x_adv -> SGD update
+    -> base-method loss (AT / TRADES / MART / ACT) on x_adv
+    + regularisers -> SGD update (-> regulariser state, e.g. class centres)
 
 During burn-in (and always for the base methods) the budget is uniform. The
 switch is the non-trainable variable `part_active`, flipped by the
@@ -12,6 +14,7 @@ switch is the non-trainable variable `part_active`, flipped by the
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
@@ -20,12 +23,17 @@ from part_tf.cam import ClassActivationMaps
 from part_tf.cam import eps_map_from_cam
 from part_tf.cam import MASK_RULES
 from part_tf.models import CAM_LAYER
+from part_tf.training import forward
+from part_tf.training import regularisers as regularisers_lib
 from part_tf.training.methods import BASE_METHODS
 from part_tf.training.methods import ATTACKS
 from part_tf.training.methods import METHODS
+from part_tf.training.methods import MethodParams
 
-# What a training step and an evaluation step log.
+# What a training step and an evaluation step log (ACT adds its natural
+# model's loss and clean accuracy).
 _TRAIN_LOGS = ("loss", "adv_accuracy", "eps_mean", "full_eps_fraction")
+_NATURAL_LOGS = ("natural_model_loss", "natural_model_accuracy")
 _TEST_LOGS = ("loss", "accuracy")
 
 
@@ -40,7 +48,8 @@ class PARTModel(keras.Model):
     classifier: functional `keras.Model`, images in [0, 1] -> logits, with a
       layer named `cam_layer`.
     method: one of `part_tf.training.METHOD_NAMES`: "at", "part",
-      "trades", "part_t", "mart", "part_m" (see `methods.py`).
+      "trades", "part_t", "mart", "part_m", "act", "part_act" (see
+      `methods.py`).
     epsilon: full L-inf budget.
     epsilon_low: budget of the unimportant pixels (PART only).
     step_size: PGD step size.
@@ -56,6 +65,21 @@ class PARTModel(keras.Model):
       targeted margin PGD runs against the top wrong classes).
     seed: base of the stateless seeds of the random starts (combined with the
       optimiser's step counter, so a resumed run continues the same sequence).
+    natural_classifier: ACT's natural model (functional, same inputs and
+      classes; "act" and "part_act" need it, the others take none). It trains
+      on the clean images beside the robust `classifier`, with the same
+      optimiser settings.
+    act_alpha, act_beta, act_temperature: ACT's distillation weights of the
+      robust and the natural model, and its temperature (paper: 0.9, 0.9, 4).
+    consistency_weight, consistency_temperature: consistency regularisation
+      (Tack et al.; paper: 1.0, 0.5). Batches must then hold two augmented
+      views per example, x of shape [B, 2, H, W, C].
+    feature_alignment_weight: weight of the clean/adversarial feature
+      distance (Liu & JaJa).
+    center_loss_weight, center_lr: centre loss on adversarial features and
+      the centres' update rate (Agarwal et al.; Wen et al.: 0.003, 0.5).
+    feature_layer: layer whose output the feature regularisers read
+      (default: the penultimate layer, the input of the last layer).
     **kwargs: passed to `keras.Model` (e.g. `name`).
 
   Example:
@@ -64,13 +88,22 @@ class PARTModel(keras.Model):
     ...                   epsilon_low=0.07, step_size=0.025, num_steps=10)
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
     >>> model.fit(train_ds, epochs=8, callbacks=[BurnInSwitch(3)])
+
+    ACT, with a natural model of the same architecture:
+    >>> model = PARTModel(classifier, method="act",
+    ...                   natural_classifier=keras.models.clone_model(
+    ...                       classifier), epsilon=0.1, step_size=0.025)
   """
 
   def __init__(self, classifier, method="part", epsilon=8 / 255,
                epsilon_low=7 / 255, step_size=2 / 255, num_steps=10,
                cam="gradcam_plus_plus", mask_rule="zscore",
                cam_layer=CAM_LAYER, weight_decay=0.0, seed=0, beta=6.0,
-               attack="pgd", **kwargs):
+               attack="pgd", natural_classifier=None, act_alpha=0.9,
+               act_beta=0.9, act_temperature=4.0, consistency_weight=0.0,
+               consistency_temperature=0.5, feature_alignment_weight=0.0,
+               center_loss_weight=0.0, center_lr=0.5, feature_layer=None,
+               **kwargs):
     if method not in METHODS:
       raise ValueError(f"unknown method {method!r}; choose one of "
                        f"{tuple(METHODS)}")
@@ -85,6 +118,32 @@ class PARTModel(keras.Model):
     if step_size <= 0 or num_steps < 0:
       raise ValueError(f"need step_size > 0 and num_steps >= 0, got "
                        f"{step_size}, {num_steps}")
+    concurrent = METHODS[method].concurrent
+    if concurrent and natural_classifier is None:
+      raise ValueError(f"method {method!r} trains a natural model beside the "
+                       "robust one: pass natural_classifier")
+    if natural_classifier is not None and not concurrent:
+      raise ValueError(f"method {method!r} trains no natural model; "
+                       "natural_classifier is for 'act' and 'part_act'")
+    if natural_classifier is not None and (
+        tuple(natural_classifier.input_shape[1:])
+        != tuple(classifier.input_shape[1:])
+        or natural_classifier.output_shape[-1]
+        != classifier.output_shape[-1]):
+      raise ValueError(
+          f"the natural model maps {natural_classifier.input_shape} to "
+          f"{natural_classifier.output_shape}; the robust model maps "
+          f"{classifier.input_shape} to {classifier.output_shape}")
+    for name, value in (("act_alpha", act_alpha), ("act_beta", act_beta)):
+      if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if act_temperature <= 0:
+      raise ValueError(f"act_temperature must be > 0, got {act_temperature}")
+    for name, value in (("consistency_weight", consistency_weight),
+                        ("feature_alignment_weight", feature_alignment_weight),
+                        ("center_loss_weight", center_loss_weight)):
+      if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     inputs = keras.Input(shape=classifier.input_shape[1:], name="images")
     super().__init__(inputs=inputs, outputs=classifier(inputs), **kwargs)
     self.classifier = classifier
@@ -100,6 +159,19 @@ class PARTModel(keras.Model):
     self.seed = int(seed)
     self.beta = float(beta)
     self.attack = attack
+    self.natural_classifier = natural_classifier
+    self.act_alpha = float(act_alpha)
+    self.act_beta = float(act_beta)
+    self.act_temperature = float(act_temperature)
+    self.consistency_weight = float(consistency_weight)
+    self.consistency_temperature = float(consistency_temperature)
+    self.feature_alignment_weight = float(feature_alignment_weight)
+    self.center_loss_weight = float(center_loss_weight)
+    self.center_lr = float(center_lr)
+    self.feature_layer = feature_layer or None
+    self._params = MethodParams(beta=self.beta, act_alpha=self.act_alpha,
+                                act_beta=self.act_beta,
+                                act_temperature=self.act_temperature)
     self._base = BASE_METHODS[METHODS[method].base]
     self._reweighted = METHODS[method].reweighted
     self._cams = (ClassActivationMaps(classifier, cam, cam_layer)
@@ -107,10 +179,38 @@ class PARTModel(keras.Model):
     self.part_active = self.add_weight(
         name="part_active", shape=(), dtype="int32", initializer="zeros",
         trainable=False)
+    # The regularisers of non-zero weight, as (weight, regulariser).
+    self._regularisers = []
+    if self.consistency_weight:
+      self._regularisers.append((self.consistency_weight,
+                                 regularisers_lib.Consistency(
+                                     self.consistency_temperature)))
+    if self.feature_alignment_weight:
+      self._regularisers.append((self.feature_alignment_weight,
+                                 regularisers_lib.FeatureAlignment()))
+    with_features = self.feature_alignment_weight or self.center_loss_weight
+    # The classifier with a feature output (a plain attribute of an untracked
+    # holder: its weights are the classifier's, saved once).
+    self._network = _Untracked(
+        forward.feature_network(classifier, self.feature_layer)
+        if with_features else classifier)
+    if self.center_loss_weight:
+      feature_dim = int(np.prod(self._network.value.outputs[1].shape[1:]))
+      # A tracked attribute: the centres are saved and resumed.
+      self.center_loss = regularisers_lib.CenterLoss(
+          classifier.output_shape[-1], feature_dim, self.center_lr,
+          name="center_loss")
+      self._regularisers.append((self.center_loss_weight, self.center_loss))
+    self._with_features = bool(with_features)
+    self._views = 2 if any(r.needs_views for _, r in self._regularisers) else 1
     self._evaluating = False
+    self._train_logs = _TRAIN_LOGS + (_NATURAL_LOGS if concurrent else ())
     self._trackers = {
         name: keras.metrics.Mean(name=name)
-        for name in ("loss", "eps_mean", "full_eps_fraction")}
+        for name in ("loss", "eps_mean", "full_eps_fraction",
+                     "natural_model_loss")}
+    self._trackers["natural_model_accuracy"] = (
+        keras.metrics.SparseCategoricalAccuracy(name="natural_model_accuracy"))
     self._trackers["adv_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
         name="adv_accuracy")
     self._trackers["accuracy"] = keras.metrics.SparseCategoricalAccuracy(
@@ -129,15 +229,24 @@ class PARTModel(keras.Model):
                                  self.epsilon_low, self.mask_rule),
         lambda: uniform)
 
-  def craft(self, x, y, eps_map, seed):
-    """(x, eps_map) -> x_adv: the base method's attack with this budget."""
+  def craft(self, x, y, eps_map, seed, out=None):
+    """(x, eps_map) -> x_adv: the base method's attack with this budget.
+
+    `out` (the step's `Forward`) gives ACT's attack the natural model's
+    clean outputs (in inference mode when not given); the other methods do
+    not use it.
+    """
     clean_fn = lambda z: self.classifier(z, training=False)
+    if out is None:
+      out = forward.Forward(self.classifier, x, self.natural_classifier,
+                            training=False)
     if self.attack == "mma":
       return attacks.mma(clean_fn, x, y, eps_map, self.step_size,
                          self.num_steps, k=3,
                          init_fn=self._base.attack_init, seed=seed)
     return attacks.pgd(
-        clean_fn, x, self._base.attack_target(clean_fn, x, y), eps_map,
+        clean_fn, x,
+        self._base.attack_target(out, clean_fn, x, y, self._params), eps_map,
         step_size=self.step_size, num_steps=self.num_steps,
         loss_fn=self._base.attack_loss, init_fn=self._base.attack_init,
         seed=seed)
@@ -162,32 +271,58 @@ class PARTModel(keras.Model):
     """
     super().compile(*args, **kwargs)
     if self.optimizer is not None and not self.optimizer.built:
-      self.optimizer.build(self.classifier.trainable_variables)
+      self.optimizer.build(self._trained_variables())
+
+  def _trained_variables(self):
+    """The robust classifier's trainable variables (then the natural
+    model's, for ACT): one optimiser updates both models, each variable with
+    its own slots, as two optimisers of the same settings would."""
+    variables = list(self.classifier.trainable_variables)
+    if self.natural_classifier is not None:
+      variables += self.natural_classifier.trainable_variables
+    return variables
 
   def train_step(self, data):
-    x, y, weights = self._unpack(data)
-    variables = self.classifier.trainable_variables
-    count = _sum_over_replicas(tf.cast(tf.shape(x)[0], tf.float32))
+    x, y, weights = self._unpack(data, views=self._views)
+    if self._views > 1:  # [B, V, ...] -> [V * B, ...], all first views first
+      x = tf.concat(tf.unstack(x, axis=1), axis=0)
+      y = tf.tile(y, [self._views])
+      weights = tf.tile(weights, [self._views])
+    variables = self._trained_variables()
+    count = distribution.sum_over_replicas(
+        tf.cast(tf.shape(x)[0], tf.float32))
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     # 1 for each real example, 0 for the stand-in of an empty replica.
     present = tf.ones_like(weights)
     if replicas > 1:
       x, y, weights, present = _at_least_one_example(x, y, weights, present)
 
-    # --- x -> eps_map -> x_adv -------------------------------------------
-    eps_map = self.budget(x)
-    x_adv = self.craft(x, y, eps_map, self.step_seed())
-
-    # --- x_adv -> loss -> update -----------------------------------------
     with tf.GradientTape() as tape:
-      per_example, logits_adv = self._base.train_loss(
-          lambda z: self.classifier(z, training=True), x, x_adv, y,
-          self.beta)
+      out = forward.Forward(self._network.value, x, self.natural_classifier,
+                            with_features=self._with_features)
+      if self.natural_classifier is not None:
+        out.natural_logits()  # ACT: the natural model sees the clean batch
+
+      # --- x -> eps_map -> x_adv (not differentiated) ----------------------
+      with tape.stop_recording():
+        eps_map = self.budget(x)
+        x_adv = self.craft(x, y, eps_map, self.step_seed(), out)
+      out.set_adversarial(x_adv)
+
+      # --- x_adv -> loss: the method's, plus the regularisers' -------------
+      per_example = self._base.train_loss(out, y, self._params)
+      for weight, regulariser in self._regularisers:
+        per_example += weight * regulariser(out, y)
+      natural_loss = None
+      if self._base.natural_loss is not None:
+        natural_loss = self._base.natural_loss(out, y, self._params)
       # This replica's share of the mean over the global batch: gradients
       # are summed over replicas, so the update follows the global mean
       # (Keras' "sum_over_batch_size"), also when a partial last batch splits
       # into replicas of unequal size.
       total = tf.reduce_sum(per_example * weights) / count
+      if natural_loss is not None:  # its own variables: a separate gradient
+        total += tf.reduce_sum(natural_loss * weights) / count
       if self.weight_decay:
         # 0.5 * wd * |w|^2 adds exactly wd * w to the summed gradient
         # (PyTorch's coupled SGD weight decay), and is loss-scaled like the
@@ -196,22 +331,30 @@ class PARTModel(keras.Model):
             [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
              for v in variables])
       scaled = self.optimizer.scale_loss(total)
+    # --- update -------------------------------------------------------------
     grads = tape.gradient(scaled, variables)
     self.optimizer.apply(grads, variables)
+    for _, regulariser in self._regularisers:
+      regulariser.update(out, y, present)
 
     # --- metrics ---------------------------------------------------------
     # Per-example values: the epoch averages weigh every example once,
     # whatever the batch sizes.
     self._trackers["loss"].update_state(per_example * weights, present)
-    self._trackers["adv_accuracy"].update_state(y, logits_adv,
+    self._trackers["adv_accuracy"].update_state(y, out.logits("adv"),
                                                 weights * present)
+    if natural_loss is not None:
+      self._trackers["natural_model_loss"].update_state(
+          natural_loss * weights, present)
+      self._trackers["natural_model_accuracy"].update_state(
+          y, out.natural_logits(), weights * present)
     self._trackers["eps_mean"].update_state(
         tf.reduce_mean(eps_map, axis=[1, 2, 3]), present)
     self._trackers["full_eps_fraction"].update_state(tf.reduce_mean(
         tf.cast(eps_map >= self.epsilon, tf.float32), axis=[1, 2, 3]),
                                                      present)
     return distribution.multi_worker_logs(
-        {name: self._trackers[name].result() for name in _TRAIN_LOGS})
+        {name: self._trackers[name].result() for name in self._train_logs})
 
   def test_step(self, data):
     x, y, weights = self._unpack(data)
@@ -249,8 +392,11 @@ class PARTModel(keras.Model):
         lambda: self.classifier(x, training=False),
         lambda: tf.zeros([0, classes], self.classifier.output.dtype))
 
-  def _unpack(self, data):
+  def _unpack(self, data, views=1):
     """(x float32, y int32 [B], sample weights float32 [B]) of a batch.
+
+    With `views` > 1 (consistency regularisation, training only) x holds that
+    many augmented views of each example: [B, views, H, W, C].
 
     Accepts what `model.fit` / `evaluate` hand over: `(x, y)` or
     `(x, y, sample_weight)` (Keras turns `class_weight` into the latter),
@@ -263,12 +409,20 @@ class PARTModel(keras.Model):
                        "(x, y) or (x, y, sample_weight); got images only")
     x = tf.convert_to_tensor(x)
     expected = tuple(self.classifier.input_shape[1:])
+    if views > 1:
+      expected = (views, *expected)
     if not x.dtype.is_floating:
       raise ValueError(f"PARTModel needs float images with values in [0, 1], "
                        f"got {x.dtype.name} images; divide uint8 images by "
                        "255")
     if (x.shape.rank != len(expected) + 1
         or not x.shape[1:].is_compatible_with(expected)):
+      if views > 1:
+        raise ValueError(
+            f"consistency regularisation trains on {views} augmented views "
+            f"of each example: images of shape {(None, *expected)}, got "
+            f"{tuple(x.shape)} (part_tf.data.train_dataset(..., views=2) "
+            "makes them)")
       raise ValueError(f"images of shape {tuple(x.shape)} do not fit the "
                        f"classifier's input shape {(None, *expected)}")
     x = tf.cast(x, tf.float32)
@@ -305,7 +459,7 @@ class PARTModel(keras.Model):
     # results from them only if their names are the step's log keys;
     # otherwise it keeps the last step's logs, which under a distribution
     # strategy are per-replica values averaged, not the global ones.
-    names = _TEST_LOGS if self._evaluating else _TRAIN_LOGS
+    names = _TEST_LOGS if self._evaluating else self._train_logs
     return [self._trackers[name] for name in names]
 
   @property
@@ -322,6 +476,16 @@ class PARTModel(keras.Model):
         "mask_rule": self.mask_rule, "cam_layer": self.cam_layer,
         "weight_decay": self.weight_decay, "seed": self.seed,
         "beta": self.beta, "attack": self.attack,
+        "natural_classifier": (
+            None if self.natural_classifier is None else
+            keras.saving.serialize_keras_object(self.natural_classifier)),
+        "act_alpha": self.act_alpha, "act_beta": self.act_beta,
+        "act_temperature": self.act_temperature,
+        "consistency_weight": self.consistency_weight,
+        "consistency_temperature": self.consistency_temperature,
+        "feature_alignment_weight": self.feature_alignment_weight,
+        "center_loss_weight": self.center_loss_weight,
+        "center_lr": self.center_lr, "feature_layer": self.feature_layer,
         "name": self.name,
     }
 
@@ -330,16 +494,17 @@ class PARTModel(keras.Model):
     config = dict(config)
     config["classifier"] = keras.saving.deserialize_keras_object(
         config["classifier"])
+    if config.get("natural_classifier") is not None:
+      config["natural_classifier"] = keras.saving.deserialize_keras_object(
+          config["natural_classifier"])
     return cls(**config)
 
 
-def _sum_over_replicas(value: tf.Tensor) -> tf.Tensor:
-  """`value` summed over the replicas of the current strategy (itself when
-  there is one replica)."""
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return value
-  return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+class _Untracked:
+  """Holds an object out of Keras' attribute tracking."""
+
+  def __init__(self, value):
+    self.value = value
 
 
 def _at_least_one_example(x, y, weights, present):
