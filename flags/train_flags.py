@@ -96,7 +96,8 @@ def define_flags():
   flags.DEFINE_float("act_temperature", 4.0, "ACT: distillation "
                      "temperature (paper: 4).")
   flags.DEFINE_enum("act_natural_model", None, MODEL_NAMES, "ACT: the "
-                    "natural model's architecture (default: --model).")
+                    "natural model's architecture (default: --model). Like "
+                    "the other act_ flags, ignored by the other methods.")
   # Plug-in regularisers, added to any method; 0 is off.
   flags.DEFINE_float("consistency_weight", 0.0, "Consistency regularisation "
                      "(Tack et al., AAAI 2022): weight of the JS divergence "
@@ -239,11 +240,6 @@ def _register_validators():
       lambda f: not f["consistency_weight"] or f["augment"],
       message="--consistency_weight needs --augment: its two views are two "
               "augmentations of each image")
-  flags.register_multi_flags_validator(
-      ["act_natural_model", "method"],
-      lambda f: f["act_natural_model"] is None or (
-          f["method"] in CONCURRENT_METHODS),
-      message="--act_natural_model is for --method=act or part_act")
   flags.register_multi_flags_validator(
       ["burn_in_epochs", "epochs", "method"],
       lambda f: (f["method"] not in REWEIGHTED_METHODS

@@ -330,6 +330,14 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   spec = data.resolve_spec(config.dataset, data_dir, config.image_size,
                            config.num_classes, config.mean, config.std,
                            config.manual_dir)
+  # Consistency regularisation trains on two augmented views of each image.
+  views = 2 if config.consistency_weight else 1
+  if views > 1 and not (config.augment and (spec.crop_padding or spec.flip)):
+    raise ValueError(
+        "--consistency_weight compares two augmentations of each image, but "
+        + ("--noaugment turns augmentation off" if not config.augment else
+           f"{config.dataset} is trained without augmentation (no crop "
+           "padding, no flip)"))
   if config.input != "memory":  # the size decides; loading prepares too
     data.prepare(spec, data_dir, config.manual_dir)
   input_mode = streaming.choose(config.input, spec, data_dir,
@@ -339,8 +347,6 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       distribution.kind(strategy) == "multi_worker"):
     raise ValueError("--data_service with several workers needs "
                      "--input=stream (each worker then serves its own files)")
-  # Consistency regularisation trains on two augmented views of each image.
-  views = 2 if config.consistency_weight else 1
   if input_mode == "memory":
     train_data, test_data, spec = data.load(
         config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
@@ -540,9 +546,12 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       os.path.join(write_dir, run_folder.METRICS_FILE), metrics)
   write_hparams(
       os.path.join(tensorboard_dir, "hparams"),
-      {name: getattr(config, name) for name in (
+      {**{name: getattr(config, name) for name in (
           "method", "epsilon", "epsilon_low", "mask_rule", "cam", "model",
-          "dataset", "burn_in_epochs", "attack", "seed")},
+          "dataset", "burn_in_epochs", "attack", "seed", "act_alpha",
+          "act_beta", "act_temperature", "consistency_weight",
+          "feature_alignment_weight", "center_loss_weight")},
+       "eval_epsilon": eval_epsilon},
       {"natural_accuracy": metrics["natural_accuracy"],
        f"pgd{config.eval_num_steps}_accuracy":
            metrics[f"pgd{config.eval_num_steps}_accuracy"]},

@@ -88,7 +88,12 @@ def training_curves_figure(logs: dict, burn_in_epochs: int | None = None,
   if any(np.isfinite(log.get("val_pgd_accuracy", [np.nan])).sum() > 1
          for log in logs.values()):  # measured on more than the last epoch
     panels.append(("val_pgd_accuracy", "PGD accuracy (held-out subset)"))
-  fig = mfigure.Figure(figsize=(4.0 * len(panels), 3.6), dpi=100)
+  # The legend goes below the charts, in rows of up to 4 methods, so that
+  # it hides no curve however many methods there are.
+  legend_rows = -(-len(logs) // 4)
+  legend_height = 0.25 * legend_rows + 0.15
+  fig = mfigure.Figure(figsize=(4.0 * len(panels), 3.6 + legend_height),
+                       dpi=100)
   axes = fig.subplots(1, len(panels))
   for ax, (column, label) in zip(np.atleast_1d(axes), panels):
     for i, (method, log) in enumerate(logs.items()):
@@ -106,10 +111,12 @@ def training_curves_figure(logs: dict, burn_in_epochs: int | None = None,
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_title(label, fontsize=9)
     ax.grid(alpha=0.3)
-  np.atleast_1d(axes)[0].legend(fontsize=8)
+  handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=min(4, len(logs)),
+             fontsize=8, frameon=False)
   if title:
     fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, legend_height / (3.6 + legend_height), 1, 1))
   return fig
 
 

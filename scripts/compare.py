@@ -17,9 +17,10 @@ Every flag of scripts/train.py is accepted and passed on. Each run trains in
 `<model_dir>/<method>[/<setting>=<value>]/seed<k>`; a run that is finished
 already is skipped, and a killed one resumes (the run folder's own resume),
 so a killed study started again goes on where it stopped. A base method
-(at, trades, mart) ignores PART's settings (epsilon_low, mask_rule, cam,
-cam_layer, burn_in_epochs), so a sweep over one of them trains it once per
-seed. Writes to `<model_dir>`:
+(at, trades, mart, act) ignores PART's settings (epsilon_low, mask_rule,
+cam, cam_layer, burn_in_epochs), and a method other than act and part_act
+ignores ACT's (act_alpha, act_beta, act_temperature, act_natural_model), so
+a sweep over one of them trains it once per seed. Writes to `<model_dir>`:
 
   study.md, study.json   mean ± sd over seeds per method and setting, and the
                          paired difference to the first method with a 95%
@@ -60,6 +61,18 @@ OWN_FLAGS = ("--model_dir", "--methods", "--method", "--seeds", "--seed",
              "--sweep")
 # Settings that only the PART variants use.
 PART_ONLY = ("epsilon_low", "mask_rule", "cam", "cam_layer", "burn_in_epochs")
+# Settings that only ACT (act, part_act) uses.
+ACT_ONLY = ("act_alpha", "act_beta", "act_temperature", "act_natural_model")
+
+
+def _uses(method, setting):
+  """Whether a --methods entry's base method uses `setting`."""
+  base = parse_method(method)[0]
+  if setting in PART_ONLY:
+    return base in train_flags.REWEIGHTED_METHODS
+  if setting in ACT_ONLY:
+    return base in train_flags.CONCURRENT_METHODS
+  return True
 NOT_SWEPT = ("model_dir", "method", "seed", "flagfile", "epochs")
 
 
@@ -141,9 +154,7 @@ def plan(methods, seeds, sweep_name, sweep_values):
   """[(method, setting, seed, run folder relative to --model_dir)]."""
   runs = []
   for method in methods:
-    affected = sweep_name is not None and not (
-        sweep_name in PART_ONLY and parse_method(method)[0] not in
-        train_flags.REWEIGHTED_METHODS)
+    affected = sweep_name is not None and _uses(method, sweep_name)
     for value in (sweep_values if affected else [""]):
       for seed in seeds:
         parts = [method] + ([f"{sweep_name}={value}"] if value else [])
@@ -214,6 +225,12 @@ def main(argv):
     sweep_name, sweep_values = parse_sweep(FLAGS.sweep)
   except ValueError as e:
     sys.exit(f"error: {e}")
+  clashing = [entry for entry, (_, weights) in variants.items()
+              if sweep_name in weights]
+  if clashing:
+    sys.exit(f"error: --sweep={sweep_name} and the --methods entries "
+             f"{clashing} both set {sweep_name}: sweep it on the plain "
+             "method instead")
   from part_tf import io_utils  # pylint: disable=g-import-not-at-top
   from part_tf import plots  # pylint: disable=g-import-not-at-top
   from part_tf import study  # pylint: disable=g-import-not-at-top

@@ -193,21 +193,34 @@ class ConcurrentTrainingTest(tf.test.TestCase):
   def test_natural_model_is_saved_and_restored_with_the_model(self):
     x, y = _data()
     robust, natural = _pair()
-    model = _act(robust, natural)
+    model = _act(robust, natural, center_loss_weight=0.1)
     _train(model, x, y)
     folder = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, folder)
     path = os.path.join(folder, "act.weights.h5")
     model.save_weights(path)
     robust2, natural2 = _pair(seed=9)
-    twin = _act(robust2, natural2)
+    twin = _act(robust2, natural2, center_loss_weight=0.1)
     twin.load_weights(path)
     for wa, wb in zip(natural.get_weights(), natural2.get_weights()):
       self.assertAllEqual(wa, wb)
+    self.assertGreater(np.abs(model.center_loss.centres.numpy()).sum(), 0.0)
+    self.assertAllEqual(twin.center_loss.centres, model.center_loss.centres)
     config = model.get_config()
     again = PARTModel.from_config(config)
     self.assertEqual(again.natural_classifier.output_shape, (None, 4))
     self.assertEqual(again.act_alpha, 0.9)
+
+  def test_natural_model_of_another_architecture(self):
+    robust, _ = _pair()
+    inputs = keras.Input(SHAPE)
+    natural = keras.Model(inputs, keras.layers.Dense(4)(
+        keras.layers.Flatten()(inputs)))
+    before = natural.get_weights()
+    x, y = _data()
+    logs = _train(_act(robust, natural), x, y)
+    self.assertTrue(np.isfinite(logs["natural_model_loss"]))
+    self.assertNotAllClose(before[0], natural.get_weights()[0])
 
   def test_bad_settings_are_refused(self):
     robust, natural = _pair()
@@ -218,6 +231,8 @@ class ConcurrentTrainingTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "act_alpha must be in"):
       PARTModel(robust, method="act", natural_classifier=natural,
                 act_alpha=1.5)
+    with self.assertRaisesRegex(ValueError, "shares weights"):
+      PARTModel(robust, method="act", natural_classifier=robust)
     with self.assertRaisesRegex(ValueError, "natural model maps"):
       PARTModel(robust, method="act",
                 natural_classifier=small_cnn(SHAPE, 7))

@@ -73,8 +73,6 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
        "act_alpha"),
       ("zero_act_temperature", ["--method=act", "--act_temperature=0"],
        "--act_temperature must be > 0"),
-      ("natural_model_without_act", ["--act_natural_model=resnet18"],
-       "--act_natural_model is for --method=act or part_act"),
       ("negative_regulariser", ["--center_loss_weight=-1"],
        "center_loss_weight"),
       ("consistency_without_augmentation",

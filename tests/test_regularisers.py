@@ -87,14 +87,15 @@ class TermTest(tf.test.TestCase):
     self.assertAllClose(centre_loss(out, self.y),
                         0.5 * ((self.fb - start[self.y]) ** 2).sum(-1),
                         rtol=1e-5)
-    present = np.ones(8, np.float32)
-    present[-1] = 0  # a stand-in example does not move the centres
-    centre_loss.update(out, tf.constant(self.y), tf.constant(present))
+    weights = np.ones(8, np.float32)
+    weights[-1] = 0  # a stand-in example does not move the centres
+    weights[3] = 0.5  # a sample weight weighs the example's part
+    centre_loss.update(out, tf.constant(self.y), tf.constant(weights))
     expected = start.copy()
     for j in range(5):
-      rows = [i for i in range(8) if self.y[i] == j and present[i]]
-      delta = sum((start[j] - self.fb[i] for i in rows), np.zeros(6)) / (
-          1 + len(rows))
+      rows = [i for i in range(8) if self.y[i] == j]
+      delta = sum((weights[i] * (start[j] - self.fb[i]) for i in rows),
+                  np.zeros(6)) / (1 + sum(weights[i] for i in rows))
       expected[j] = start[j] - 0.5 * delta
     self.assertAllClose(centre_loss.centres, expected, rtol=1e-5, atol=1e-6)
     self.assertAllEqual(centre_loss.centres.numpy()[3], start[3])  # no 3s
@@ -210,6 +211,18 @@ class InputTest(tf.test.TestCase):
                                 "example: images of shape"):
       model.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
+  def test_consistency_needs_augmented_data(self):
+    from part_tf import experiment  # pylint: disable=g-import-not-at-top
+    # SVHN is trained without augmentation: its two views would be equal.
+    for dataset, augment in (("svhn_cropped", True), ("mnist_offline", False)):
+      folder = os.path.join(self.get_temp_dir(), f"{dataset}{augment}")
+      with self.assertRaisesRegex(ValueError, "--consistency_weight compares "
+                                  "two augmentations"):
+        experiment.train(experiment.TrainConfig(
+            model_dir=folder, dataset=dataset, augment=augment,
+            consistency_weight=1.0))
+      self.assertFalse(os.path.exists(folder))  # nothing written
+
   def test_feature_layer_is_the_penultimate_one_by_default(self):
     self.assertEqual(forward.penultimate_layer(small_cnn(SHAPE, 4)), "fc1")
     with self.assertRaisesRegex(ValueError, "no layer 'nope'"):
@@ -219,8 +232,9 @@ class InputTest(tf.test.TestCase):
 
 class MirroredTest(tf.test.TestCase):
   """ACT with consistency and the centre loss over two replicas equals one
-  device: a partial last batch splits 3/2 between the replicas, the global
-  mean and the centre update (summed over replicas) must still hold."""
+  device: a partial last batch splits 3/2 between the replicas, or 1/0
+  (a replica without examples), and the global mean and the centre update
+  (summed over replicas) must still hold."""
 
   def test_two_replicas_equal_one_device(self):
     # Two logical CPUs must be configured before TensorFlow starts: a
@@ -236,10 +250,10 @@ class MirroredTest(tf.test.TestCase):
         from part_tf.models import small_cnn
         from part_tf.training import PARTModel
         rng = np.random.default_rng(0)
-        x = rng.uniform(size=(13, 2, 12, 12, 3)).astype(np.float32)
-        y = rng.integers(0, 4, 13).astype(np.int32)
 
-        def run(strategy):
+        def run(strategy, n):
+          x = rng.uniform(size=(n, 2, 12, 12, 3)).astype(np.float32)
+          y = rng.integers(0, 4, n).astype(np.int32)
           with strategy.scope():
             keras.utils.set_random_seed(0)
             robust, natural = small_cnn((12, 12, 3), 4), small_cnn(
@@ -257,24 +271,29 @@ class MirroredTest(tf.test.TestCase):
                   "centres": model.center_loss.centres.numpy().tolist(),
                   "loss": logs["loss"]}
 
-        print(json.dumps({
-            "one": run(tf.distribute.OneDeviceStrategy("/cpu:0")),
-            "two": run(tf.distribute.MirroredStrategy(
-                ["/cpu:0", "/cpu:1"]))}))
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        results = {}
+        for n in (13, 9):
+          rng = np.random.default_rng(n)
+          one = run(tf.distribute.OneDeviceStrategy("/cpu:0"), n)
+          rng = np.random.default_rng(n)
+          results[n] = {"one": one, "two": run(mirrored, n)}
+        print(json.dumps(results))
         """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code], cwd=root,
                             capture_output=True, text=True, timeout=600,
                             check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    runs = json.loads(result.stdout.strip().splitlines()[-1])
-    one, two = runs["one"], runs["two"]
-    self.assertAllClose(one["loss"], two["loss"], rtol=1e-5)
-    self.assertGreater(np.abs(np.array(one["centres"])).sum(), 0.1)
-    self.assertAllClose(one["centres"], two["centres"], atol=1e-5)
-    for name in ("robust", "natural"):
-      for wa, wb in zip(one[name], two[name]):
-        self.assertAllClose(wa, wb, atol=1e-5)
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    for runs in results.values():
+      one, two = runs["one"], runs["two"]
+      self.assertAllClose(one["loss"], two["loss"], rtol=1e-5)
+      self.assertGreater(np.abs(np.array(one["centres"])).sum(), 0.1)
+      self.assertAllClose(one["centres"], two["centres"], atol=1e-5)
+      for name in ("robust", "natural"):
+        for wa, wb in zip(one[name], two[name]):
+          self.assertAllClose(wa, wb, atol=1e-5)
 
 
 if __name__ == "__main__":

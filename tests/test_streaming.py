@@ -57,6 +57,16 @@ class StreamTest(tf.test.TestCase):
       self.assertEqual(_rows(images[half]), _rows(train.images))
       self.assertEqual(sorted(labels[half]), sorted(train.labels))
 
+  def test_two_augmented_views_for_consistency_regularisation(self):
+    with tfds.testing.mock_data(num_examples=24):
+      spec = tfds_any.spec_for("tfds:imagenette", image_size=16)
+      one = next(iter(streaming.train_stream(spec, 8, seed=3)))
+      two = next(iter(streaming.train_stream(spec, 8, seed=3, views=2)))
+    self.assertEqual(two[0].shape, (8, 2, 16, 16, 3))
+    self.assertAllEqual(two[0][:, 0], one[0])  # the first view: the usual
+    self.assertAllEqual(two[1], one[1])
+    self.assertNotAllClose(two[0][:, 0], two[0][:, 1])
+
   def test_tiny_imagenet_archive_stream_equals_memory(self):
     root = pathlib.Path(tempfile.mkdtemp())
     self.addCleanup(shutil.rmtree, root)

@@ -8,6 +8,8 @@ pass (and so every batch-norm statistics update) exactly what the losses
 use: a regulariser of weight 0 does not exist and asks for nothing.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -62,12 +64,31 @@ class Forward:
     self._inputs = {CLEAN: x}
     self._outputs = {}
     self._natural_logits = None
+    self._frozen = False
+
+  @contextlib.contextmanager
+  def frozen(self):
+    """Nothing new may be computed inside (where the gradient tape is
+    paused: a cached output computed there would silently get no
+    gradient); outputs computed before are readable."""
+    self._frozen = True
+    try:
+      yield
+    finally:
+      self._frozen = False
+
+  def _check_not_frozen(self, what):
+    if self._frozen:
+      raise RuntimeError(f"{what} was first asked for while crafting the "
+                         "AEs, where no gradient is recorded: compute it "
+                         "before the attack")
 
   def set_adversarial(self, x_adv):
     self._inputs[ADVERSARIAL] = x_adv
 
   def _run(self, which):
     if which not in self._outputs:
+      self._check_not_frozen(f"the {which} outputs")
       outputs = self._network(self._inputs[which], training=self._training)
       self._outputs[which] = (tuple(outputs) if self._with_features
                               else (outputs, None))
@@ -89,6 +110,7 @@ class Forward:
     if self._natural_network is None:
       raise ValueError("this method trains no natural model")
     if self._natural_logits is None:
+      self._check_not_frozen("the natural model's logits")
       self._natural_logits = self._natural_network(
           self._inputs[CLEAN], training=self._training)
     return self._natural_logits

@@ -125,6 +125,11 @@ class PARTModel(keras.Model):
     if natural_classifier is not None and not concurrent:
       raise ValueError(f"method {method!r} trains no natural model; "
                        "natural_classifier is for 'act' and 'part_act'")
+    if natural_classifier is not None and {
+        id(v) for v in natural_classifier.trainable_variables} & {
+            id(v) for v in classifier.trainable_variables}:
+      raise ValueError("the natural model shares weights with the robust "
+                       "one; give it its own (e.g. keras.models.clone_model)")
     if natural_classifier is not None and (
         tuple(natural_classifier.input_shape[1:])
         != tuple(classifier.input_shape[1:])
@@ -284,18 +289,18 @@ class PARTModel(keras.Model):
 
   def train_step(self, data):
     x, y, weights = self._unpack(data, views=self._views)
-    if self._views > 1:  # [B, V, ...] -> [V * B, ...], all first views first
-      x = tf.concat(tf.unstack(x, axis=1), axis=0)
-      y = tf.tile(y, [self._views])
-      weights = tf.tile(weights, [self._views])
     variables = self._trained_variables()
     count = distribution.sum_over_replicas(
-        tf.cast(tf.shape(x)[0], tf.float32))
+        tf.cast(tf.shape(x)[0] * self._views, tf.float32))
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     # 1 for each real example, 0 for the stand-in of an empty replica.
     present = tf.ones_like(weights)
     if replicas > 1:
       x, y, weights, present = _at_least_one_example(x, y, weights, present)
+    if self._views > 1:  # [B, V, ...] -> [V * B, ...], all first views first
+      x = tf.concat(tf.unstack(x, axis=1), axis=0)
+      y, weights, present = (tf.tile(t, [self._views])
+                             for t in (y, weights, present))
 
     with tf.GradientTape() as tape:
       out = forward.Forward(self._network.value, x, self.natural_classifier,
@@ -304,7 +309,7 @@ class PARTModel(keras.Model):
         out.natural_logits()  # ACT: the natural model sees the clean batch
 
       # --- x -> eps_map -> x_adv (not differentiated) ----------------------
-      with tape.stop_recording():
+      with tape.stop_recording(), out.frozen():
         eps_map = self.budget(x)
         x_adv = self.craft(x, y, eps_map, self.step_seed(), out)
       out.set_adversarial(x_adv)
@@ -335,7 +340,7 @@ class PARTModel(keras.Model):
     grads = tape.gradient(scaled, variables)
     self.optimizer.apply(grads, variables)
     for _, regulariser in self._regularisers:
-      regulariser.update(out, y, present)
+      regulariser.update(out, y, weights * present)
 
     # --- metrics ---------------------------------------------------------
     # Per-example values: the epoch averages weigh every example once,

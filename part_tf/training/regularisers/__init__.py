@@ -14,7 +14,7 @@ A regulariser has
 - `__call__(out, y) -> [B]`: its term per example, read from the step's
   `Forward` (logits and features of the clean and adversarial batch); it
   never reaches into the model;
-- `update(out, y, present)`: any state update after the optimiser step
+- `update(out, y, weights)`: any state update after the optimiser step
   (the class centres), or nothing.
 The model adds `weight * term` to each example's loss, so sample weights and
 the mean over a global batch split between replicas apply to it as to the

@@ -6,6 +6,9 @@ Zhang, Li & Qiao (ECCV 2016, Eq. 2 and 4):
   lambda * 1/2 || f(x_adv) - c_y ||_2^2                   per example
   c_j <- c_j - alpha * sum_i [y_i = j] (c_j - f_i) / (1 + sum_i [y_i = j])
 
+(with sample weights w_i, [y_i = j] becomes w_i [y_i = j]; Wen et al. have
+w_i = 1).
+
 The centres start at 0, are not trained by gradient (the term's gradient
 reaches the features only) and are updated after each optimiser step from the
 batch's adversarial features, summed over all replicas (every replica applies
@@ -50,11 +53,16 @@ class CenterLoss(keras.layers.Layer):
     centres = tf.gather(tf.convert_to_tensor(self.centres), y)
     return 0.5 * tf.reduce_sum(tf.square(features - centres), axis=-1)
 
-  def update(self, out, y, present):
-    """Wen et al.'s centre update from this step's adversarial features."""
+  def update(self, out, y, weights):
+    """Wen et al.'s centre update from this step's adversarial features.
+
+    `weights` [B] weigh each example's part (1 in Wen et al.; a sample
+    weight of 0, or the stand-in of an empty replica, adds nothing). With
+    two views (consistency) each view's AE counts as an example.
+    """
     features = tf.stop_gradient(out.features("adv"))
     centres = tf.convert_to_tensor(self.centres)
-    onehot = tf.one_hot(y, tf.shape(centres)[0]) * present[:, None]
+    onehot = tf.one_hot(y, tf.shape(centres)[0]) * weights[:, None]
     counts = distribution.sum_over_replicas(tf.reduce_sum(onehot, axis=0))
     sums = distribution.sum_over_replicas(
         tf.matmul(onehot, features, transpose_a=True))

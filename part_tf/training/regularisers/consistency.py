@@ -53,5 +53,5 @@ class Consistency:
     js = jensen_shannon(first, second, self.temperature)
     return tf.concat([js, js], axis=0)
 
-  def update(self, out, y, present):
-    del out, y, present
+  def update(self, out, y, weights):
+    del out, y, weights

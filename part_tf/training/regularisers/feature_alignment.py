@@ -25,5 +25,5 @@ class FeatureAlignment:
     return tf.reduce_sum(
         tf.square(out.features("clean") - out.features("adv")), axis=-1)
 
-  def update(self, out, y, present):
-    del out, y, present
+  def update(self, out, y, weights):
+    del out, y, weights
