@@ -79,9 +79,9 @@ class KilledACTRunTest(tf.test.TestCase):
   def test_part_act_with_regularisers_resumes_after_a_kill(self):
     # part_act + consistency + centre loss: two models, the centres, the
     # switch and the two-view input must all come back from the backup.
-    # (Feature alignment is left out: ACT + consistency + feature alignment
-    # together differ between processes in the 7th digit on this CPU, see
-    # the README; each alone is reproducible.)
+    # (Feature alignment is left out: ACT with feature alignment at a step
+    # batch of 256 or more, which consistency makes, can differ between
+    # processes in the 7th digit on this CPU; see the README.)
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
     flags = [*TINY_TRAIN, "--max_train_examples=1024", "--method=part_act",
