@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from part_tf import attacks
 from part_tf.models import small_cnn
-from part_tf.training import act
+from part_tf.training.methods import act
 from part_tf.training import methods
 from part_tf.training import PARTModel
 from tests.fakes import FixedOutputs

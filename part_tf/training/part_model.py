@@ -1,5 +1,5 @@
 """`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT
-(or TRADES / MART / ACT, see `methods.py`), plus any plug-in regularisers
+(or TRADES / MART / ACT, see `methods/`), plus any plug-in regularisers
 (`regularisers/`).
 
 One training step, top to bottom (all inside the compiled step):
@@ -49,7 +49,7 @@ class PARTModel(keras.Model):
       layer named `cam_layer`.
     method: one of `part_tf.training.METHOD_NAMES`: "at", "part",
       "trades", "part_t", "mart", "part_m", "act", "part_act" (see
-      `methods.py`).
+      `methods/`).
     epsilon: full L-inf budget.
     epsilon_low: budget of the unimportant pixels (PART only).
     step_size: PGD step size.

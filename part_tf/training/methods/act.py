@@ -25,6 +25,7 @@ T = 4.
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf.training.methods import base
 
 
 def _softened_kl(teacher_logits, student_logits, temperature):
@@ -67,3 +68,9 @@ def natural_loss(out, y, params):
   return ((1.0 - beta) * attacks.cross_entropy(logits_nat, y)
           + beta * _softened_kl(out.logits("adv"), logits_nat,
                                 params.act_temperature))
+
+
+METHOD = base.BaseMethod(attack_loss=attack_loss,
+                         attack_init=attacks.gaussian_init(0.001),
+                         attack_target=attack_target, train_loss=robust_loss,
+                         natural_loss=natural_loss)
