@@ -31,16 +31,20 @@ def robustness_figure(reports, attacks, title=None) -> mfigure.Figure:
 
   Args:
     reports: the `reports` of eval.json (epsilon, natural_accuracy,
-      robust_accuracy per attack, worst_case_accuracy), one per epsilon.
+      robust_accuracy per attack, worst_case_accuracy), one per epsilon; for
+      a sequence (`sequential`), the accuracy after each attack.
     attacks: attack names in the order to show.
     title: a line above the chart.
   """
   reports = sorted(reports, key=lambda r: r["epsilon"])
+  # After a sequence (an AutoAttack preset) the last value is its accuracy.
+  worst = ("AutoAttack" if reports and reports[0].get("sequential")
+           else "worst case")
   fig = mfigure.Figure(figsize=(7.0, 4.4), dpi=100)
   ax = fig.add_subplot()
   if len(reports) == 1:
     report = reports[0]
-    names = ["natural", *attacks, "worst case"]
+    names = ["natural", *attacks, worst]
     values = [report["natural_accuracy"],
               *(report["robust_accuracy"][a] for a in attacks),
               report["worst_case_accuracy"]]
@@ -61,7 +65,7 @@ def robustness_figure(reports, attacks, title=None) -> mfigure.Figure:
       ax.plot(eps, [r["robust_accuracy"][attack] for r in reports], "o-",
               color=_COLOURS[i % len(_COLOURS)], label=attack, markersize=4)
     ax.plot(eps, [r["worst_case_accuracy"] for r in reports], "s-",
-            color="black", linewidth=2.2, label="worst case", markersize=5)
+            color="black", linewidth=2.2, label=worst, markersize=5)
     ax.set_xlabel("epsilon (L-inf)")
     ax.set_ylabel("accuracy")
     ax.set_xticks(eps, [f"{e:.4g}" for e in eps])

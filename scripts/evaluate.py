@@ -3,6 +3,14 @@
   python scripts/evaluate.py --model_path=runs/quickstart/part/seed0
   python scripts/evaluate.py --model_path=runs/cifar10_part/export/80 \
       --dataset=cifar10 --epsilon=2/255,4/255,8/255,16/255 --num_examples=1000
+  python scripts/evaluate.py --model_path=runs/cifar10_part \
+      --preset=aa_standard --num_examples=1000
+
+`--preset=aa_standard` is AutoAttack's "standard" version (APGD-CE, APGD-T,
+FAB-T, Square at their published settings, seed 0), run as AutoAttack runs
+it: each attack only on the examples still robust, reporting the robust
+accuracy after each attack and the final AutoAttack accuracy;
+`--preset=aa_plus` is the "plus" version (more attacks, restarts).
 
 `--model_path` is a run folder (its config.json gives the default dataset and
 epsilon), a `.keras` file or an exported SavedModel. Writes `eval.json` and
@@ -16,11 +24,12 @@ checks (a failed check is printed loudly and recorded).
 """
 
 import atexit
-import json
+import dataclasses
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -38,7 +47,12 @@ flags.DEFINE_list("epsilon", [], "Budgets, e.g. 8/255 or 2/255,4/255,8/255 "
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test "
                      "examples.", lower_bound=1)
 flags.DEFINE_list("attacks", [], "Attacks (default: all available): fgsm, "
-                  "pgd, cw, mma, apgd_ce, apgd_t, square.")
+                  "pgd, cw, mma, apgd_ce, apgd_t, square, apgd_dlr, fab_t, "
+                  "fab.")
+flags.DEFINE_enum("preset", None, ("aa_standard", "aa_plus"),
+                  "AutoAttack's standard or plus version, attacks run in "
+                  "turn on the examples still robust (fixes the attacks and "
+                  "their settings).")
 flags.DEFINE_integer("num_steps", 20, "Steps of PGD / CW / MMA.", lower_bound=1)
 flags.DEFINE_string("step_size", None, "Step size (default epsilon/4).")
 flags.DEFINE_integer("restarts", 1, "PGD random restarts.", lower_bound=1)
@@ -72,6 +86,24 @@ flags.register_validator("epsilon", lambda v: all(_ok_budget(e) for e in v),
 flags.register_validator("step_size", lambda v: v is None or _ok_budget(v),
                          message="--step_size must be a budget like 2/255")
 FLAGS = flags.FLAGS
+# Settings a preset fixes.
+_PRESET_FIXES = ("attacks", "num_steps", "step_size", "restarts",
+                 "apgd_steps", "square_queries")
+
+
+def _preset_alone(values):
+  if values["preset"] is None:
+    return True
+  clash = [f"--{n}" for n in _PRESET_FIXES if FLAGS[n].present]
+  if clash:
+    raise flags.ValidationError(
+        f"--preset={values['preset']} fixes the attacks and their settings; "
+        f"drop {', '.join(clash)}")
+  return True
+
+
+flags.register_multi_flags_validator(("preset",) + _PRESET_FIXES,
+                                     _preset_alone)
 
 
 def _ok_budget(text):
@@ -107,7 +139,11 @@ def load_model(path):
 
 
 def table(reports, names) -> str:
-  lines = ["| epsilon | natural | " + " | ".join(names) + " | worst case |",
+  if reports and reports[0].get("sequential"):
+    head = " | ".join(f"after {n}" for n in names) + " | AutoAttack |"
+  else:
+    head = " | ".join(names) + " | worst case |"
+  lines = ["| epsilon | natural | " + head,
            "|---" * (len(names) + 3) + "|"]
   for r in reports:
     cells = [f"{r['robust_accuracy'][n]:.4f}" for n in names]
@@ -165,21 +201,30 @@ def main(argv):
     _, test, _ = data.load(dataset, data_dir=data_dir,
                            max_test=FLAGS.num_examples, max_train=1,
                            spec=spec)
-    names = FLAGS.attacks or list(attack_suite.available_attacks())
-    config = attack_suite.SuiteConfig(
-        num_steps=FLAGS.num_steps, restarts=FLAGS.restarts,
-        apgd_steps=FLAGS.apgd_steps,
-        square_queries=FLAGS.square_queries,
-        step_size=parse_budget(FLAGS.step_size) if FLAGS.step_size else None)
+    if FLAGS.preset:
+      preset = attack_suite.PRESETS[FLAGS.preset]
+      names, config = list(preset.attacks), preset.config
+      run_attacks = attack_suite.evaluate_sequence
+    else:
+      names = FLAGS.attacks or list(attack_suite.available_attacks())
+      config = attack_suite.SuiteConfig(
+          num_steps=FLAGS.num_steps, restarts=FLAGS.restarts,
+          apgd_steps=FLAGS.apgd_steps,
+          square_queries=FLAGS.square_queries,
+          step_size=parse_budget(FLAGS.step_size) if FLAGS.step_size
+          else None)
+      run_attacks = attack_suite.evaluate
     test_ds = data.eval_dataset(test, FLAGS.batch_size)
     batches = -(-len(test.labels) // FLAGS.batch_size)
     reports = []
     for eps in budgets:
-      report = attack_suite.evaluate(
+      started = time.perf_counter()
+      report = run_attacks(
           model_fn, test_ds, eps, names, config, FLAGS.seed,
           progress=lambda it, e=eps: tqdm(it, total=batches,
                                           desc=f"eps={e:.4g}"),
           strategy=strategy)
+      report["total_seconds"] = round(time.perf_counter() - started, 1)
       if FLAGS.sanity_checks:
         report["sanity_checks"] = [
             {"name": n, "passed": bool(ok), "detail": msg}
@@ -199,12 +244,23 @@ def main(argv):
               "dataset": dataset, "attacks": names,
               "strategy": distribution.kind(strategy),
               "num_replicas": strategy.num_replicas_in_sync,
-              "num_steps": FLAGS.num_steps, "restarts": FLAGS.restarts,
               "reports": reports}
+    if FLAGS.preset:
+      result["preset"] = FLAGS.preset
+      result["settings"] = dataclasses.asdict(config)
+    else:
+      result.update(num_steps=FLAGS.num_steps, restarts=FLAGS.restarts)
     if corrupted is not None:
       result["corruptions"] = corrupted
     io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
     text = table(reports, names)
+    for r in reports:
+      for n, stats in r.get("minimum_norm", {}).items():
+        if stats["median_norm"] is not None:
+          text += (f"\n\n{n} at epsilon {r['epsilon']:.4g}: median smallest "
+                   f"adversarial perturbation {stats['median_norm']:.4g} "
+                   f"(L-inf, over the {stats['num_examples']} examples it "
+                   f"attacked; {stats['found']:.1%} of them have one)")
     if corrupted is not None:
       text += ("\n\n| corruption | accuracy (mean over severities) |\n"
                "|---|---|\n"
@@ -220,6 +276,8 @@ def main(argv):
         pictures.figure_png(plots.robustness_figure(
             reports, names, title=f"{dataset}: "
             f"{os.path.basename(os.path.abspath(FLAGS.model_path))}"
+            + (f", {FLAGS.preset} (robust accuracy after each attack)"
+               if FLAGS.preset else "")
             + (f", epsilon {reports[0]['epsilon']:.4g}"
                if len(reports) == 1 else ""))))
   except (ValueError, OSError) as e:
@@ -228,6 +286,13 @@ def main(argv):
     sys.exit(f"error: {one_line(e)}")
   print(text)
   for report in reports:
+    if report.get("sequential"):
+      print(f"eps={report['epsilon']:.4g}: " + ", ".join(
+          f"{n} {report['robust_accuracy'][n]:.4f} "
+          f"({report['examples_attacked'][n]} attacked, "
+          f"{report['seconds'][n]:.1f} s)" for n in names)
+            + f"; AutoAttack accuracy {report['worst_case_accuracy']:.4f} "
+            f"in {report['total_seconds']:.1f} s")
     for check in report.get("sanity_checks", []):
       if not check["passed"]:
         print(f"!!! SANITY CHECK FAILED (eps={report['epsilon']:.4g}): "

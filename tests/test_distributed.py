@@ -262,7 +262,7 @@ class TwoWorkerTest(tf.test.TestCase):
 
 class DistributedEvaluationTest(tf.test.TestCase):
 
-  def test_every_attack_on_two_replicas_equals_one_device_per_example(self):
+  def test_every_attack_and_sequence_on_two_replicas_equal_one_device(self):
     code = textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
         from part_tf import distribution
@@ -284,7 +284,8 @@ class DistributedEvaluationTest(tf.test.TestCase):
         keras.utils.set_random_seed(0)
         one = classifier()
         config = attack_suite.SuiteConfig(num_steps=3, apgd_steps=3,
-                                          square_queries=20)
+                                          square_queries=20, fab_steps=3,
+                                          fab_restarts=2)
         names = list(attack_suite.available_attacks())
         single = attack_suite.evaluate(lambda z: one(z, training=False), ds,
                                        0.05, names, config, 1,
@@ -296,8 +297,29 @@ class DistributedEvaluationTest(tf.test.TestCase):
         split = attack_suite.evaluate(lambda z: model(z, training=False), ds,
                                       0.05, names, config, 1,
                                       per_example=True, strategy=two)
+        # AutoAttack's sequence: each replica attacks its share of the
+        # still-robust examples of a batch. "coin" fools an example or not
+        # by its random draw: equal only if every example draws the same.
+        from part_tf.attacks import noise
+
+        def coin(config, model_fn, x, y, eps, seed):
+          del config, eps
+          u = noise.uniform(tf.shape(y), seed, 0.0, 1.0, tf.float32)
+          return tf.where(u[:, None, None, None] < 0.5, 1.0 - x, x)
+        attack_suite.ATTACKS["coin"] = coin
+        plus = ("fgsm", "coin") + attack_suite.PRESETS["aa_plus"].attacks
+        # Labels the model gets right, so that every example is attacked.
+        x2 = rng.uniform(size=(60, 8, 8, 3)).astype(np.float32)
+        y2 = np.argmax(one(x2), 1).astype(np.int32)
+        ds2 = tf.data.Dataset.from_tensor_slices((x2, y2)).batch(20)
+        seq = [attack_suite.evaluate_sequence(
+            lambda z, m=m: m(z, training=False), ds2, 0.05, plus, config, 1,
+            per_example=True, strategy=s)
+               for m, s in ((one, None), (model, two))]
         print(json.dumps({
             "names": names,
+            "sequence": [[r["robust"][n].tolist() for n in plus]
+                         + [r["examples_attacked"]] for r in seq],
             "natural": [single["natural"].tolist(), split["natural"].tolist()],
             "robust": {n: [single["robust"][n].tolist(),
                            split["robust"][n].tolist()] for n in names}}))
@@ -308,7 +330,13 @@ class DistributedEvaluationTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = json.loads(result.stdout.strip().splitlines()[-1])
     self.assertEqual(set(out["names"]), {"fgsm", "pgd", "cw", "mma",
-                                         "apgd_ce", "apgd_t", "square"})
+                                         "apgd_ce", "apgd_t", "square",
+                                         "apgd_dlr", "fab_t", "fab"})
+    single_seq, split_seq = out["sequence"]
+    self.assertEqual(split_seq, single_seq)
+    attacked = single_seq[-1]
+    self.assertLess(attacked["coin"], attacked["fgsm"])  # fgsm fooled some
+    self.assertGreater(attacked["coin"], 10)
     single, split = out["natural"]
     self.assertEqual(split, single)
     fooled = 0

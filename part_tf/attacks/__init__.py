@@ -2,6 +2,7 @@
 
 from part_tf.attacks.apgd import apgd
 from part_tf.attacks.apgd import apgd_targeted
+from part_tf.attacks.fab import fab
 from part_tf.attacks.losses import cross_entropy
 from part_tf.attacks.losses import kl_from_clean
 from part_tf.attacks.losses import margin_violation

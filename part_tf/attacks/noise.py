@@ -24,8 +24,19 @@ def rows_of(start, size, total):
   draw; a draw for `k * size` rows (an attack that runs `k` copies of the
   share, copy-major as `tf.tile` lays them out) takes those rows of each of
   `k` copies of the whole batch."""
+  start = tf.cast(start, tf.int32)
+  with rows_at(tf.range(start, start + tf.cast(size, tf.int32)), total):
+    yield
+
+
+@contextlib.contextmanager
+def rows_at(rows, total):
+  """Like `rows_of`, for any rows: draws inside take the rows `rows` (int
+  [size], in the order given) of a `total`-row draw. An attack run on the
+  examples of a batch that are still robust (`attack_suite.evaluate_sequence`)
+  then gives each of them the draws it gets in a run on the whole batch."""
   previous = getattr(_state, "window", None)
-  _state.window = tuple(tf.cast(v, tf.int32) for v in (start, size, total))
+  _state.window = (tf.cast(rows, tf.int32), tf.cast(total, tf.int32))
   try:
     yield
   finally:
@@ -36,12 +47,13 @@ def _draw(sample, shape):
   window = getattr(_state, "window", None)
   if window is None:
     return sample(shape)
-  start, size, total = window
+  rows, total = window
+  size = tf.size(rows)
   shape = tf.convert_to_tensor(shape, tf.int32)
   copies = shape[0] // tf.maximum(size, 1)
   full = sample(tf.concat([[copies * total], shape[1:]], 0))
   full = tf.reshape(full, tf.concat([[copies, total], shape[1:]], 0))
-  return tf.reshape(full[:, start:start + size], shape)
+  return tf.reshape(tf.gather(full, rows, axis=1), shape)
 
 
 def uniform(shape, seed, minval, maxval, dtype):

@@ -13,7 +13,8 @@ its gradient, so it is not fooled by gradient masking. It follows the L-inf
   (or the proposal is misclassified); an example that is misclassified is not
   changed any more;
 * `p(i)` halves at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000
-  of a 10,000-query schedule rescaled to `num_queries` (`p_selection`).
+  of a 10,000-query schedule rescaled to `num_queries` (`p_selection`), or,
+  with `rescale_schedule=False` as AutoAttack runs it, not rescaled.
 
 Differences from the reference, all deliberate:
 
@@ -45,10 +46,11 @@ ModelFn = Callable[[tf.Tensor], tf.Tensor]
 _P_BOUNDARIES = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_selection(p_init, iteration, num_queries):
+def p_selection(p_init, iteration, num_queries, rescale_schedule=True):
   """Fraction of pixels to change at `iteration` (the reference schedule).
 
-  `it = floor(iteration / num_queries * 10000)`, and `p = p_init / 2**k` where
+  `it = floor(iteration / num_queries * 10000)` (or `iteration` itself
+  without `rescale_schedule`), and `p = p_init / 2**k` where
   `k` is the number of boundaries in (10, 50, 200, 500, 1000, 2000, 4000,
   6000, 8000) that are strictly below `it`.
 
@@ -56,13 +58,19 @@ def p_selection(p_init, iteration, num_queries):
     p_init: fraction at the start (0.8 in AutoAttack), scalar.
     iteration: 0-based iteration index, int scalar (Python or tensor).
     num_queries: total number of iterations, int scalar (> 0).
+    rescale_schedule: stretch the 10,000-query schedule to `num_queries`
+      (AutoAttack's own runs use `False`: 5,000 queries then stop at the
+      4000 boundary).
 
   Returns:
     float32 scalar tensor.
   """
   iteration = tf.cast(iteration, tf.int64)
   num_queries = tf.cast(num_queries, tf.int64)
-  it = (iteration * 10000) // num_queries   # exact int(i / n * 10000)
+  if not rescale_schedule:
+    it = iteration
+  else:
+    it = (iteration * 10000) // num_queries   # exact int(i / n * 10000)
   halvings = tf.add_n([tf.cast(it > b, tf.int32) for b in _P_BOUNDARIES])
   return tf.cast(p_init, tf.float32) / tf.cast(
       tf.bitwise.left_shift(1, halvings), tf.float32)
@@ -87,7 +95,8 @@ def square(model_fn: ModelFn,
            eps,
            num_queries: int = 1000,
            p_init: float = 0.8,
-           seed=(0, 0)) -> tf.Tensor:
+           seed=(0, 0),
+           rescale_schedule: bool = True) -> tf.Tensor:
   """Untargeted L-inf Square attack (black-box: model outputs only).
 
   Args:
@@ -101,6 +110,8 @@ def square(model_fn: ModelFn,
       loop stops early once every example is misclassified.
     p_init: initial fraction of pixels in the square (0.8 in AutoAttack).
     seed: stateless seed, shape [2] (int32/int64).
+    rescale_schedule: stretch the schedule of `p` to `num_queries` (see
+      `p_selection`; AutoAttack runs Square with `False`).
 
   Returns:
     `x_adv` of the shape and dtype of `x`, with `|x_adv - x| <= eps` and
@@ -151,7 +162,8 @@ def square(model_fn: ModelFn,
   def body(i, x_best, margin_min):
     step_seed = tf.random.experimental.stateless_fold_in(seed, i)
     seeds = tf.random.experimental.stateless_split(step_seed, num=3)
-    side = square_side(p_selection(p_init, i, num_queries), height, width)
+    side = square_side(
+        p_selection(p_init, i, num_queries, rescale_schedule), height, width)
     top = noise_lib.uniform([batch], seed=seeds[0], minval=0,
                             maxval=height - side + 1, dtype=tf.int32)
     left = noise_lib.uniform([batch], seed=seeds[1], minval=0,

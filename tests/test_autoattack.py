@@ -1,0 +1,232 @@
+"""AutoAttack's sequential evaluation (`evaluate_sequence`) and presets:
+the per-example AND of the attacks, only still-robust examples attacked
+(counted model calls), the final accuracy below every attack's, and
+`scripts/evaluate.py --preset`."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from part_tf import attack_suite
+from part_tf import data
+from part_tf.attacks import noise
+from part_tf.models import small_cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STANDARD = ("apgd_ce", "apgd_t", "fab_t", "square")
+# AutoAttack's order and attacks, at settings small enough for CPU tests.
+SMALL = attack_suite.SuiteConfig(apgd_steps=10, fab_steps=10,
+                                 square_queries=100,
+                                 square_rescale_schedule=False)
+EPS = 0.1
+
+
+def _trained_model():
+  keras.utils.set_random_seed(0)
+  train, test, spec = data.load("mnist_offline", max_train=2048, max_test=96)
+  model = small_cnn(spec.image_shape, 10, mean=spec.mean, std=spec.std)
+  model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
+  model.fit(train.images / 255.0, train.labels, batch_size=64, epochs=2,
+            verbose=0)
+  return model, test
+
+
+class SequenceTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.model, cls.test = _trained_model()
+    cls.calls = tf.Variable(0, dtype=tf.int64)
+    model, calls = cls.model, cls.calls
+
+    def model_fn(x):
+      # Counts the examples the model sees (inside compiled attacks too).
+      calls.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+      return model(x, training=False)
+    cls.model_fn = staticmethod(model_fn)
+    cls.ds = data.eval_dataset(cls.test, 32)
+    cls.n = len(cls.test.labels)
+
+  def _counted(self, fn, *args, **kwargs):
+    self.calls.assign(0)
+    result = fn(*args, **kwargs)
+    return result, int(self.calls.numpy())
+
+  def test_presets_are_autoattacks_versions(self):
+    standard = attack_suite.PRESETS["aa_standard"]
+    self.assertEqual(standard.attacks, STANDARD)
+    c = standard.config
+    self.assertEqual((c.apgd_steps, c.apgd_restarts, c.num_targets,
+                      c.fab_steps, c.fab_restarts, c.square_queries,
+                      c.square_rescale_schedule),
+                     (100, 1, 9, 100, 1, 5000, False))
+    plus = attack_suite.PRESETS["aa_plus"]
+    self.assertEqual(plus.attacks, ("apgd_ce", "apgd_dlr", "fab", "square",
+                                    "apgd_t", "fab_t"))
+    self.assertEqual((plus.config.apgd_restarts, plus.config.fab_restarts),
+                     (5, 5))
+
+  def test_sequence_is_the_per_example_and_of_its_attacks(self):
+    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                         STANDARD, SMALL, per_example=True)
+    alone = attack_suite.evaluate(self.model_fn, self.ds, EPS, STANDARD,
+                                  SMALL, per_example=True)
+    both = np.logical_and.reduce([alone["natural"],
+                                  *alone["robust"].values()])
+    final = np.logical_and.reduce([seq["natural"], *seq["robust"].values()])
+    # Each example draws what it draws alone, so the outcome is the same.
+    self.assertAllEqual(final, both)
+    self.assertAllClose(seq["worst_case_accuracy"], both.mean())
+    self.assertAllClose(seq["worst_case_accuracy"],
+                        alone["worst_case_accuracy"])
+    # Never above any single attack's accuracy, and falling along the way.
+    for name in STANDARD:
+      self.assertLessEqual(seq["worst_case_accuracy"],
+                           alone["robust_accuracy"][name])
+    after = [seq["robust_accuracy"][n] for n in STANDARD]
+    self.assertEqual(after, sorted(after, reverse=True))
+    self.assertEqual(after[-1], seq["worst_case_accuracy"])
+    self.assertLess(seq["worst_case_accuracy"], seq["natural_accuracy"])
+    # FAB-T reports the median smallest perturbation over what it attacked.
+    stats = seq["minimum_norm"]["fab_t"]
+    self.assertEqual(stats["num_examples"], seq["examples_attacked"]["fab_t"])
+    self.assertGreater(stats["median_norm"], EPS)  # all were robust at EPS
+
+  def test_random_draws_follow_the_example_not_the_batch(self):
+    # "coin" fools an example or not by its random draw alone: the sequence
+    # equals the attack alone only if each example draws what it draws in
+    # the whole batch, though fgsm leaves a smaller batch before it.
+    def coin(config, model_fn, x, y, eps, seed):
+      del config, model_fn, eps
+      u = noise.uniform(tf.shape(y), seed, 0.0, 1.0, tf.float32)
+      return tf.where(u[:, None, None, None] < 0.5, 1.0 - x, x)
+    with mock.patch.dict(attack_suite.ATTACKS, coin=coin):
+      seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                           ("fgsm", "coin"), SMALL,
+                                           per_example=True)
+      alone = attack_suite.evaluate(self.model_fn, self.ds, EPS,
+                                    ("fgsm", "coin"), SMALL,
+                                    per_example=True)
+    self.assertLess(seq["examples_attacked"]["coin"],
+                    seq["examples_attacked"]["fgsm"])
+    both = alone["natural"] & alone["robust"]["fgsm"] & alone["robust"]["coin"]
+    self.assertAllEqual(seq["natural"] & seq["robust"]["fgsm"]
+                        & seq["robust"]["coin"], both)
+    # The coin did something: it fooled about half of what it attacked.
+    fooled = seq["robust"]["fgsm"] & ~seq["robust"]["coin"]
+    self.assertBetween(fooled.sum() / seq["examples_attacked"]["coin"],
+                       0.2, 0.8)
+
+  def test_only_still_robust_examples_are_attacked(self):
+    names = ("fgsm", "apgd_ce", "apgd_t")
+    # The model calls per attacked example, from runs of each attack alone
+    # on every example (an attack's cost per example is fixed).
+    cost = {}
+    for name in names:
+      report, calls = self._counted(attack_suite.evaluate, self.model_fn,
+                                    self.ds, EPS, [name], SMALL)
+      cost[name] = (calls - self.n) / self.n
+      self.assertEqual(cost[name], int(cost[name]))
+    self.assertEqual(cost["fgsm"], 2)          # one step, one check
+    self.assertEqual(cost["apgd_ce"], 10 + 2)  # start, 10 steps, check
+    seq, calls = self._counted(attack_suite.evaluate_sequence, self.model_fn,
+                               self.ds, EPS, names, SMALL, per_example=True)
+    still = seq["natural"].copy()
+    for name in names:
+      self.assertEqual(seq["examples_attacked"][name], still.sum())
+      still &= seq["robust"][name]
+    self.assertEqual(calls, self.n + sum(
+        cost[n] * seq["examples_attacked"][n] for n in names))
+    self.assertLess(seq["examples_attacked"]["apgd_t"], self.n)
+
+  def test_nothing_left_is_not_attacked(self):
+    # At a huge budget the first attack fools everything: the rest make no
+    # model call at all.
+    seq, calls = self._counted(attack_suite.evaluate_sequence, self.model_fn,
+                               self.ds, 0.6, ("apgd_ce", "fab_t", "square"),
+                               SMALL)
+    self.assertEqual(seq["worst_case_accuracy"], 0.0)
+    self.assertEqual(seq["examples_attacked"]["fab_t"], 0)
+    self.assertEqual(seq["examples_attacked"]["square"], 0)
+    attacked = seq["examples_attacked"]["apgd_ce"]
+    self.assertEqual(calls, self.n + (10 + 2) * attacked)
+    self.assertEqual(seq["minimum_norm"]["fab_t"]["median_norm"], None)
+
+  def test_bad_sequences(self):
+    with self.assertRaisesRegex(ValueError, "twice"):
+      attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                     ("pgd", "pgd"))
+    with self.assertRaisesRegex(ValueError, "unknown"):
+      attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS, ("fab_x",))
+
+  def test_black_box_check_follows_autoattack(self):
+    report = {"epsilon": EPS, "sequential": True, "natural_accuracy": 0.9,
+              "robust_accuracy": {"apgd_ce": 0.5, "fab_t": 0.5,
+                                  "square": 0.49}}
+    checks = dict((n, ok) for n, ok, _ in attack_suite.sanity_checks(
+        self.model_fn, self.ds, report, SMALL))
+    self.assertFalse(checks["black_box_weaker"])   # 1 point below: flagged
+    self.assertNotIn("more_steps", checks)
+    report["robust_accuracy"]["square"] = 0.499
+    checks = dict((n, ok) for n, ok, _ in attack_suite.sanity_checks(
+        self.model_fn, self.ds, report, SMALL))
+    self.assertTrue(checks["black_box_weaker"])    # within 0.2%
+
+
+class PresetScriptTest(tf.test.TestCase):
+
+  def _run(self, *args):
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+  def test_aa_standard_report(self):
+    model, _ = _trained_model()
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "model.keras")
+    model.save(path)
+    # A large budget keeps the run short: APGD-CE leaves few examples for
+    # the costly attacks, which is the point of the sequence.
+    result = self._run(f"--model_path={path}", "--dataset=mnist_offline",
+                       "--num_examples=32", "--epsilon=0.3",
+                       "--preset=aa_standard", "--nosanity_checks",
+                       f"--output_dir={folder}")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    with open(os.path.join(folder, "eval.json")) as f:
+      saved = json.load(f)
+    self.assertEqual(saved["preset"], "aa_standard")
+    self.assertEqual(saved["attacks"], list(STANDARD))
+    self.assertEqual(saved["settings"]["square_queries"], 5000)
+    report, = saved["reports"]
+    self.assertEqual(list(report["robust_accuracy"]), list(STANDARD))
+    attacked = [report["examples_attacked"][n] for n in STANDARD]
+    self.assertEqual(attacked, sorted(attacked, reverse=True))
+    self.assertLess(attacked[1], attacked[0])
+    self.assertIn("AutoAttack accuracy", result.stdout)
+    self.assertIn("fab_t", report["minimum_norm"])
+    with open(os.path.join(folder, "eval.md")) as f:
+      self.assertIn("| after apgd_ce | after apgd_t | after fab_t | "
+                    "after square | AutoAttack |", f.read())
+
+  def test_preset_fixes_the_attacks(self):
+    result = self._run("--model_path=/", "--preset=aa_standard",
+                       "--attacks=pgd")
+    self.assertNotEqual(result.returncode, 0)
+    lines = result.stderr.strip().splitlines()
+    self.assertLen(lines, 1)
+    self.assertIn("--preset=aa_standard fixes the attacks and their "
+                  "settings; drop --attacks", lines[0])
+
+
+if __name__ == "__main__":
+  tf.test.main()
