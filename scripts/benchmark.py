@@ -22,7 +22,11 @@ Prints medians over --repeats timed calls (after warm-up) and their ratios:
      images/s, against the same train step: target >= 10x. By default the
      --pipeline_examples images are written as a TFDS dataset in a temporary
      folder first; --stream_dataset=tfds:NAME (with --stream_data_dir) times
-     a prepared dataset instead.
+     a prepared dataset instead;
+  5. the evaluation attacks on one batch, in ms per example, with every
+     attack doing its full work (no example fooled): PGD-20, APGD-CE, APGD-T,
+     FAB-T and Square as AutoAttack runs them, the FAB-T / APGD-T ratio and
+     what AutoAttack "standard" costs per example that survives it.
 """
 
 import dataclasses
@@ -50,6 +54,10 @@ flags.DEFINE_integer("instances", 4, "Independently built models per method.")
 flags.DEFINE_integer("per_image_count", 32,
                      "Images timed on the per-image path (it is slow).")
 flags.DEFINE_bool("jit_compile", False, "XLA (use on GPU).")
+flags.DEFINE_integer("attack_repeats", 3, "Timed batches per evaluation "
+                     "attack in section 5 (0 skips it).", lower_bound=0)
+flags.DEFINE_integer("square_queries", 5000, "Square queries in section 5 "
+                     "(AutoAttack's 5,000).", lower_bound=1)
 flags.DEFINE_integer("pipeline_examples", 10000,
                      "In-memory examples fed through the input pipeline.")
 flags.DEFINE_string("stream_dataset", None, "tfds:NAME of a prepared TFDS "
@@ -253,6 +261,41 @@ def main(argv):
         f"{stream_ips:10.1f} images/s")
   print(f"streamed pipeline / train step throughput ratio: "
         f"{stream_ips / step_ips:.1f}x (target >= 10x)")
+
+  # --- 5. The evaluation attacks, per batch of still-robust examples -------
+  if FLAGS.attack_repeats:
+    from part_tf import attacks  # pylint: disable=g-import-not-at-top
+    model_fn = lambda z: classifier(z, training=False)
+    xt = tf.constant(x)
+    # Labels the model gets right, and a budget too small to fool anything:
+    # every attack does its full work (all 9 targets, no early stop), as on
+    # the examples of a robust model that survive to the end.
+    yt = tf.argmax(model_fn(xt), axis=-1, output_type=tf.int32)
+    eps = 1e-4
+    runs = {
+        "pgd20": lambda: attacks.pgd(model_fn, xt, yt, eps, eps / 4, 20),
+        "apgd_ce": lambda: attacks.apgd(model_fn, xt, yt, eps, num_steps=100),
+        "apgd_t": lambda: attacks.apgd_targeted(model_fn, xt, yt, eps,
+                                                num_steps=100, num_targets=9),
+        "fab_t": lambda: attacks.fab(model_fn, xt, yt, eps, num_steps=100,
+                                     num_targets=9),
+        "square": lambda: attacks.square(model_fn, xt, yt, eps,
+                                         num_queries=FLAGS.square_queries,
+                                         rescale_schedule=False)}
+    compiled = {n: tf.function(f) for n, f in runs.items()}
+    timed = median_seconds_interleaved(
+        {n: (lambda f=f: f().numpy()) for n, f in compiled.items()},
+        FLAGS.attack_repeats, warmup=1)
+    for name, seconds in timed.items():
+      print(f"attack {name:8s} {seconds * 1e3 / FLAGS.batch_size:8.2f} ms "
+            f"per example (median of {FLAGS.attack_repeats} batches)")
+    print(f"FAB-T / APGD-T time ratio: {timed['fab_t'] / timed['apgd_t']:.2f} "
+          "(about 2 expected: FAB makes a forward pass more per iteration)")
+    standard = sum(timed[n] for n in ("apgd_ce", "apgd_t", "fab_t",
+                                      "square"))
+    print(f"AutoAttack standard per still-robust example: "
+          f"{standard / FLAGS.batch_size:.3f} s ({FLAGS.square_queries} "
+          f"Square queries), {standard / timed['pgd20']:.0f}x PGD-20")
 
 
 if __name__ == "__main__":

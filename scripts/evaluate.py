@@ -257,10 +257,11 @@ def main(argv):
     for r in reports:
       for n, stats in r.get("minimum_norm", {}).items():
         if stats["median_norm"] is not None:
-          text += (f"\n\n{n} at epsilon {r['epsilon']:.4g}: median smallest "
-                   f"adversarial perturbation {stats['median_norm']:.4g} "
-                   f"(L-inf, over the {stats['num_examples']} examples it "
-                   f"attacked; {stats['found']:.1%} of them have one)")
+          text += (f"\n\n{n} at epsilon {r['epsilon']:.4g}: median of the "
+                   "smallest adversarial perturbation found "
+                   f"{stats['median_norm']:.4g} (L-inf, over the "
+                   f"{stats['num_examples']} examples it attacked; "
+                   f"{stats['found']:.1%} of them have one)")
     if corrupted is not None:
       text += ("\n\n| corruption | accuracy (mean over severities) |\n"
                "|---|---|\n"

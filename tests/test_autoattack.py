@@ -149,6 +149,33 @@ class SequenceTest(tf.test.TestCase):
         cost[n] * seq["examples_attacked"][n] for n in names))
     self.assertLess(seq["examples_attacked"]["apgd_t"], self.n)
 
+  def test_restarts_in_a_sequence(self):
+    config = attack_suite.SuiteConfig(num_steps=3, restarts=3)
+    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                         ("fgsm", "pgd"), config,
+                                         per_example=True)
+    alone = attack_suite.evaluate(self.model_fn, self.ds, EPS,
+                                  ("fgsm", "pgd"), config, per_example=True)
+    self.assertAllEqual(seq["robust"]["fgsm"] & seq["robust"]["pgd"],
+                        alone["natural"] & alone["robust"]["fgsm"]
+                        & alone["robust"]["pgd"])
+    one = attack_suite.evaluate_sequence(
+        self.model_fn, self.ds, EPS, ("fgsm", "pgd"),
+        attack_suite.SuiteConfig(num_steps=3))
+    self.assertLessEqual(seq["worst_case_accuracy"],
+                         one["worst_case_accuracy"])
+
+  def test_no_minimum_found_is_null_not_infinity(self):
+    # FAB with no iteration finds nothing: the median is None (JSON has no
+    # infinity) and the share found is 0.
+    config = attack_suite.SuiteConfig(fab_steps=0)
+    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                         ("fab_t",), config)
+    stats = seq["minimum_norm"]["fab_t"]
+    self.assertEqual((stats["median_norm"], stats["found"]), (None, 0.0))
+    self.assertEqual(stats["num_examples"], seq["examples_attacked"]["fab_t"])
+    self.assertEqual([s["attack"] for s in seq["sequence"]], ["fab_t"])
+
   def test_nothing_left_is_not_attacked(self):
     # At a huge budget the first attack fools everything: the rest make no
     # model call at all.
@@ -160,7 +187,8 @@ class SequenceTest(tf.test.TestCase):
     self.assertEqual(seq["examples_attacked"]["square"], 0)
     attacked = seq["examples_attacked"]["apgd_ce"]
     self.assertEqual(calls, self.n + (10 + 2) * attacked)
-    self.assertEqual(seq["minimum_norm"]["fab_t"]["median_norm"], None)
+    self.assertEqual(seq["minimum_norm"]["fab_t"],
+                     {"median_norm": None, "num_examples": 0, "found": None})
 
   def test_bad_sequences(self):
     with self.assertRaisesRegex(ValueError, "twice"):

@@ -254,6 +254,8 @@ class TwoWorkerTest(tf.test.TestCase):
         reports[name] = json.load(f)
     self.assertEqual(reports["two"]["num_replicas"], 2)
     one, two = reports["one"]["reports"][0], reports["two"]["reports"][0]
+    for report in (one, two):
+      self.assertGreater(report.pop("total_seconds"), 0)  # not a result
     self.assertEqual(two, one)
     self.assertEqual(one["num_examples"], 70)  # 32 + 32 + 6
     self.assertLess(min(one["robust_accuracy"].values()),

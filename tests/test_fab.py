@@ -88,6 +88,26 @@ class ProjectionTest(tf.test.TestCase):
     self.assertGreater((~reached).sum(), 50)
 
 
+  def test_float32_image_sized_rows(self):
+    # CIFAR-sized rows in float32, as FAB runs them, in [0, 1] and in the
+    # box of coordinates scaled by an 8/255 budget: the radius agrees with
+    # the float64 solver to 1e-4 relative, also where the crossing needs
+    # the few coordinates with the most room (a small free weight).
+    rng = np.random.default_rng(2)
+    n, d = 40, 3072
+    x = rng.uniform(0, 1, (n, d))
+    for lo, hi, t in ((np.zeros_like(x), np.ones_like(x), x),
+                      (-x * 255 / 8, (1 - x) * 255 / 8, np.zeros_like(x))):
+      w = rng.normal(size=(n, d)) * np.exp(rng.normal(size=(n, d)) * 2)
+      reach = np.sum(np.abs(w) * np.where(w > 0, t - lo, hi - t), 1)
+      b = (w * t).sum(1) - reach * rng.uniform(0.05, 0.99999, n)
+      got = project_to_hyperplane(*(tf.constant(v, tf.float32) for v in (
+          t, w, b, lo, hi))).numpy()
+      want = _project_by_bisection(t, w, b, lo, hi)
+      self.assertAllClose(np.abs(got).max(1), np.abs(want).max(1),
+                          rtol=1e-4)
+
+
 class LinearModelTest(tf.test.TestCase):
   """On a linear model the linearisation is exact, and the smallest
   perturbation to another class is known: FAB must find it (up to its

@@ -87,19 +87,21 @@ def project_to_hyperplane(t: tf.Tensor, w: tf.Tensor, b: tf.Tensor,
   room_s = tf.gather(room, order, batch_dims=1)
   weight_s = tf.gather(weight, order, batch_dims=1)
   saturated = tf.cumsum(weight_s * room_s, axis=1)  # sum_{j<=k} |w_j| p_j
-  weight_in = tf.cumsum(weight_s, axis=1)           # sum_{j<=k} |w_j|
-  total = weight_in[:, -1:]
-  at_break = saturated + room_s * (total - weight_in)   # G(p_(k))
+  # Weight of the coordinates from k on / after k, summed from the end (not
+  # total - prefix: that loses the small tail in float32).
+  free_from = tf.cumsum(weight_s, axis=1, reverse=True)
+  free_after = tf.cumsum(weight_s, axis=1, reverse=True, exclusive=True)
+  at_break = saturated + room_s * free_after          # G(p_(k))
   # Segments below the need; k = D means the box cannot reach the plane.
   k = tf.reduce_sum(tf.cast(at_break < need[:, None], tf.int32), axis=1)
   dim = tf.shape(t)[1]
-  prev = tf.maximum(k - 1, 0)[:, None]
   zero = tf.zeros_like(need)
-  saturated_prev = tf.where(k > 0, tf.gather(saturated, prev,
-                                             batch_dims=1)[:, 0], zero)
-  free_prev = total[:, 0] - tf.where(
-      k > 0, tf.gather(weight_in, prev, batch_dims=1)[:, 0], zero)
-  lam = tf.math.divide_no_nan(need - saturated_prev, free_prev)
+  saturated_prev = tf.where(
+      k > 0, tf.gather(saturated, tf.maximum(k - 1, 0)[:, None],
+                       batch_dims=1)[:, 0], zero)
+  free = tf.gather(free_from, tf.minimum(k, dim - 1)[:, None],
+                   batch_dims=1)[:, 0]
+  lam = tf.math.divide_no_nan(need - saturated_prev, free)
   lam = tf.where(k >= dim, tf.fill(tf.shape(need), tf.constant(
       _NOT_FOUND, t.dtype)), tf.maximum(lam, zero))
   return tf.clip_by_value(full, -lam[:, None], lam[:, None])
@@ -107,45 +109,46 @@ def project_to_hyperplane(t: tf.Tensor, w: tf.Tensor, b: tf.Tensor,
 
 # --- one run ------------------------------------------------------------------
 
+def _boundary(model_fn, point, eps, y, target):
+  """f = z_target - z_y at `point` and its gradient w.r.t. the scaled
+  coordinates, [B, D] (one backward pass: the examples are independent)."""
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch(point)
+    logits = tf.cast(model_fn(point), tf.float32)
+    f = (tf.gather(logits, target, batch_dims=1)
+         - tf.gather(logits, y, batch_dims=1))
+    total = tf.reduce_sum(f)
+  grad = tape.gradient(total, point) * eps
+  return f, tf.reshape(grad, [tf.shape(point)[0], -1])
+
+
 def _linearisation(model_fn, x, eps, u, y, target, num_classes):
   """The boundary to cross at `x + eps * u`: (f, grad of f w.r.t. u [B, D]).
 
   Targeted: f = z_target - z_y. Untargeted: of the classes k != y, the one
-  with the smallest linearised distance |f_k| / ||grad f_k||_1 (reference).
+  with the smallest linearised distance |f_k| / ||grad f_k||_1 (reference),
+  one class at a time (a backward pass each, as the reference's Jacobian;
+  memory stays that of one batch however many classes there are).
   """
-  shape = tf.shape(x)
-  batch = shape[0]
-  point = x + eps * tf.reshape(u, shape)
+  point = x + eps * tf.reshape(u, tf.shape(x))
   if target is not None:
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(point)
-      logits = tf.cast(model_fn(point), tf.float32)
-      f = (tf.gather(logits, target, batch_dims=1)
-           - tf.gather(logits, y, batch_dims=1))
-      total = tf.reduce_sum(f)
-    grad = tape.gradient(total, point) * eps
-    return f, tf.reshape(grad, [batch, -1])
-  # Untargeted: all classes at once, one copy of the batch per class.
-  tiled = tf.tile(point, tf.concat([[num_classes], tf.ones_like(shape[1:])],
-                                   0))
-  classes = tf.repeat(tf.range(num_classes), batch)
-  y_tiled = tf.tile(y, [num_classes])
-  with tf.GradientTape(watch_accessed_variables=False) as tape:
-    tape.watch(tiled)
-    logits = tf.cast(model_fn(tiled), tf.float32)
-    f = (tf.gather(logits, classes, batch_dims=1)
-         - tf.gather(logits, y_tiled, batch_dims=1))
-    total = tf.reduce_sum(f)
-  grad = tape.gradient(total, tiled) * tf.tile(
-      eps, tf.concat([[num_classes], tf.ones_like(shape[1:])], 0))
-  f = tf.reshape(f, [num_classes, batch])
-  grad = tf.reshape(grad, [num_classes, batch, -1])
-  dist = tf.abs(f) / (1e-12 + tf.reduce_sum(tf.abs(grad), axis=2))
-  dist = tf.where(tf.transpose(tf.one_hot(y, num_classes)) > 0,
-                  tf.constant(1e10, tf.float32), dist)
-  best = tf.argmin(dist, axis=0, output_type=tf.int32)
-  pick = tf.stack([best, tf.range(batch)], axis=1)
-  return tf.gather_nd(f, pick), tf.gather_nd(grad, pick)
+    return _boundary(model_fn, point, eps, y, target)
+  batch = tf.shape(x)[0]
+
+  def body(k, best_dist, best_f, best_w):
+    f, w = _boundary(model_fn, point, eps, y, tf.fill([batch], k))
+    dist = tf.abs(f) / (1e-12 + tf.reduce_sum(tf.abs(w), axis=1))
+    better = (dist < best_dist) & tf.not_equal(y, k)
+    return (k + 1, tf.where(better, dist, best_dist),
+            tf.where(better, f, best_f), tf.where(better[:, None], w, best_w))
+
+  zeros = tf.zeros([batch], tf.float32)
+  _, _, f, w = tf.while_loop(
+      lambda k, *_: k < num_classes, body,
+      (tf.constant(0), tf.fill([batch], float("inf")), zeros,
+       tf.zeros_like(tf.reshape(x, [batch, -1]))),
+      maximum_iterations=num_classes)
+  return f, w
 
 
 def _run(model_fn, x, y, eps, target, start, num_steps, num_classes,
@@ -243,6 +246,8 @@ def fab(model_fn: ModelFn,
   x = tf.stop_gradient(tf.convert_to_tensor(x))
   if not x.dtype.is_floating:
     raise ValueError(f"x must be float in [0, 1], got {x.dtype}.")
+  dtype = x.dtype
+  x = tf.cast(x, tf.float32)  # FAB's state and norms are float32
   if num_steps < 0 or num_restarts < 1 or num_targets < 1:
     raise ValueError("num_steps must be >= 0, num_restarts and num_targets "
                      ">= 1.")
@@ -316,5 +321,5 @@ def fab(model_fn: ModelFn,
         x_adv, at, tf.where(tf.reshape(inside, [-1] + [1] * (x.shape.rank - 1)),
                             found, tf.gather(x_adv, rows)))
     pending = tf.tensor_scatter_nd_update(pending, at, ~inside)
-  x_adv = tf.stop_gradient(x_adv)
+  x_adv = tf.stop_gradient(tf.cast(x_adv, dtype))
   return (x_adv, norms) if return_norms else x_adv

@@ -50,6 +50,10 @@ def _draw(sample, shape):
   rows, total = window
   size = tf.size(rows)
   shape = tf.convert_to_tensor(shape, tf.int32)
+  tf.debugging.assert_equal(
+      shape[0] % tf.maximum(size, 1), 0,
+      message="a draw inside rows_of/rows_at must be for a whole number of "
+      "copies of the rows")
   copies = shape[0] // tf.maximum(size, 1)
   full = sample(tf.concat([[copies * total], shape[1:]], 0))
   full = tf.reshape(full, tf.concat([[copies, total], shape[1:]], 0))
