@@ -1,5 +1,6 @@
 """absl flag definitions of the part_tf scripts."""
 
+import os
 import re
 import sys
 
@@ -19,8 +20,13 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
   `--verbosity` is given, absl logs only warnings and TensorFlow's C++ log
   lines are filtered out of stderr (`part_tf.log_filter`).
   """
-  from flags.dataset_defaults import apply_dataset_defaults  # pylint: disable=g-import-not-at-top
+  from .dataset_defaults import apply_dataset_defaults  # pylint: disable=g-import-not-at-top
+  # `bazel run` starts the command in its runfiles: relative paths (flagfile,
+  # --model_dir) mean the folder it was run from, as for the other ways.
+  if os.environ.get("BUILD_WORKING_DIRECTORY"):
+    os.chdir(os.environ["BUILD_WORKING_DIRECTORY"])
   try:
+    argv = find_packaged_configs(argv)
     check_flagfiles(argv)
     if dataset_defaults and "dataset" in absl_flags.FLAGS:
       apply_dataset_defaults(argv)
@@ -50,6 +56,39 @@ def one_line(error: BaseException) -> str:
 
 
 _FLAGFILE = re.compile(r"^--?flagfile(?:=(.*))?$")
+
+
+def _config_folders():
+  """Where the shipped configs are: the installed `part_tf_configs` package,
+  else the repository's configs/ folder next to this one."""
+  folders = []
+  try:
+    import part_tf_configs  # pylint: disable=g-import-not-at-top
+    folders.extend(part_tf_configs.__path__)
+  except ImportError:
+    pass
+  folders.append(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "configs"))
+  return folders
+
+
+def find_packaged_configs(argv):
+  """`--flagfile=configs/NAME.cfg` (or `NAME.cfg`) that does not exist from
+  the current folder names the shipped config of that name, so that the
+  README's commands work from any folder once the package is installed."""
+  out = list(argv[:1])
+  for arg in argv[1:]:
+    match = _FLAGFILE.match(arg)
+    path = match.group(1) if match else None
+    if path and not os.path.exists(path) and os.path.dirname(path) in (
+        "", "configs"):
+      for folder in _config_folders():
+        candidate = os.path.join(folder, os.path.basename(path))
+        if os.path.isfile(candidate):
+          arg = f"--flagfile={candidate}"
+          break
+    out.append(arg)
+  return out
 
 
 def check_flagfiles(argv) -> None:

@@ -8,7 +8,7 @@ import os
 
 from absl import flags
 
-from flags.budgets import DEFINE_budget
+from .budgets import DEFINE_budget
 
 # Copies of the library's names, so that parsing flags does not import
 # TensorFlow; tests/test_flags.py checks that they stay equal.

@@ -1,50 +1,10 @@
 """Trains a classifier with PART (or AT) and exports it.
 
-Quick run on the offline MNIST sample (no network):
-  python scripts/train.py --flagfile=configs/mnist_offline.cfg \
-      --model_dir=runs/mnist_part
-Paper setup on CIFAR-10 (GPU):
-  python scripts/train.py --flagfile=configs/cifar10_resnet18.cfg \
-      --model_dir=runs/cifar10_part
+A thin wrapper: the command lives in `part_tf/cli/train.py` and is installed
+as `part-train` by `pip install .` (see its docstring for the usage).
 """
 
-import dataclasses
-import os
-import sys
-
-from absl import app
-from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from flags import one_line  # pylint: disable=g-import-not-at-top
-from flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
-from flags import train_flags  # pylint: disable=g-import-not-at-top
-
-train_flags.define_flags()
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # Imported here so that flag errors come back before TensorFlow loads.
-  from part_tf import experiment  # pylint: disable=g-import-not-at-top
-  values = {f.name: FLAGS[f.name].value
-            for f in dataclasses.fields(experiment.TrainConfig)}
-  values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
-  for name in ("mean", "std"):
-    if values[name] is not None:
-      values[name] = tuple(float(v) for v in values[name])
-  config = experiment.TrainConfig(**values)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    experiment.train(config, out=sys.stdout)
-  except (ValueError, OSError) as e:
-    sys.exit(f"error: {one_line(e)}")
-  except tf.errors.OpError as e:  # e.g. a worker of the job is gone
-    first = (e.message.strip().splitlines() or [""])[0][:300]
-    sys.exit(f"error: {type(e).__name__}: {first}")
-
+from part_tf.cli.train import run
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags_or_exit)
+  run()

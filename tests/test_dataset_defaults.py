@@ -6,10 +6,10 @@ from absl import flags
 from absl.testing import parameterized
 import tensorflow as tf
 
-from flags.budgets import DEFINE_budget
-from flags.dataset_defaults import apply_dataset_defaults
-from flags.dataset_defaults import DATASET_DEFAULTS
-from flags.train_flags import DATASET_NAMES
+from part_tf_flags.budgets import DEFINE_budget
+from part_tf_flags.dataset_defaults import apply_dataset_defaults
+from part_tf_flags.dataset_defaults import DATASET_DEFAULTS
+from part_tf_flags.train_flags import DATASET_NAMES
 
 
 def _flag_values(argv):

@@ -8,8 +8,8 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
-from flags import train_flags
-from flags.budgets import parse_budget
+from part_tf_flags import train_flags
+from part_tf_flags.budgets import parse_budget
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")

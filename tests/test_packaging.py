@@ -1,0 +1,126 @@
+"""`pip install .`: a wheel built from the checkout, installed offline into
+a fresh virtual environment (no dependencies fetched: it sees this
+environment's packages), gives the five commands, which work from a folder
+outside the checkout."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import unittest
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = ("part-train", "part-evaluate", "part-compare", "part-benchmark",
+            "part-visualize")
+
+
+def _run(args, cwd, timeout=600):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+  return subprocess.run(args, cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=timeout, check=False)
+
+
+class PackagingTest(unittest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="part_tf-packaging-")
+    # Build from a copy: pip builds in the source folder, and the checkout
+    # may be read-only (a Bazel sandbox).
+    source = os.path.join(cls.tmp, "source")
+    os.makedirs(source)
+    for name in ("pyproject.toml", "README.md"):
+      shutil.copy(os.path.join(ROOT, name), source)
+    for name in ("part_tf", "flags", "configs"):
+      shutil.copytree(os.path.join(ROOT, name), os.path.join(source, name),
+                      ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = os.path.join(cls.tmp, "wheels")
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                  "--no-build-isolation", "--no-index", "-q", "-w", wheels,
+                  source], cwd=cls.tmp)
+    assert built.returncode == 0, built.stderr[-3000:]
+    cls.wheel, = [os.path.join(wheels, f) for f in os.listdir(wheels)]
+    # A fresh environment that sees this one's packages (no downloads).
+    cls.venv = os.path.join(cls.tmp, "venv")
+    made = _run([sys.executable, "-m", "venv", cls.venv], cwd=cls.tmp)
+    assert made.returncode == 0, made.stderr[-3000:]
+    site = _run([os.path.join(cls.venv, "bin", "python"), "-c",
+                 "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                cwd=cls.tmp).stdout.strip()
+    # Every package folder of this environment (also those its own .pth
+    # files add), but not the checkout.
+    folders = [p for p in sys.path if os.path.basename(p) in (
+        "site-packages", "dist-packages")] or [sysconfig.get_paths()["purelib"]]
+    with open(os.path.join(site, "this_environment.pth"), "w") as f:
+      f.write("\n".join(folders) + "\n")
+    installed = _run([os.path.join(cls.venv, "bin", "python"), "-m", "pip",
+                      "install", "--no-deps", "--no-index", "-q", cls.wheel],
+                     cwd=cls.tmp)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    cls.outside = os.path.join(cls.tmp, "elsewhere")
+    os.makedirs(cls.outside)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def _bin(self, name):
+    return os.path.join(self.venv, "bin", name)
+
+  def test_wheel_contents(self):
+    with zipfile.ZipFile(self.wheel) as wheel:
+      names = wheel.namelist()
+    self.assertIn("part_tf_flags/__init__.py", names)
+    self.assertIn("part_tf_flags/train_flags.py", names)
+    self.assertIn("part_tf_configs/mnist_offline.cfg", names)
+    self.assertIn("part_tf/cli/train.py", names)
+    self.assertIn("part_tf/attacks/fab.py", names)
+    # No package under the generic name `flags`, and no tests.
+    self.assertFalse([n for n in names if n.startswith(("flags/", "tests/"))])
+
+  def test_library_comes_from_the_wheel(self):
+    result = _run([self._bin("python"), "-c",
+                   "import part_tf, part_tf_flags; print(part_tf.__file__); "
+                   "print(part_tf_flags.__file__)"], cwd=self.outside)
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    for line in result.stdout.split():
+      self.assertTrue(line.startswith(self.venv), line)
+
+  def test_every_command_shows_its_flags(self):
+    expected = {"part-train": "--method", "part-evaluate": "--preset",
+                "part-compare": "--seeds", "part-benchmark": "--family",
+                "part-visualize": "--num_images"}
+    for command in COMMANDS:
+      result = _run([self._bin(command), "--helpfull"], cwd=self.outside)
+      # absl exits 1 after printing the help.
+      self.assertNotIn("Traceback", result.stderr, command)
+      self.assertIn(expected[command], result.stdout, command)
+      # The usage is the command's own docstring.
+      self.assertNotIn("thin wrapper", result.stdout, command)
+
+  def test_a_tiny_run_from_another_folder(self):
+    # The README's flagfile, named as in the checkout, from a folder where
+    # no configs/ exists: the installed config is used.
+    self.assertFalse(os.path.exists(os.path.join(self.outside, "configs")))
+    result = _run([self._bin("part-train"),
+                   "--flagfile=configs/mnist_offline.cfg", "--epochs=1",
+                   "--burn_in_epochs=0", "--max_train_examples=512",
+                   "--model_dir=run"], cwd=self.outside)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(self.outside, "run", "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertEqual(metrics["dataset"], "mnist_offline")
+    self.assertGreater(metrics["natural_accuracy"], 0.2)
+    self.assertTrue(os.path.isdir(os.path.join(self.outside, "run", "export",
+                                               "1")))
+
+
+if __name__ == "__main__":
+  unittest.main()
