@@ -21,6 +21,7 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
   lines are filtered out of stderr (`part_tf.log_filter`).
   """
   from .dataset_defaults import apply_dataset_defaults  # pylint: disable=g-import-not-at-top
+  show_script_flags_in_help()
   # `bazel run` starts the command in its runfiles: relative paths (flagfile,
   # --model_dir) mean the folder it was run from, as for the other ways.
   if os.environ.get("BUILD_WORKING_DIRECTORY"):
@@ -33,6 +34,12 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
     remaining = absl_flags.FLAGS(argv)
   except (absl_flags.Error, ValueError) as e:
     sys.exit(f"error: {e}")
+  except SystemExit as e:
+    # absl exits with 1 after printing the help a user asked for; that is
+    # not a failure.
+    if e.code == 1 and _HELP_FLAGS.intersection(argv[1:]):
+      sys.exit(0)
+    raise
   verbosity = absl_flags.FLAGS["verbosity"]
   if verbosity.using_default_value:
     # Set as a value, not a default: absl.app raises a default to INFO.
@@ -41,6 +48,53 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
     from part_tf import log_filter  # pylint: disable=g-import-not-at-top
     log_filter.install()
   return remaining
+
+
+_HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpfull", "-helpfull",
+               "--helpshort", "-helpshort", "--helpxml", "-helpxml"}
+
+
+def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
+  """Makes `--help` list every flag of the running script.
+
+  absl's `--help` shows the key flags of the main module (`sys.argv[0]`),
+  but the scripts' flags are defined in `part_tf_flags.train_flags` and
+  `part_tf.cli.*`, so only `--helpfull` (which adds absl's and TensorFlow's
+  flags) showed them. This declares the flags of those modules key flags of
+  the main module.
+  """
+  main = sys.argv[0]
+  for module, module_flags in flag_values.flags_by_module_dict().items():
+    if module.startswith(("part_tf", "flags.")) or module == main:
+      for flag in module_flags:
+        flag_values.register_key_flag_for_module(main, flag)
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path) -> bool:
+  """Whether `path` is URL-like (gs://bucket/run, ram://x, s3://...)."""
+  return isinstance(path, str) and bool(_URL.match(path))
+
+
+def refuse_urls(*names, flag_values=absl_flags.FLAGS) -> None:
+  """Registers validators that refuse URL-like values of the path flags
+  `names` with a one-line error.
+
+  part_tf writes its run folders and reports with local file operations
+  (an flock on the folder, fsync and atomic renames keep a crash from
+  leaving a half file that looks valid); object stores such as GCS offer
+  none of these, so a `gs://bucket/run` would silently become a local
+  folder named `gs:`. Mount the bucket (e.g. gcsfuse) and pass its path.
+  """
+  for name in names:
+    absl_flags.register_validator(
+        name, lambda v: v is None or not any(
+            is_url(p) for p in (v if isinstance(v, list) else [v])),
+        message=f"--{name} is a URL: part_tf reads and writes local paths "
+                "only (mount the bucket, e.g. with gcsfuse, and pass the "
+                "mounted path)", flag_values=flag_values)
 
 
 def one_line(error: BaseException) -> str:

@@ -8,6 +8,7 @@ import os
 
 from absl import flags
 
+from . import refuse_urls
 from .budgets import DEFINE_budget
 
 # Copies of the library's names, so that parsing flags does not import
@@ -156,8 +157,17 @@ def define_flags():
   flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on a held-out "
                        "subset every N epochs (0: only after the last one).",
                        lower_bound=0)
-  flags.DEFINE_integer("eval_subset", 512, "Size of that held-out subset.",
-                       lower_bound=1)
+  flags.DEFINE_string(
+      "validation_split", "auto", "Training images held out to choose the "
+      "most robust epoch (best/, export_best/): a count like 1000, a "
+      "fraction like 0.02, 0 for none, or auto: the smaller of 2% and 1,000 "
+      "images when --eval_every selects among epochs, else none. The "
+      "held-out block is fixed by --seed and the data; the test split is "
+      "never used to choose.")
+  flags.DEFINE_integer("eval_subset", None, "Evaluate at most N images of "
+                       "the validation split each time (default: all); with "
+                       "--validation_split=0, the first N (default 512) test "
+                       "images, for curves only.", lower_bound=1)
   flags.DEFINE_integer("eval_num_steps", 20, "PGD steps of the evaluation.",
                        lower_bound=1)
   DEFINE_budget("eval_step_size", None,
@@ -246,6 +256,11 @@ def _register_validators():
                  or f["burn_in_epochs"] < f["epochs"]),
       message="--burn_in_epochs must be smaller than --epochs, or the "
               "pixel-reweighted budgets are never used")
+  refuse_urls("model_dir", "data_dir", "manual_dir")
+  flags.register_validator(
+      "validation_split", _validation_split_ok,
+      message="--validation_split must be auto, a count of images like "
+              "1000 (0: none), or a fraction like 0.02 (below 1)")
   flags.register_validator(
       "model_dir", lambda v: v is None or not os.path.isfile(v),
       message="--model_dir names an existing file; it must be a folder")
@@ -263,6 +278,28 @@ def _register_validators():
           "mnist", "mnist_offline", "fashion_mnist"),
       message="--mask_rule=official needs RGB images (it maps CAMs through "
               "an RGB colormap); use zscore or soft for grayscale datasets")
+
+
+def _validation_split_ok(value):
+  try:
+    parse_validation_split(value)
+  except ValueError:
+    return False
+  return True
+
+
+def parse_validation_split(value):
+  """"auto", a count (int >= 0) or a fraction (float in (0, 1)) of
+  `--validation_split`; ValueError for anything else."""
+  text = str(value).strip().lower()
+  if text == "auto":
+    return "auto"
+  if text.isdigit():
+    return int(text)
+  fraction = float(text)  # ValueError for other text
+  if not 0 < fraction < 1:
+    raise ValueError(f"{value!r} is not a fraction in (0, 1)")
+  return fraction
 
 
 def _all_positive_ints(values):

@@ -133,8 +133,9 @@ def read_best(best_dir: str):
 
 
 class RobustEvaluation(keras.callbacks.Callback):
-  """Logs PGD robust accuracy on a fixed held-out subset every N epochs, and
-  keeps the classifier of the most robust evaluated epoch.
+  """Logs PGD robust accuracy on fixed held-out data (the run's validation
+  split) every N epochs, and keeps the classifier of the most robust
+  evaluated epoch.
 
   Adds `val_pgd_accuracy` (NaN on epochs that are not evaluated, so CSV logs
   keep one column) to the epoch logs; put it before loggers in the list.

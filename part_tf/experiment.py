@@ -13,10 +13,15 @@ state it checks first (`part_tf.run_folder`):
                      (pictures/) and the run's hparams entry (hparams/)
   classifier.keras   the trained classifier (the robust one for ACT)
   natural_classifier.keras  ACT's natural model
-  export/<epochs>/   SavedModel for serving (see `part_tf.export`)
-  best/              the classifier of the most robust evaluated epoch
+  export/<epochs>/   SavedModel of the last epoch's classifier, for
+                     serving (see `part_tf.export`)
+  best/              backups of the classifier of the most robust epoch,
+                     chosen on the validation split (`--validation_split`)
+  best_classifier.keras   that classifier, once training ends
+  export_best/<epoch>/    its SavedModel: point TF Serving at export_best/
   metrics.json       final natural and PGD-20 accuracy on the test split,
-                     and the same for the best-robust epoch ("best") and
+                     the same for the best-robust epoch ("best", chosen on
+                     the validation split, never on the test split) and
                      for ACT's natural model ("natural_model")
 """
 
@@ -39,6 +44,8 @@ from part_tf import evaluation
 from part_tf import io_utils
 from part_tf import pictures
 from part_tf import run_folder
+from part_tf.data import class_names
+from part_tf.data import validation
 from part_tf.data import streaming
 from part_tf.export import export_classifier
 from part_tf.models import build_model
@@ -53,9 +60,12 @@ from part_tf.training.checkpointing import start_backups
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
+from part_tf_flags import is_url
 
 
 NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"
+BEST_CLASSIFIER_FILE = "best_classifier.keras"
+EXPORT_BEST_DIR = run_folder.EXPORT_BEST_DIR
 
 
 @dataclasses.dataclass
@@ -100,7 +110,8 @@ class TrainConfig:
   lr_decay_epochs: tuple = ()
   lr_decay_factor: float = 0.1
   eval_every: int = 0
-  eval_subset: int = 512
+  validation_split: str = "auto"
+  eval_subset: int | None = None
   eval_num_steps: int = 20
   eval_step_size: float | None = None
   eval_epsilon: float | None = None
@@ -137,7 +148,10 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "act_natural_model": None, "consistency_weight": 0.0,
                    "consistency_temperature": 0.5,
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
-                   "center_lr": 0.5, "feature_layer": None}
+                   "center_lr": 0.5, "feature_layer": None,
+                   # Before the validation split, the best epoch was chosen
+                   # on the first 512 test images.
+                   "validation_split": "0"}
 
 
 def settings(config: TrainConfig) -> dict:
@@ -152,6 +166,8 @@ def settings(config: TrainConfig) -> dict:
   for name in ("data_dir", "manual_dir"):
     if values[name] is not None:
       values[name] = os.path.abspath(os.path.expanduser(values[name]))
+  # 1000 (from Python) and "1000" (from the flag) are the same setting.
+  values["validation_split"] = str(values["validation_split"]).strip().lower()
   return values
 
 
@@ -240,6 +256,12 @@ def train(config: TrainConfig, out=None) -> dict:
       `run_folder.RunFolderError` for the folder).
     OSError: the folder cannot be written.
   """
+  for name in ("model_dir", "data_dir", "manual_dir"):
+    if is_url(getattr(config, name)):
+      raise ValueError(f"{name} {getattr(config, name)} is a URL: part_tf "
+                       "reads and writes local paths only (mount the "
+                       "bucket, e.g. with gcsfuse, and pass the mounted "
+                       "path)")
   model_dir = os.path.abspath(os.path.expanduser(config.model_dir))
   distribution.split_cpu(config.cpu_devices)
   strategy = distribution.create(config.strategy, config.tpu)
@@ -352,6 +374,12 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
         max_train=config.max_train_examples,
         max_test=config.max_test_examples, spec=spec)
+    block = validation.Block.choose(
+        len(train_data.labels), _validation_size(config, len(
+            train_data.labels)), config.seed)
+    held_out = None
+    if block.size:
+      train_data, held_out = block.split_arrays(train_data)
     num_train = len(train_data.labels)
     if config.data_service and train_data.images.nbytes > 1e9:
       raise ValueError("--data_service sends in-memory data inside the "
@@ -367,43 +395,70 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     # TPUs need static shapes: evaluation drops a partial last batch there.
     test_ds = data.eval_dataset(test_data, config.batch_size,
                                 drop_remainder=tpu)
-    subset = data.ArrayData(test_data.images[:config.eval_subset],
-                            test_data.labels[:config.eval_subset])
   else:
-    num_train = streaming.num_examples(spec, spec.train_split, data_dir,
+    available = streaming.num_examples(spec, spec.train_split, data_dir,
                                        config.max_train_examples)
+    block = validation.Block.choose(
+        available, _validation_size(config, available), config.seed)
+    train_split, held_out = None, None
+    if block.size:  # the same images as in memory, read as split slices
+      train_split, validation_split = block.tfds_splits(spec.train_split)
+      held_out = _first_examples(streaming.eval_stream(
+          spec, config.batch_size, split=validation_split,
+          data_dir=data_dir), "the validation split")
+    num_train = available - block.size
 
     def pipeline(context):
       return _with_data_service(streaming.train_stream(
           spec, context.get_per_replica_batch_size(config.batch_size),
           seed=config.seed, start_epoch=start_epoch, augment=config.augment,
           data_dir=data_dir, limit=config.max_train_examples,
-          input_context=context, views=views), config.data_service)
+          input_context=context, views=views, split=train_split),
+                                config.data_service)
     train_ds = strategy.distribute_datasets_from_function(pipeline)
     test_ds = streaming.eval_stream(spec, config.batch_size,
                                     data_dir=data_dir,
                                     limit=config.max_test_examples,
                                     drop_remainder=tpu)
-    # The held-out subset (and the pictures) in memory: it is small.
-    subset = _first_examples(streaming.eval_stream(
+    # The first test images in memory, for the pictures (and the curves
+    # of a run without a validation split): they are few.
+    test_data = _first_examples(streaming.eval_stream(
         spec, config.batch_size, data_dir=data_dir,
-        limit=min(config.eval_subset, config.max_test_examples or
-                  config.eval_subset)))
-    test_data = subset
+        limit=min(config.eval_subset or _TEST_SUBSET,
+                  config.max_test_examples or _TEST_SUBSET)))
+  # --- What the epochs are evaluated on: the validation split, whose most
+  # robust epoch is kept; without one, the first test images, for the curves
+  # only (nothing is chosen on them).
+  if held_out is not None:
+    subset = data.ArrayData(held_out.images[:config.eval_subset],
+                            held_out.labels[:config.eval_subset])
+    report(validation.describe(block, held_out.labels, spec.num_classes))
+  else:
+    count = config.eval_subset or _TEST_SUBSET
+    subset = data.ArrayData(test_data.images[:count],
+                            test_data.labels[:count])
   if distribution.kind(strategy) == "multi_worker":
     # Keras shards the validation data by files otherwise, which fails on
     # a split of fewer files than workers.
     test_ds = test_ds.with_options(data.shard_by_data())
-  if tpu and min(len(subset.labels), config.eval_subset) < config.batch_size:
-    raise ValueError(f"on a TPU evaluation batches are full: --eval_subset="
-                     f"{config.eval_subset} (and the test split) must hold "
-                     f"at least one batch of {config.batch_size}")
+  if tpu and len(subset.labels) < config.batch_size:
+    raise ValueError(f"on a TPU evaluation batches are full: the "
+                     f"{len(subset.labels)} images evaluated each time "
+                     "(--validation_split, --eval_subset) must hold at "
+                     f"least one batch of {config.batch_size}")
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"--batch_size={config.batch_size} exceeds the "
                      f"{num_train} training examples: no full batch per "
                      "epoch")
   subset_ds = data.eval_dataset(subset, config.batch_size, drop_remainder=tpu)
+  # Keras' per-epoch val_loss and val_accuracy: on the validation split when
+  # there is one.
+  epoch_val_ds = (data.eval_dataset(held_out, config.batch_size,
+                                    drop_remainder=tpu)
+                  if held_out is not None else test_ds)
+  if held_out is not None and distribution.kind(strategy) == "multi_worker":
+    epoch_val_ds = epoch_val_ds.with_options(data.shard_by_data())
   # The evaluated budget: --epsilon unless an overdesigned training budget
   # is evaluated at a smaller one.
   eval_epsilon = config.eval_epsilon or config.epsilon
@@ -415,6 +470,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   picture_images = test_data.images[chosen].astype(np.float32) / 255.0
   picture_labels = test_data.labels[chosen]
   values["input_used"] = input_mode
+  values["validation_used"] = block.as_dict()
   values["dataset_spec"] = {"image_shape": list(spec.image_shape),
                             "num_classes": spec.num_classes,
                             "mean": list(spec.mean), "std": list(spec.std)}
@@ -466,7 +522,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       evaluation.RobustEvaluation(
           subset_ds, config.eval_every, eval_epsilon, eval_step,
           config.eval_num_steps, seed=config.seed, jit_compile=jit,
-          best_dir=best_dir),
+          best_dir=best_dir if block.size else None),
       ImagePanels(os.path.join(tensorboard_dir, "pictures"),
                   picture_images, picture_labels, config.burn_in_epochs,
                   config.image_every,
@@ -487,7 +543,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     if start_epoch:
       report(f"resuming after epoch {start_epoch} of {config.epochs}")
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-              initial_epoch=start_epoch, validation_data=test_ds,
+              initial_epoch=start_epoch, validation_data=epoch_val_ds,
               callbacks=callbacks, shuffle=False, verbose=0)
   train_seconds = time.time() - started
 
@@ -504,8 +560,9 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                          natural_classifier.save)
   export_dir = os.path.join(write_dir, run_folder.EXPORT_DIR,
                             str(config.epochs))
+  names = class_names.class_names(spec, data_dir)
   if config.export:  # TF Serving layout: export/<version>/
-    export_classifier(classifier, export_dir)
+    export_classifier(classifier, export_dir, names)
   metrics = {
       "natural_accuracy": float(result["natural_accuracy"]),
       f"pgd{config.eval_num_steps}_accuracy": float(result["pgd_accuracy"]),
@@ -527,8 +584,20 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         "natural_accuracy": float(natural_result["natural_accuracy"]),
         f"pgd{config.eval_num_steps}_accuracy":
             float(natural_result["pgd_accuracy"])}
-  best = evaluation.read_best(best_dir)
-  if best is not None:  # the most robust epoch on the held-out subset
+  metrics["validation"] = {
+      **block.as_dict(), "evaluated_each_time": len(subset.labels),
+      "chooses_best": bool(block.size),
+      "note": ("the most robust epoch is chosen on these held-out training "
+               "images; the test split reports the final and the chosen "
+               "model and chooses nothing") if block.size else (
+                   "no validation split (--validation_split=0, or auto "
+                   "with --eval_every=0): no epoch is chosen, and the "
+                   "curves' evaluations use the first "
+                   f"{len(subset.labels)} test images")}
+  if config.export:
+    metrics["export"] = os.path.relpath(export_dir, write_dir)
+  best = evaluation.read_best(best_dir) if block.size else None
+  if best is not None:  # the most robust epoch on the validation split
     with strategy.scope():
       best_classifier = keras.models.clone_model(classifier)
     load_weights(best_classifier, best["weights"], "best-robust weights")
@@ -538,10 +607,16 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         strategy=strategy)
     metrics["best"] = {
         "epoch": best["epoch"],
+        "chosen_on": "validation",
         "val_pgd_accuracy": best["val_pgd_accuracy"],
         "natural_accuracy": float(best_result["natural_accuracy"]),
         f"pgd{config.eval_num_steps}_accuracy":
             float(best_result["pgd_accuracy"])}
+    io_utils.atomic_file(os.path.join(write_dir, BEST_CLASSIFIER_FILE),
+                         best_classifier.save)
+    if config.export:
+      metrics["best"]["export"] = os.path.relpath(_export_best(
+          best_classifier, write_dir, best["epoch"], names), write_dir)
   io_utils.atomic_write_json(
       os.path.join(write_dir, run_folder.METRICS_FILE), metrics)
   write_hparams(
@@ -557,9 +632,38 @@ def _train(config, strategy, model_dir, write_dir, out, made,
            metrics[f"pgd{config.eval_num_steps}_accuracy"]},
       step=config.epochs)
   report(_results_line(metrics, config.eval_num_steps))
-  report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}" + (
-      f" and the SavedModel {export_dir}" if config.export else ""))
+  exports = ""
+  if config.export:
+    exports = f" and the SavedModel {export_dir}"
+    if "best" in metrics:
+      exports = (f", the SavedModels {export_dir} (last epoch) and "
+                 f"{os.path.join(model_dir, metrics['best']['export'])} "
+                 "(most robust epoch)")
+  report(f"wrote {os.path.join(model_dir, run_folder.METRICS_FILE)}"
+         + exports)
   return metrics
+
+
+# Test images evaluated each time when there is no validation split.
+_TEST_SUBSET = 512
+
+
+def _validation_size(config, num_train) -> int:
+  return validation.size_for(config.validation_split, num_train,
+                             selects=config.eval_every > 0)
+
+
+def _export_best(classifier, write_dir, epoch, names) -> str:
+  """Exports the best-robust classifier to export_best/<epoch>/ (a TF
+  Serving model base path of its own) and then removes the exports of
+  epochs that are no longer the best."""
+  base = os.path.join(write_dir, EXPORT_BEST_DIR)
+  target = export_classifier(classifier, os.path.join(base, str(epoch)),
+                             names)
+  for name in os.listdir(base):
+    if name.isdigit() and name != str(epoch):
+      shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+  return target
 
 
 def _check_resolved_settings(state, values, start_epoch):
@@ -573,6 +677,13 @@ def _check_resolved_settings(state, values, start_epoch):
     raise run_folder.RunFolderError(
         f"{state.path} was trained with {before} input; this start would "
         f"use {values['input_used']} input (pass --input={before})")
+  held = state.config.get("validation_used")
+  if held is not None and held != values["validation_used"]:
+    raise run_folder.RunFolderError(
+        f"{state.path} was trained holding out the training images "
+        f"{held}; this start would hold out {values['validation_used']} "
+        "(pass the run's --validation_split, --seed and "
+        "--max_train_examples)")
   spec = state.config.get("dataset_spec")
   if spec is not None and json.loads(json.dumps(
       values["dataset_spec"])) != spec:
@@ -596,7 +707,7 @@ def _with_data_service(dataset, address):
       service=address))
 
 
-def _first_examples(dataset) -> "data.ArrayData":
+def _first_examples(dataset, what="the test split") -> "data.ArrayData":
   """The examples of a small batched dataset of images in [0, 1], in memory
   as uint8 arrays."""
   images, labels = [], []
@@ -604,7 +715,7 @@ def _first_examples(dataset) -> "data.ArrayData":
     images.append(np.round(x * 255).astype(np.uint8))
     labels.append(y.astype(np.int32))
   if not labels:
-    raise ValueError("the test split has no examples")
+    raise ValueError(f"{what} has no examples")
   return data.ArrayData(np.concatenate(images), np.concatenate(labels))
 
 

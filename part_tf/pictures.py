@@ -31,6 +31,7 @@ from part_tf.cam import ClassActivationMaps  # pylint: disable=g-import-not-at-t
 from part_tf.cam import eps_map_from_cam  # pylint: disable=g-import-not-at-top
 from part_tf.cam.budgets import RESIZE_FOR_RULE  # pylint: disable=g-import-not-at-top
 from part_tf.cam.maps import normalized_cam  # pylint: disable=g-import-not-at-top
+from part_tf.data.class_names import KNOWN_NAMES  # pylint: disable=g-import-not-at-top
 from part_tf.plots import figure_png  # pylint: disable=g-import-not-at-top
 
 FULL_COLOUR = np.array(mcolors.to_rgb("#d62728"), np.float32)      # red
@@ -38,12 +39,8 @@ REDUCED_COLOUR = np.array(mcolors.to_rgb("#1f77b4"), np.float32)   # blue
 COLUMNS = ("image", "CAM", "eps_map", "perturbation", "adversarial")
 
 # Class names of the datasets whose names are short enough for a tile.
-CLASS_NAMES = {
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                "horse", "ship", "truck"),
-    "fashion_mnist": ("T-shirt", "trouser", "pullover", "dress", "coat",
-                      "sandal", "shirt", "sneaker", "bag", "boot"),
-}
+# Class names shown in the panels, per dataset.
+CLASS_NAMES = KNOWN_NAMES
 
 
 @dataclasses.dataclass

@@ -91,7 +91,7 @@ def training_curves_figure(logs: dict, burn_in_epochs: int | None = None,
             ("val_accuracy", "natural accuracy (validation)")]
   if any(np.isfinite(log.get("val_pgd_accuracy", [np.nan])).sum() > 1
          for log in logs.values()):  # measured on more than the last epoch
-    panels.append(("val_pgd_accuracy", "PGD accuracy (held-out subset)"))
+    panels.append(("val_pgd_accuracy", "PGD accuracy (validation)"))
   # The legend goes below the charts, in rows of up to 4 methods, so that
   # it hides no curve however many methods there are.
   legend_rows = -(-len(logs) // 4)

@@ -40,10 +40,11 @@ METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 BEST_DIR = "best"
 EXPORT_DIR = "export"
+EXPORT_BEST_DIR = "export_best"
 TENSORBOARD_DIR = "tensorboard"
 # Folders whose stale temporary entries (`.tmp-*`, `.old-*`, left by a kill
 # during an atomic write) are removed when a run starts.
-_WRITTEN_DIRS = ("", BACKUP_DIR, BEST_DIR, EXPORT_DIR)
+_WRITTEN_DIRS = ("", BACKUP_DIR, BEST_DIR, EXPORT_DIR, EXPORT_BEST_DIR)
 
 
 class RunFolderError(ValueError):
@@ -293,8 +294,18 @@ def check_resume(state: RunState, settings: dict, epochs: int,
 
 # --- the trained classifier ----------------------------------------------------
 
-def load_classifier(path: str):
+# The classifier files of a run folder, by `checkpoint`.
+CLASSIFIER_FILES = {"final": "classifier.keras",
+                    "best": "best_classifier.keras"}
+
+
+def load_classifier(path: str, checkpoint: str = "final"):
   """The Keras classifier of a run folder or a `.keras` file.
+
+  Args:
+    path: a run folder or a `.keras` file.
+    checkpoint: for a run folder, "final" (the last epoch's classifier) or
+      "best" (the most robust epoch on the validation split).
 
   Returns:
     (classifier, the run's settings or {} for a bare `.keras` file, the
@@ -313,10 +324,22 @@ def load_classifier(path: str):
     if not isinstance(run, dict):
       raise RunFolderError(f"corrupt run settings {path}/{CONFIG_FILE}: not "
                            "a JSON object")
-    keras_file, output = os.path.join(path, "classifier.keras"), path
+    if checkpoint not in CLASSIFIER_FILES:
+      raise ValueError(f"checkpoint must be one of "
+                       f"{', '.join(CLASSIFIER_FILES)}, not {checkpoint!r}")
+    name = CLASSIFIER_FILES[checkpoint]
+    keras_file, output = os.path.join(path, name), path
     if not os.path.exists(keras_file):
-      raise FileNotFoundError(f"{path} has no classifier.keras (is it a "
+      if checkpoint == "best":
+        raise FileNotFoundError(
+            f"{path} has no {name}: the most robust epoch is chosen on a "
+            "validation split, at the end of a run trained with "
+            "--eval_every=N (and --validation_split not 0)")
+      raise FileNotFoundError(f"{path} has no {name} (is it a "
                               "finished run folder?)")
+  elif checkpoint != "final":
+    raise ValueError(f"--checkpoint={checkpoint} needs a run folder; "
+                     f"{path} is a file")
   elif not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist")
   if not keras_file.endswith(".keras"):

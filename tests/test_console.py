@@ -105,13 +105,17 @@ class ScriptOutputTest(tf.test.TestCase):
     self.assertEqual(quiet.returncode, 0, quiet.stderr)
     self.assertEqual(quiet.stderr, "")  # no C++ or absl INFO lines at all
     lines = quiet.stdout.splitlines()
-    self.assertTrue(lines[0].startswith("training small_cnn on mnist_offline "
-                                        "with at (epsilon 0.1)"), lines[0])
+    # The dataset defaults the flags did not replace, then the settings.
+    self.assertEqual(lines[0], "mnist_offline defaults (flags given on the "
+                     "command line or in a flagfile win): --model=small_cnn "
+                     "--weight_decay=0.0 --lr_schedule=constant")
+    self.assertTrue(lines[1].startswith("training small_cnn on mnist_offline "
+                                        "with at (epsilon 0.1)"), lines[1])
     self.assertEqual([l.split()[1] for l in lines if l.startswith("epoch ")],
                      ["1/2", "2/2"])
     self.assertTrue(lines[-2].startswith("test: natural accuracy"))
     self.assertTrue(lines[-1].startswith("wrote "))
-    self.assertLessEqual(len(lines), 6)
+    self.assertLessEqual(len(lines), 7)
     self.assertNotIn("pixel-reweighted", quiet.stdout)
     # --verbosity=0: absl's INFO lines (the SavedModel writer's among them)
     # come back; an AT run still says nothing about pixel-reweighted budgets.

@@ -8,7 +8,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
-from parameterized import parameterized
+from absl.testing import parameterized
 import tensorflow as tf
 
 from part_tf import data
@@ -84,7 +84,7 @@ class RegistryTest(tf.test.TestCase):
     self.assertEqual(data.DATASETS["svhn_cropped"].tfds_name, "svhn_cropped")
 
 
-class MnistOfflineTest(tf.test.TestCase):
+class MnistOfflineTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
@@ -141,8 +141,8 @@ class MnistOfflineTest(tf.test.TestCase):
     again, _, _ = data.load("mnist_offline", max_train=5)
     self.assertAllEqual(again.images, self.train.images[:5])
 
-  @parameterized.expand([("max_train", {"max_train": 0}),
-                         ("max_test", {"max_test": -3})])
+  @parameterized.named_parameters(("max_train", "max_train", {"max_train": 0}),
+                                  ("max_test", "max_test", {"max_test": -3}))
   def test_non_positive_limit_raises(self, arg, kwargs):
     with self.assertRaisesRegex(ValueError, arg):
       data.load("mnist_offline", **kwargs)
@@ -188,7 +188,7 @@ class StepsAndEvalTest(tf.test.TestCase):
     self.assertAllClose(x, examples.images / 255.0, atol=1e-7)
 
 
-class TrainDatasetTest(tf.test.TestCase):
+class TrainDatasetTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_element_spec_and_range(self):
     train, _, spec = data.load("mnist_offline", max_train=200)
@@ -273,7 +273,7 @@ class TrainDatasetTest(tf.test.TestCase):
     (x, y), = _batches(data.train_dataset(examples, spec, 64, 11, 0, 1))
     self.assertAllEqual(_to_uint8(x), examples.images[y])
 
-  @parameterized.expand([("cifar10",), ("fashion_mnist",), ("mnist_offline",)])
+  @parameterized.parameters("cifar10", "fashion_mnist", "mnist_offline")
   def test_augmentation_is_a_shift_and_maybe_a_flip(self, name):
     spec = data.DATASETS[name]
     pad = spec.crop_padding
@@ -295,10 +295,10 @@ class TrainDatasetTest(tf.test.TestCase):
       self.assertEqual(sum(flips), 0)
 
 
-class TfdsTest(tf.test.TestCase):
+class TfdsTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.expand([("cifar10", (32, 32, 3), 10),
-                         ("mnist", (28, 28, 1), 10)])
+  @parameterized.parameters(("cifar10", (32, 32, 3), 10),
+                            ("mnist", (28, 28, 1), 10))
   def test_mock_data_load(self, name, shape, num_classes):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 

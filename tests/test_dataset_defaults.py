@@ -1,6 +1,12 @@
 """Per-dataset flag defaults: applied only to flags the user did not set."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 from absl import flags
 from absl.testing import parameterized
@@ -76,3 +82,99 @@ class DatasetDefaultsTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+
+# Prints the training flags' values after parsing argv as train.py does.
+_RESOLVE = textwrap.dedent("""
+    import json, sys
+    from absl import app, flags  # app defines --verbosity, as in a script
+    from part_tf_flags import parse_flags_or_exit, train_flags
+    train_flags.define_flags()
+    parse_flags_or_exit(["train.py", *json.loads(sys.argv[1])])
+    print(json.dumps({n: flags.FLAGS[n].value
+                      for n in train_flags.FLAG_NAMES}))
+    """)
+
+
+def _resolved(*argv):
+  """The training flags' values after train.py's parsing of `argv`."""
+  result = subprocess.run(
+      [sys.executable, "-c", _RESOLVE, json.dumps(["--model_dir=x", *argv])],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  if result.returncode:
+    raise AssertionError(result.stderr[-2000:])
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
+  """`--dataset=X` alone is the reference setup of configs/X_*.cfg."""
+
+  @parameterized.parameters(
+      ("cifar10", "configs/cifar10_resnet18.cfg"),
+      ("svhn_cropped", "configs/svhn_resnet18.cfg"),
+      ("tiny_imagenet", "configs/tiny_imagenet_resnet18.cfg"),
+      (None, "configs/mnist_offline.cfg"))
+  def test_dataset_alone_equals_its_config(self, dataset, config):
+    alone = _resolved(*([f"--dataset={dataset}"] if dataset else []))
+    configured = _resolved(f"--flagfile={config}")
+    self.assertEqual(alone, configured)
+    if dataset:
+      self.assertEqual(
+          (alone["model"], alone["optimizer"], alone["epochs"],
+           alone["burn_in_epochs"], alone["lr_schedule"],
+           alone["lr_decay_epochs"]),
+          ("resnet18", "sgd", 80, 20, "piecewise", ["60", "70"]))
+    else:  # the quick start keeps its quick defaults
+      self.assertEqual((alone["dataset"], alone["model"], alone["epochs"],
+                        alone["optimizer"]),
+                       ("mnist_offline", "small_cnn", 8, "adam"))
+
+  def test_given_flags_win_over_the_dataset_defaults(self):
+    values = _resolved("--dataset=tiny_imagenet", "--model=small_cnn",
+                       "--epochs=30", "--lr_decay_epochs=10")
+    self.assertEqual((values["model"], values["epochs"],
+                      values["lr_decay_epochs"], values["optimizer"]),
+                     ("small_cnn", 30, ["10"], "sgd"))
+
+  def test_train_py_prints_the_defaults_it_applied_and_uses_them(self):
+    # CIFAR-10 through train.py on TFDS mock data: the line names each
+    # applied default once, and config.json holds them.
+    model_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, model_dir)
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        import tensorflow_datasets as tfds
+        sys.argv = ["train.py", "--dataset=cifar10", "--model=small_cnn",
+                    "--epochs=1", "--burn_in_epochs=0", "--num_steps=1",
+                    "--batch_size=32", "--max_train_examples=64",
+                    "--max_test_examples=32", "--image_count=0",
+                    "--noexport", "--model_dir={model_dir}"]
+        with tfds.testing.mock_data(num_examples=64):
+          runpy.run_path("scripts/train.py", run_name="__main__")
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    first = result.stdout.splitlines()[0]
+    self.assertStartsWith(first, "cifar10 defaults (flags given on the "
+                          "command line or in a flagfile win): ")
+    applied = first.split(": ", 1)[1].split()
+    self.assertEqual(
+        applied, ["--epsilon=8/255", "--epsilon_low=7/255",
+                  "--step_size=2/255", "--optimizer=sgd",
+                  "--learning_rate=0.01", "--momentum=0.9",
+                  "--weight_decay=0.0002", "--lr_schedule=piecewise",
+                  "--lr_decay_epochs=60,70", "--eval_every=5",
+                  "--eval_num_steps=20"])
+    with open(os.path.join(model_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual(
+        (config["model"], config["epochs"], config["optimizer"],
+         config["learning_rate"], config["lr_decay_epochs"],
+         config["eval_every"]),
+        ("small_cnn", 1, "sgd", 0.01, [60, 70], 5))
+    self.assertAllClose(config["epsilon"], 8 / 255)

@@ -110,7 +110,8 @@ class ResumeTest(RunFolderTestCase):
   def test_a_default_run_prints_its_lines_and_a_clean_stderr(self):
     self.assertEqual(self.finished_stderr, "")
     lines = self.finished_stdout.splitlines()
-    self.assertTrue(lines[0].startswith("training small_cnn on mnist_offline"))
+    self.assertTrue(lines[0].startswith("mnist_offline defaults"), lines[0])
+    self.assertTrue(lines[1].startswith("training small_cnn on mnist_offline"))
     self.assertEqual([l.split()[1] for l in lines if l.startswith("epoch ")],
                      ["1/2", "2/2"])
     self.assertTrue(any(l.startswith("test: natural accuracy") for l in lines))

@@ -39,6 +39,7 @@ from absl import app
 from absl import flags
 
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_enum("model", "small_cnn", ("small_cnn", "resnet18"), "Model.")
 flags.DEFINE_integer("image_size", 28, "Image height and width.")
@@ -63,6 +64,7 @@ flags.DEFINE_string("stream_dataset", None, "tfds:NAME of a prepared TFDS "
                     "dataset to time the streamed pipeline on (default: "
                     "--pipeline_examples random images written as one).")
 flags.DEFINE_string("stream_data_dir", None, "Its TFDS data folder.")
+refuse_urls("stream_data_dir")
 FLAGS = flags.FLAGS
 
 

@@ -1,4 +1,4 @@
-"""Trains several methods (and seeds, and values of one setting) and reports
+r"""Trains several methods (and seeds, and values of one setting) and reports
 whether their differences are real or within noise.
 
 The quick start (offline MNIST sample, AT and PART, 3 seeds each):

@@ -1,4 +1,4 @@
-"""Evaluates the robustness of a trained classifier with an attack suite.
+r"""Evaluates the robustness of a trained classifier with an attack suite.
 
   python scripts/evaluate.py --model_path=runs/quickstart/part/seed0
   python scripts/evaluate.py --model_path=runs/cifar10_part/export/80 \
@@ -36,6 +36,7 @@ from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import parse_budget  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
@@ -75,7 +76,12 @@ flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored",
 flags.DEFINE_string("tpu", None, "TPU address or name (selects TPUStrategy).")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices "
                      "(tests).", lower_bound=1)
+flags.DEFINE_enum("checkpoint", "final", ("final", "best"), "For a run "
+                  "folder: final: the last epoch's classifier; best: the "
+                  "most robust epoch on the run's validation split (reports "
+                  "then go to eval_best.json, .md, .png).")
 flags.mark_flag_as_required("model_path")
+refuse_urls("model_path", "output_dir", "data_dir")
 flags.register_validator("model_path",
                          lambda p: p is None or os.path.exists(p),
                          message="--model_path does not exist")
@@ -112,9 +118,10 @@ def _ok_budget(text):
     return False
 
 
-def load_model(path):
+def load_model(path, checkpoint="final"):
   """(model_fn, input shape, run config or {}, default output folder) of a
-  run folder, a `.keras` file or a SavedModel.
+  run folder (its `checkpoint`: final or best), a `.keras` file or a
+  SavedModel.
 
   Raises:
     ValueError: the path holds no model, or one that cannot be loaded (the
@@ -123,9 +130,12 @@ def load_model(path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
-    model, run, output = run_folder.load_classifier(path)
+    model, run, output = run_folder.load_classifier(path, checkpoint)
     return ((lambda x: model(x, training=False)), tuple(model.input_shape[1:]),
             run, output)
+  if checkpoint != "final":
+    raise ValueError(f"--checkpoint={checkpoint} needs a run folder; {path} "
+                     "is a SavedModel")
   try:
     loaded = tf.saved_model.load(path)  # must outlive the signature's use
     serving = loaded.signatures["serving_default"]
@@ -172,7 +182,9 @@ def main(argv):
               or distribution.cluster().is_chief)
     with strategy.scope():
       model_fn, input_shape, run, default_output = load_model(
-          FLAGS.model_path)
+          FLAGS.model_path, FLAGS.checkpoint)
+    # The best checkpoint's reports sit beside the final one's.
+    stem = "eval" if FLAGS.checkpoint == "final" else "eval_best"
     dataset = FLAGS.dataset or run.get("dataset")
     if dataset is None:
       raise ValueError("--dataset is needed for a model outside a run folder")
@@ -240,6 +252,7 @@ def main(argv):
           data_dir=FLAGS.data_dir or run.get("data_dir"),
           max_examples=FLAGS.num_examples, batch_size=FLAGS.batch_size)
     result = {"model_path": os.path.abspath(FLAGS.model_path),
+              "checkpoint": FLAGS.checkpoint,
               "dataset": dataset, "attacks": names,
               "strategy": distribution.kind(strategy),
               "num_replicas": strategy.num_replicas_in_sync,
@@ -251,7 +264,7 @@ def main(argv):
       result.update(num_steps=FLAGS.num_steps, restarts=FLAGS.restarts)
     if corrupted is not None:
       result["corruptions"] = corrupted
-    io_utils.atomic_write_json(os.path.join(output_dir, "eval.json"), result)
+    io_utils.atomic_write_json(os.path.join(output_dir, f"{stem}.json"), result)
     text = table(reports, names)
     for r in reports:
       for n, stats in r.get("minimum_norm", {}).items():
@@ -267,12 +280,12 @@ def main(argv):
                + "\n".join(f"| {n} | {a:.4f} |"
                            for n, a in corrupted["per_corruption"].items())
                + f"\n| **mean** | {corrupted['mean']:.4f} |")
-    io_utils.atomic_write_text(os.path.join(output_dir, "eval.md"),
+    io_utils.atomic_write_text(os.path.join(output_dir, f"{stem}.md"),
                                text + "\n")
     from part_tf import pictures  # pylint: disable=g-import-not-at-top
     from part_tf import plots  # pylint: disable=g-import-not-at-top
     io_utils.atomic_write_bytes(
-        os.path.join(output_dir, "eval.png"),
+        os.path.join(output_dir, f"{stem}.png"),
         pictures.figure_png(plots.robustness_figure(
             reports, names, title=f"{dataset}: "
             f"{os.path.basename(os.path.abspath(FLAGS.model_path))}"
@@ -298,8 +311,8 @@ def main(argv):
         print(f"!!! SANITY CHECK FAILED (eps={report['epsilon']:.4g}): "
               f"{check['name']}: {check['detail']}. The robust accuracies "
               "above may be overestimated (gradient masking?).")
-  print(f"wrote {os.path.join(output_dir, 'eval.json')}, eval.md and "
-        "eval.png")
+  print(f"wrote {os.path.join(output_dir, stem + '.json')}, {stem}.md and "
+        f"{stem}.png")
 
 
 def run():

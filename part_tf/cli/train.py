@@ -1,11 +1,14 @@
-"""Trains a classifier with PART (or AT) and exports it.
+r"""Trains a classifier with PART (or AT) and exports it.
 
 Quick run on the offline MNIST sample (no network):
-  python scripts/train.py --flagfile=configs/mnist_offline.cfg \
-      --model_dir=runs/mnist_part
-Paper setup on CIFAR-10 (GPU):
-  python scripts/train.py --flagfile=configs/cifar10_resnet18.cfg \
-      --model_dir=runs/cifar10_part
+  python scripts/train.py --model_dir=runs/mnist_part
+The paper's setup on CIFAR-10, SVHN or TinyImageNet (GPU; ResNet-18, the
+dataset's budgets, SGD, 80 epochs with decay after 60 and 70):
+  python scripts/train.py --dataset=cifar10 --model_dir=runs/cifar10_part
+  python scripts/train.py --dataset=tiny_imagenet --manual_dir=DIR \
+      --model_dir=runs/tiny_part
+Each --dataset brings its own defaults (printed in one line at the start);
+flags given on the command line or in a flagfile win.
 """
 
 import dataclasses
@@ -17,6 +20,7 @@ from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import dataset_defaults  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
@@ -36,7 +40,11 @@ def main(argv):
       values[name] = tuple(float(v) for v in values[name])
   config = experiment.TrainConfig(**values)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from part_tf import distribution  # pylint: disable=g-import-not-at-top
   try:
+    line = dataset_defaults.defaults_line()
+    if line and distribution.cluster().is_chief:  # only the chief prints
+      print(line, flush=True)
     experiment.train(config, out=sys.stdout)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {one_line(e)}")

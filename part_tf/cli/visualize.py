@@ -1,4 +1,4 @@
-"""Draws what PART does to a few test images: image | CAM | eps_map |
+r"""Draws what PART does to a few test images: image | CAM | eps_map |
 perturbation | adversarial, one row per image, as a PNG grid.
 
   python scripts/visualize.py --model_path=runs/quickstart/part/seed0 \
@@ -21,6 +21,7 @@ from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import DEFINE_budget  # pylint: disable=g-import-not-at-top
 from part_tf_flags.train_flags import CAM_METHODS  # pylint: disable=g-import-not-at-top
 from part_tf_flags.train_flags import DATASET_NAMES  # pylint: disable=g-import-not-at-top
@@ -47,6 +48,7 @@ flags.DEFINE_integer("num_steps", None, "Attack steps (default: the run's).",
 flags.DEFINE_integer("seed", 0, "Seed of the image choice and the attack's "
                      "random start.", lower_bound=0)
 flags.mark_flag_as_required("model_path")
+refuse_urls("model_path", "output", "data_dir")
 FLAGS = flags.FLAGS
 
 # The PART variant of each method: the grid shows PART's budget.

@@ -85,7 +85,8 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
                  start_epoch: int = 0, augment: bool = True, data_dir=None,
                  limit=None, input_context=None,
                  shuffle_buffer: int = SHUFFLE_BUFFER,
-                 views: int = 1) -> tf.data.Dataset:
+                 views: int = 1, split: str | None = None
+                 ) -> tf.data.Dataset:
   """Endless training batches read from the TFDS shards of `spec`.
 
   Each pass over the (sharded) split is shuffled anew and cut into full
@@ -103,6 +104,9 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
     shuffle_buffer: examples in the shuffle buffer (bounds the memory).
     views: augmented views of each image (2 for consistency
       regularisation: x is then [batch_size, 2, H, W, C]).
+    split: the TFDS split to read instead of the training split (capped at
+      `limit`), e.g. the training images outside the validation block
+      (`part_tf.data.validation.Block.tfds_splits`).
 
   Returns:
     Dataset of `(x float32 [batch_size, H, W, C] in [0, 1], y int32)`.
@@ -113,13 +117,14 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
   pipelines = input_context.num_input_pipelines if input_context else 1
   # TFDS shards by files; a split with fewer files than input pipelines is
   # shared out by example instead (each pipeline keeps every n-th one).
-  by_file = pipelines == 1 or _num_files(builder, spec.train_split) >= (
-      pipelines)
+  # (A split made of slices reads parts of files: shared out by example.)
+  by_file = pipelines == 1 or (split is None and _num_files(
+      builder, spec.train_split) >= pipelines)
   read_config = tfds.ReadConfig(
       input_context=input_context if by_file else None,
       shuffle_seed=run_seed, shuffle_reshuffle_each_iteration=True,
       try_autocache=False)
-  ds = builder.as_dataset(split=_split(spec.train_split, limit),
+  ds = builder.as_dataset(split=split or _split(spec.train_split, limit),
                           shuffle_files=True, read_config=read_config)
   if not by_file:
     ds = ds.shard(pipelines, input_context.input_pipeline_id)

@@ -1,0 +1,124 @@
+"""The validation split: training images held out to choose the best epoch.
+
+The most robust epoch of a run (its `best/` classifier) is chosen on these
+images, never on the test split, which then reports the chosen model once.
+
+The held-out images are one contiguous block of the training split, at an
+offset drawn from the run's seed: `[offset, offset + size)`. A block (not a
+scattered sample) is what TFDS can read as a split slice, so streamed and
+in-memory input hold out exactly the same images, and a resumed run holds
+out the same images again. TFDS writes every split in a hashed, shuffled
+order (and the offline MNIST sample is a seeded random split), so a block is
+a random sample of the split; `describe` counts its classes so that a
+dataset stored in class order would show at once.
+
+Example:
+  size = validation.size_for("auto", num_train=50_000, selects=True)  # 1000
+  block = validation.Block.choose(num_train=50_000, size=size, seed=0)
+  train, held_out = block.split_arrays(train)
+"""
+
+import dataclasses
+
+import numpy as np
+
+from part_tf.data.datasets import ArrayData
+
+# `--validation_split=auto`: the smaller of these.
+AUTO_FRACTION = 0.02
+AUTO_MAX = 1000
+
+
+def size_for(setting, num_train: int, selects: bool = True) -> int:
+  """Images to hold out of `num_train` for `--validation_split=setting`.
+
+  Args:
+    setting: "auto", a count (int >= 0) or a fraction in (0, 1), as parsed
+      by `part_tf_flags.train_flags.parse_validation_split` (strings are
+      parsed here too).
+    num_train: training images available (after `--max_train_examples`).
+    selects: whether the run chooses among epochs (`--eval_every` > 0);
+      "auto" holds out nothing when it does not: there is nothing to choose.
+
+  Raises:
+    ValueError: a setting that leaves no image to train on.
+  """
+  if isinstance(setting, str) and setting.strip().lower() != "auto":
+    text = setting.strip()
+    setting = int(text) if text.isdigit() else float(text)
+  if isinstance(setting, str):
+    size = min(int(AUTO_FRACTION * num_train), AUTO_MAX) if selects else 0
+  elif isinstance(setting, float):
+    if not 0 < setting < 1:
+      raise ValueError(f"--validation_split={setting} is not a fraction in "
+                       "(0, 1)")
+    size = max(1, int(round(setting * num_train)))
+  else:
+    size = int(setting)
+    if size < 0:
+      raise ValueError(f"--validation_split={setting} must be >= 0")
+  if size >= num_train:
+    raise ValueError(f"--validation_split={setting} holds out {size} of the "
+                     f"{num_train} training images, leaving none to train on")
+  return size
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+  """Held-out images `[offset, offset + size)` of a training split of
+  `num_train` images (the first `num_train` when it is capped)."""
+
+  num_train: int
+  offset: int
+  size: int
+
+  @classmethod
+  def choose(cls, num_train: int, size: int, seed: int) -> "Block":
+    """The block of `size` images for `seed` (offset uniform, seeded)."""
+    if size <= 0:
+      return cls(num_train, 0, 0)
+    offset = int(np.random.default_rng([seed, 0x7A1]).integers(
+        0, num_train - size + 1))
+    return cls(num_train, offset, size)
+
+  @property
+  def end(self) -> int:
+    return self.offset + self.size
+
+  def split_arrays(self, data: ArrayData) -> tuple[ArrayData, ArrayData]:
+    """(training images without the block, the block) of in-memory data
+    holding the split's first `num_train` images in file order."""
+    if len(data.labels) != self.num_train:
+      raise ValueError(f"the validation block is for {self.num_train} "
+                       f"training images, got {len(data.labels)}")
+    keep = np.r_[0:self.offset, self.end:self.num_train]
+    return (ArrayData(data.images[keep], data.labels[keep]),
+            ArrayData(data.images[self.offset:self.end],
+                      data.labels[self.offset:self.end]))
+
+  def tfds_splits(self, split: str) -> tuple[str, str]:
+    """(training, validation) TFDS split strings of the same images, e.g.
+    ("train[:300]+train[1300:50000]", "train[300:1300]")."""
+    train = []
+    if self.offset:
+      train.append(f"{split}[:{self.offset}]")
+    if self.end < self.num_train:
+      train.append(f"{split}[{self.end}:{self.num_train}]")
+    return "+".join(train), f"{split}[{self.offset}:{self.end}]"
+
+  def as_dict(self) -> dict:
+    return {"num_train": self.num_train, "offset": self.offset,
+            "size": self.size}
+
+
+def describe(block: Block, labels: np.ndarray, num_classes: int) -> str:
+  """One line about the held-out block and its classes."""
+  classes = len(np.unique(labels))
+  line = (f"validation: {block.size} training images held out (block "
+          f"{block.offset}-{block.end} of {block.num_train}, "
+          f"{classes} of {num_classes} classes) to choose the most robust "
+          "epoch; the test split is not used to choose")
+  if classes == 1 and num_classes > 1 and block.size > 1:
+    line += (" (WARNING: one class only: is the split stored in class "
+             "order? choose another --seed or a larger --validation_split)")
+  return line
