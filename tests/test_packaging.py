@@ -35,7 +35,7 @@ class PackagingTest(unittest.TestCase):
     # may be read-only (a Bazel sandbox).
     source = os.path.join(cls.tmp, "source")
     os.makedirs(source)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
       shutil.copy(os.path.join(ROOT, name), source)
     for name in ("part_tf", "flags", "configs"):
       shutil.copytree(os.path.join(ROOT, name), os.path.join(source, name),
@@ -82,6 +82,9 @@ class PackagingTest(unittest.TestCase):
     self.assertIn("part_tf_configs/mnist_offline.cfg", names)
     self.assertIn("part_tf/cli/train.py", names)
     self.assertIn("part_tf/attacks/fab.py", names)
+    # The Apache-2.0 text (pyproject's license-files) travels with the wheel.
+    self.assertTrue([n for n in names
+                     if n.endswith(".dist-info/licenses/LICENSE")], names)
     # No package under the generic name `flags`, and no tests.
     self.assertFalse([n for n in names if n.startswith(("flags/", "tests/"))])
 
