@@ -21,6 +21,7 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
   lines are filtered out of stderr (`part_tf.log_filter`).
   """
   from .dataset_defaults import apply_dataset_defaults  # pylint: disable=g-import-not-at-top
+  from .dataset_defaults import check_applied  # pylint: disable=g-import-not-at-top
   show_script_flags_in_help()
   # `bazel run` starts the command in its runfiles: relative paths (flagfile,
   # --model_dir) mean the folder it was run from, as for the other ways.
@@ -29,9 +30,12 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
   try:
     argv = find_packaged_configs(argv)
     check_flagfiles(argv)
-    if dataset_defaults and "dataset" in absl_flags.FLAGS:
+    with_defaults = dataset_defaults and "dataset" in absl_flags.FLAGS
+    if with_defaults:
       apply_dataset_defaults(argv)
     remaining = absl_flags.FLAGS(argv)
+    if with_defaults:
+      check_applied(argv)
   except (absl_flags.Error, ValueError) as e:
     sys.exit(f"error: {e}")
   except SystemExit as e:

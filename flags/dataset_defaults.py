@@ -9,7 +9,13 @@ in a flagfile always wins; these only replace the generic defaults of
 flags/train_flags.py, which `tfds:NAME` datasets keep.
 """
 
+import re
+
 from absl import flags
+
+# `--dataset=X`, `-dataset=X`, `--dataset X` and `-dataset X`, as absl reads
+# them.
+_DATASET = re.compile(r"^--?dataset(?:=(.*))?$")
 
 # The PART reference code's CIFAR-10 setup (configs/cifar10_resnet18.cfg
 # writes the same out; tests/test_dataset_defaults.py checks that they agree).
@@ -53,9 +59,12 @@ def dataset_in(argv, flag_values=flags.FLAGS):
   expanded = flag_values.read_flags_from_files(argv[1:], force_gnu=False)
   dataset = None
   for i, arg in enumerate(expanded):
-    if arg.startswith("--dataset="):
-      dataset = arg.split("=", 1)[1]
-    elif arg == "--dataset" and i + 1 < len(expanded):
+    if arg == "--":  # absl stops parsing flags here
+      break
+    match = _DATASET.match(arg)
+    if match and match.group(1) is not None:
+      dataset = match.group(1)
+    elif match and i + 1 < len(expanded):
       dataset = expanded[i + 1]
   return dataset
 
@@ -77,6 +86,18 @@ def apply_dataset_defaults(argv, flag_values=flags.FLAGS) -> None:
       # and a half-applied set (epochs 8 with the generic 20 burn-in epochs)
       # fails them. Parsing validates the whole set right after.
       flag_values[name]._set_default(value)  # pylint: disable=protected-access
+
+
+def check_applied(argv, flag_values=flags.FLAGS) -> None:
+  """After parsing: ValueError unless the defaults applied were those of the
+  dataset the run uses (a spelling of --dataset that `dataset_in` missed
+  would otherwise train one dataset with another's settings)."""
+  dataset = dataset_in(argv, flag_values) or flag_values["dataset"].default
+  if flag_values["dataset"].value != dataset:
+    raise ValueError(
+        f"--dataset={flag_values['dataset'].value} was read, but the "
+        f"defaults of {dataset} were applied: write it as "
+        f"--dataset={flag_values['dataset'].value}")
 
 
 def applied_defaults(flag_values=flags.FLAGS) -> dict:

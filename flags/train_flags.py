@@ -154,8 +154,9 @@ def define_flags():
   flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise: decay factor.",
                      lower_bound=0.0)
   # Evaluation.
-  flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on a held-out "
-                       "subset every N epochs (0: only after the last one).",
+  flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on the "
+                       "validation split every N epochs and keep the most "
+                       "robust epoch (0: only after the last one).",
                        lower_bound=0)
   flags.DEFINE_string(
       "validation_split", "auto", "Training images held out to choose the "

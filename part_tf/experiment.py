@@ -150,7 +150,7 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
                    "center_lr": 0.5, "feature_layer": None,
                    # Before the validation split, the best epoch was chosen
-                   # on the first 512 test images.
+                   # on the first 512 test images (see `_upgrade`).
                    "validation_split": "0"}
 
 
@@ -176,6 +176,12 @@ def _upgrade(old: dict | None) -> None:
   it (in place), so that such runs can be resumed."""
   if old is None:
     return
+  if "validation_split" not in old and old.get("eval_every") == 0 and (
+      old.get("eval_subset") == 512):
+    # Evaluated after the last epoch only, on the first 512 test images:
+    # what "auto" and the default --eval_subset do now (without keeping that
+    # one epoch as "best"), so the same command resumes it.
+    old.update(validation_split="auto", eval_subset=None)
   for name, value in _ADDED_SETTINGS.items():
     old.setdefault(name, value)
   if isinstance(old.get("mixed_precision"), bool):
@@ -328,6 +334,9 @@ def _train(config, strategy, model_dir, write_dir, out, made,
              os.path.join(write_dir, run_folder.TENSORBOARD_DIR)]
   if config.export:
     folders.append(os.path.join(write_dir, run_folder.EXPORT_DIR))
+    if os.path.isdir(os.path.join(write_dir, run_folder.EXPORT_BEST_DIR)):
+      # (Made, if needed, at the end inside the folder checked here.)
+      folders.append(os.path.join(write_dir, run_folder.EXPORT_BEST_DIR))
   for folder in folders:
     if not os.path.isdir(folder):
       made.append(folder)
@@ -336,6 +345,11 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   values.update(strategy_used=distribution.kind(
       strategy), num_replicas=replicas)
   report(_settings_line(config, model_dir, strategy))
+  late = [e for e in config.lr_decay_epochs if int(e) >= config.epochs]
+  if config.lr_schedule == "piecewise" and late:
+    report(f"note: the learning rate does not decay after epoch"
+           f"{'s' if len(late) > 1 else ''} {','.join(str(e) for e in late)}"
+           f" within {_count(config.epochs, 'epoch')} (--lr_decay_epochs)")
 
   gpus = tf.config.list_physical_devices("GPU")
   keras.utils.set_random_seed(config.seed)
@@ -374,9 +388,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         config.dataset, data_dir=data_dir, manual_dir=config.manual_dir,
         max_train=config.max_train_examples,
         max_test=config.max_test_examples, spec=spec)
-    block = validation.Block.choose(
-        len(train_data.labels), _validation_size(config, len(
-            train_data.labels)), config.seed)
+    block = _validation_block(config, state, start_epoch,
+                              len(train_data.labels))
     held_out = None
     if block.size:
       train_data, held_out = block.split_arrays(train_data)
@@ -398,8 +411,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   else:
     available = streaming.num_examples(spec, spec.train_split, data_dir,
                                        config.max_train_examples)
-    block = validation.Block.choose(
-        available, _validation_size(config, available), config.seed)
+    block = _validation_block(config, state, start_epoch, available)
     train_split, held_out = None, None
     if block.size:  # the same images as in memory, read as split slices
       train_split, validation_split = block.tfds_splits(spec.train_split)
@@ -424,8 +436,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     # of a run without a validation split): they are few.
     test_data = _first_examples(streaming.eval_stream(
         spec, config.batch_size, data_dir=data_dir,
-        limit=min(config.eval_subset or _TEST_SUBSET,
-                  config.max_test_examples or _TEST_SUBSET)))
+        limit=min(n for n in (config.eval_subset or _TEST_SUBSET,
+                              config.max_test_examples) if n)))
   # --- What the epochs are evaluated on: the validation split, whose most
   # robust epoch is kept; without one, the first test images, for the curves
   # only (nothing is chosen on them).
@@ -590,9 +602,10 @@ def _train(config, strategy, model_dir, write_dir, out, made,
       "note": ("the most robust epoch is chosen on these held-out training "
                "images; the test split reports the final and the chosen "
                "model and chooses nothing") if block.size else (
-                   "no validation split (--validation_split=0, or auto "
-                   "with --eval_every=0): no epoch is chosen, and the "
-                   "curves' evaluations use the first "
+                   "no validation split (--validation_split=0; or auto, "
+                   "which holds out none with --eval_every=0 or when 2% of "
+                   "the training images is less than one): no epoch is "
+                   "chosen, and the curves' evaluations use the first "
                    f"{len(subset.labels)} test images")}
   if config.export:
     metrics["export"] = os.path.relpath(export_dir, write_dir)
@@ -617,6 +630,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     if config.export:
       metrics["best"]["export"] = os.path.relpath(_export_best(
           best_classifier, write_dir, best["epoch"], names), write_dir)
+    else:  # no export now: none of an older best epoch may stay beside it
+      _prune_export_best(write_dir, best["epoch"])
   io_utils.atomic_write_json(
       os.path.join(write_dir, run_folder.METRICS_FILE), metrics)
   write_hparams(
@@ -648,22 +663,37 @@ def _train(config, strategy, model_dir, write_dir, out, made,
 _TEST_SUBSET = 512
 
 
-def _validation_size(config, num_train) -> int:
-  return validation.size_for(config.validation_split, num_train,
-                             selects=config.eval_every > 0)
+def _validation_block(config, state, start_epoch, num_train):
+  """The validation block of this run: a resumed run keeps the block it was
+  trained with (with "auto", --eval_every may change on a resume, but the
+  training images may not), a new one chooses it from the settings."""
+  stored = state.config.get("validation_used") if (
+      start_epoch and state.config) else None
+  if stored is not None and stored.get("num_train") == num_train:
+    return validation.Block(**stored)
+  return validation.Block.choose(
+      num_train, validation.size_for(config.validation_split, num_train,
+                                     selects=config.eval_every > 0),
+      config.seed)
 
 
 def _export_best(classifier, write_dir, epoch, names) -> str:
   """Exports the best-robust classifier to export_best/<epoch>/ (a TF
   Serving model base path of its own) and then removes the exports of
   epochs that are no longer the best."""
-  base = os.path.join(write_dir, EXPORT_BEST_DIR)
-  target = export_classifier(classifier, os.path.join(base, str(epoch)),
-                             names)
-  for name in os.listdir(base):
-    if name.isdigit() and name != str(epoch):
-      shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+  target = export_classifier(
+      classifier, os.path.join(write_dir, EXPORT_BEST_DIR, str(epoch)), names)
+  _prune_export_best(write_dir, epoch)
   return target
+
+
+def _prune_export_best(write_dir, epoch):
+  """Removes the exports in export_best/ of epochs other than `epoch`."""
+  base = os.path.join(write_dir, EXPORT_BEST_DIR)
+  if os.path.isdir(base):
+    for name in os.listdir(base):
+      if name.isdigit() and name != str(epoch):
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 def _check_resolved_settings(state, values, start_epoch):

@@ -38,7 +38,6 @@ FULL_COLOUR = np.array(mcolors.to_rgb("#d62728"), np.float32)      # red
 REDUCED_COLOUR = np.array(mcolors.to_rgb("#1f77b4"), np.float32)   # blue
 COLUMNS = ("image", "CAM", "eps_map", "perturbation", "adversarial")
 
-# Class names of the datasets whose names are short enough for a tile.
 # Class names shown in the panels, per dataset.
 CLASS_NAMES = KNOWN_NAMES
 

@@ -88,10 +88,10 @@ def training_curves_figure(logs: dict, burn_in_epochs: int | None = None,
     title: a line above the charts.
   """
   panels = [("loss", "training loss (on the AEs)"),
-            ("val_accuracy", "natural accuracy (validation)")]
+            ("val_accuracy", "natural accuracy (held out)")]
   if any(np.isfinite(log.get("val_pgd_accuracy", [np.nan])).sum() > 1
          for log in logs.values()):  # measured on more than the last epoch
-    panels.append(("val_pgd_accuracy", "PGD accuracy (validation)"))
+    panels.append(("val_pgd_accuracy", "PGD accuracy (held out)"))
   # The legend goes below the charts, in rows of up to 4 methods, so that
   # it hides no curve however many methods there are.
   legend_rows = -(-len(logs) // 4)

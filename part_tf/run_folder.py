@@ -282,7 +282,8 @@ def check_resume(state: RunState, settings: dict, epochs: int,
   if changed:
     raise RunFolderError(
         f"{path} holds a run with other settings ({'; '.join(changed)}); "
-        "use another --model_dir")
+        "pass the run's values (on the left) to resume it, or use another "
+        "--model_dir")
   if epochs < done:
     raise RunFolderError(
         f"{path} holds a run that finished {done} epochs; --epochs={epochs} "

@@ -132,6 +132,14 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
                         alone["optimizer"]),
                        ("mnist_offline", "small_cnn", 8, "adam"))
 
+  @parameterized.parameters(["-dataset=cifar10"], ["-dataset", "cifar10"],
+                            ["--dataset", "cifar10"])
+  def test_every_spelling_of_the_dataset_flag_brings_its_defaults(self,
+                                                                   *argv):
+    values = _resolved(*argv)
+    self.assertEqual((values["dataset"], values["model"], values["epsilon"]),
+                     ("cifar10", "resnet18", 8 / 255))
+
   def test_given_flags_win_over_the_dataset_defaults(self):
     values = _resolved("--dataset=tiny_imagenet", "--model=small_cnn",
                        "--epochs=30", "--lr_decay_epochs=10")
@@ -170,6 +178,9 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
                   "--weight_decay=0.0002", "--lr_schedule=piecewise",
                   "--lr_decay_epochs=60,70", "--eval_every=5",
                   "--eval_num_steps=20"])
+    # 1 epoch keeps the decay epochs 60 and 70 out of reach: it says so.
+    self.assertIn("note: the learning rate does not decay after epochs "
+                  "60,70 within 1 epoch (--lr_decay_epochs)", result.stdout)
     with open(os.path.join(model_dir, "config.json")) as f:
       config = json.load(f)
     self.assertEqual(

@@ -97,6 +97,10 @@ class UrlPathsTest(tf.test.TestCase, parameterized.TestCase):
     self.addCleanup(os.chdir, cwd)
     with self.assertRaisesRegex(ValueError, "model_dir gs://b/r is a URL"):
       experiment.train(experiment.TrainConfig(model_dir="gs://b/r"))
+    from part_tf import export  # pylint: disable=g-import-not-at-top
+    from part_tf.models import small_cnn  # pylint: disable=g-import-not-at-top
+    with self.assertRaisesRegex(ValueError, "gs://b/e is a URL"):
+      export.export_classifier(small_cnn((8, 8, 1), 3), "gs://b/e")
     self.assertEqual(os.listdir("."), [])
 
 

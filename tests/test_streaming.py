@@ -68,12 +68,8 @@ class StreamTest(tf.test.TestCase):
     self.assertNotAllClose(two[0][:, 0], two[0][:, 1])
 
   def test_tiny_imagenet_archive_stream_equals_memory(self):
-    root = pathlib.Path(tempfile.mkdtemp())
-    self.addCleanup(shutil.rmtree, root)
-    test_tiny_imagenet.make_release(root / "manual")
-    data_dir = str(root / "data")
-    train, test, spec = datasets.load("tiny_imagenet", data_dir=data_dir,
-                                      manual_dir=str(root / "manual"))
+    data_dir, (train, test, spec) = test_tiny_imagenet.prepared_miniature(
+        self)
     n = len(train.labels)
     images, labels = _one_pass(spec, 4, n, data_dir=data_dir)
     self.assertEqual(_rows(images), _rows(train.images))

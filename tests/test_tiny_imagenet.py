@@ -47,6 +47,17 @@ def _decode(encoded: bytes) -> np.ndarray:
   return tf.io.decode_jpeg(encoded, channels=3).numpy()
 
 
+def prepared_miniature(test_case):
+  """(data_dir, (train, test, spec)) of the miniature release, prepared in
+  a temporary folder that `test_case` removes when it ends."""
+  root = pathlib.Path(tempfile.mkdtemp())
+  test_case.addCleanup(shutil.rmtree, root)
+  make_release(root / "manual")
+  data_dir = str(root / "data")
+  return data_dir, data.load("tiny_imagenet", data_dir=data_dir,
+                             manual_dir=str(root / "manual"))
+
+
 def make_release(parent: pathlib.Path, seed: int = 0) -> dict:
   """Writes `parent/tiny-imagenet-200/`; returns {split: {name: (wnid, jpeg)}}.
 

@@ -6,7 +6,6 @@ import csv
 import dataclasses
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from part_tf import data
 from part_tf import evaluation
 from part_tf import experiment
 from part_tf import run_folder
-from part_tf.data import datasets
 from part_tf.data import streaming
 from part_tf.data import validation
 from part_tf_flags.train_flags import parse_validation_split
@@ -104,12 +102,7 @@ class SizeAndBlockTest(tf.test.TestCase, parameterized.TestCase):
 class StreamedAndInMemoryTest(tf.test.TestCase):
 
   def test_both_inputs_hold_out_the_same_images(self):
-    root = pathlib.Path(tempfile.mkdtemp())
-    self.addCleanup(shutil.rmtree, root)
-    test_tiny_imagenet.make_release(root / "manual")
-    data_dir = str(root / "data")
-    train, _, spec = datasets.load("tiny_imagenet", data_dir=data_dir,
-                                   manual_dir=str(root / "manual"))
+    data_dir, (train, _, spec) = test_tiny_imagenet.prepared_miniature(self)
     n = len(train.labels)
     block = validation.Block.choose(n, 3, seed=2)
     self.assertBetween(block.offset, 1, n - 4)  # a block inside the split
@@ -244,6 +237,19 @@ class ChosenOnValidationTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(os.path.join(bare, "eval_best.json")))
 
 
+def _as_written_before_the_validation_split(model_dir):
+  """Rewrites a run's config.json as the version before the validation
+  split wrote it (no such settings; the first 512 test images evaluated)."""
+  path = os.path.join(model_dir, "config.json")
+  with open(path) as f:
+    old = json.load(f)
+  for key in ("validation_split", "validation_used"):
+    del old[key]
+  old["eval_subset"] = 512
+  with open(path, "w") as f:
+    json.dump(old, f)
+
+
 class ResumeTest(tf.test.TestCase):
 
   def tearDown(self):
@@ -268,14 +274,7 @@ class ResumeTest(tf.test.TestCase):
     self.assertEqual(resumed["validation"]["size"], 64)
     # A run of a version before the validation split (its config.json has
     # none) chose on the test split: it resumes with --validation_split=0.
-    path = os.path.join(config.model_dir, "config.json")
-    with open(path) as f:
-      old = json.load(f)
-    for key in ("validation_split", "validation_used"):
-      del old[key]
-    old["eval_subset"] = 512
-    with open(path, "w") as f:
-      json.dump(old, f)
+    _as_written_before_the_validation_split(config.model_dir)
     with self.assertRaisesRegex(run_folder.RunFolderError,
                                 "validation_split: '0' -> '64'"):
       experiment.train(dataclasses.replace(config, epochs=3))
@@ -284,6 +283,32 @@ class ResumeTest(tf.test.TestCase):
     self.assertEqual(old_style["resumed_at_epoch"], 2)
     self.assertNotIn("best", old_style)
     self.assertFalse(old_style["validation"]["chooses_best"])
+
+  def test_auto_keeps_its_block_when_eval_every_changes_on_a_resume(self):
+    root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, root)
+    config = experiment.TrainConfig(
+        model_dir=os.path.join(root, "run"), max_train_examples=512,
+        max_test_examples=64, num_steps=1, eval_num_steps=1, epochs=1,
+        burn_in_epochs=0, method="at", eval_every=0, image_count=0,
+        export=False, seed=1)
+    first = experiment.train(config)
+    self.assertEqual(first["validation"]["size"], 0)  # nothing to choose
+    # An older version's run of the same command (eval_every 0, the first
+    # 512 test images) resumes with that command.
+    _as_written_before_the_validation_split(config.model_dir)
+    second = experiment.train(dataclasses.replace(config, epochs=2))
+    self.assertEqual(second["resumed_at_epoch"], 1)
+    # --eval_every may change on a resume; the training images may not.
+    third = experiment.train(dataclasses.replace(config, epochs=3,
+                                                 eval_every=1))
+    self.assertEqual(third["resumed_at_epoch"], 2)
+    self.assertEqual(third["validation"]["size"], 0)
+    self.assertNotIn("best", third)
+    # ... and a new run with the same settings does hold out images.
+    fresh = experiment.train(dataclasses.replace(
+        config, model_dir=os.path.join(root, "fresh"), eval_every=1))
+    self.assertEqual(fresh["validation"]["size"], 10)  # 2% of 512
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ a sweep over one of them trains it once per seed. Writes to `<model_dir>`:
                          interval and a verdict (significant / within noise)
   study.png              the same as a chart, each seed a dot
   comparison.md          the table of study.md
-  comparison.png         training loss, natural and PGD validation accuracy
-                         per epoch and method (mean over seeds), burn-in marked
+  comparison.png         training loss, natural and PGD accuracy on the
+                         held-out images (the validation split, or the test
+                         split without one) per epoch and method (mean over
+                         seeds), burn-in marked
 """
 
 import csv
@@ -42,6 +44,7 @@ from absl import flags
 
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
+from part_tf_flags.dataset_defaults import DATASET_DEFAULTS  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
 flags.DEFINE_list("methods", ["at", "part"], "Methods to compare; the first "
@@ -193,6 +196,15 @@ def expected_settings(method, seed, sweep_name, value):
   settings.update(method=base, seed=seed, **weights)
   if value:
     settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)
+  if sweep_name == "dataset" and value:
+    # Each swept dataset's run gets that dataset's defaults.
+    for name, default in DATASET_DEFAULTS.get(value, {}).items():
+      if not FLAGS[name].present:
+        settings[name] = ([int(e) for e in default]
+                          if name == "lr_decay_epochs" else default)
+  # As config.json writes it (experiment.settings).
+  settings["validation_split"] = str(
+      settings["validation_split"]).strip().lower()
   return settings
 
 

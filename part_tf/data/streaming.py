@@ -116,10 +116,14 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
   builder = tfds_any.builder(spec, data_dir)
   pipelines = input_context.num_input_pipelines if input_context else 1
   # TFDS shards by files; a split with fewer files than input pipelines is
-  # shared out by example instead (each pipeline keeps every n-th one).
-  # (A split made of slices reads parts of files: shared out by example.)
-  by_file = pipelines == 1 or (split is None and _num_files(
-      builder, spec.train_split) >= pipelines)
+  # shared out by example instead (each pipeline keeps every n-th one). A
+  # split of slices (the training images around the validation block) cuts
+  # up to two files into pieces of any size: it is shared out by file only
+  # when the split has at least 4 files per pipeline, so that those pieces
+  # change the pipelines' shares little.
+  files = _num_files(builder, spec.train_split)
+  by_file = pipelines == 1 or (
+      files >= pipelines if split is None else files >= 4 * pipelines)
   read_config = tfds.ReadConfig(
       input_context=input_context if by_file else None,
       shuffle_seed=run_seed, shuffle_reshuffle_each_iteration=True,

@@ -118,7 +118,7 @@ def describe(block: Block, labels: np.ndarray, num_classes: int) -> str:
           f"{block.offset}-{block.end} of {block.num_train}, "
           f"{classes} of {num_classes} classes) to choose the most robust "
           "epoch; the test split is not used to choose")
-  if classes == 1 and num_classes > 1 and block.size > 1:
+  if classes == 1 and num_classes > 1 and block.size >= 10:
     line += (" (WARNING: one class only: is the split stored in class "
              "order? choose another --seed or a larger --validation_split)")
   return line
