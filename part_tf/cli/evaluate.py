@@ -289,6 +289,7 @@ def main(argv):
         pictures.figure_png(plots.robustness_figure(
             reports, names, title=f"{dataset}: "
             f"{os.path.basename(os.path.abspath(FLAGS.model_path))}"
+            + (" (most robust epoch)" if FLAGS.checkpoint == "best" else "")
             + (f", {FLAGS.preset} (robust accuracy after each attack)"
                if FLAGS.preset else "")
             + (f", epsilon {reports[0]['epsilon']:.4g}"
