@@ -69,7 +69,7 @@ def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
   """
   main = sys.argv[0]
   for module, module_flags in flag_values.flags_by_module_dict().items():
-    if module.startswith(("part_tf", "flags.")) or module == main:
+    if module.startswith("part_tf") or module == main:
       for flag in module_flags:
         flag_values.register_key_flag_for_module(main, flag)
 
@@ -77,9 +77,21 @@ def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+# Why URL-like paths are refused (see `refuse_urls`).
+LOCAL_PATHS_ONLY = ("part_tf reads and writes local paths only (mount the "
+                    "bucket, e.g. with gcsfuse, and pass the mounted path)")
+
+
 def is_url(path) -> bool:
   """Whether `path` is URL-like (gs://bucket/run, ram://x, s3://...)."""
   return isinstance(path, str) and bool(_URL.match(path))
+
+
+def check_local_path(name: str, path) -> None:
+  """ValueError if `path` (the value of setting `name`) is URL-like; the
+  library's entry points refuse them as the flags do."""
+  if is_url(path):
+    raise ValueError(f"{name} {path} is a URL: {LOCAL_PATHS_ONLY}")
 
 
 def refuse_urls(*names, flag_values=absl_flags.FLAGS) -> None:
@@ -94,11 +106,9 @@ def refuse_urls(*names, flag_values=absl_flags.FLAGS) -> None:
   """
   for name in names:
     absl_flags.register_validator(
-        name, lambda v: v is None or not any(
-            is_url(p) for p in (v if isinstance(v, list) else [v])),
-        message=f"--{name} is a URL: part_tf reads and writes local paths "
-                "only (mount the bucket, e.g. with gcsfuse, and pass the "
-                "mounted path)", flag_values=flag_values)
+        name, lambda v: not is_url(v),
+        message=f"--{name} is a URL: {LOCAL_PATHS_ONLY}",
+        flag_values=flag_values)
 
 
 def one_line(error: BaseException) -> str:

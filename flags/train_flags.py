@@ -303,6 +303,12 @@ def parse_validation_split(value):
   return fraction
 
 
+def canonical_validation_split(value) -> str:
+  """`--validation_split` as config.json records it: 1000 (from Python),
+  "1000" and " 1000 " (from the flag) are the same setting."""
+  return str(parse_validation_split(value))
+
+
 def _all_positive_ints(values):
   try:
     return all(int(v) > 0 for v in values)

@@ -60,11 +60,12 @@ from part_tf.training.checkpointing import start_backups
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
-from part_tf_flags import is_url
+from part_tf_flags import check_local_path
+from part_tf_flags.train_flags import canonical_validation_split
 
 
 NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"
-BEST_CLASSIFIER_FILE = "best_classifier.keras"
+BEST_CLASSIFIER_FILE = run_folder.CLASSIFIER_FILES["best"]
 EXPORT_BEST_DIR = run_folder.EXPORT_BEST_DIR
 
 
@@ -166,8 +167,8 @@ def settings(config: TrainConfig) -> dict:
   for name in ("data_dir", "manual_dir"):
     if values[name] is not None:
       values[name] = os.path.abspath(os.path.expanduser(values[name]))
-  # 1000 (from Python) and "1000" (from the flag) are the same setting.
-  values["validation_split"] = str(values["validation_split"]).strip().lower()
+  values["validation_split"] = canonical_validation_split(
+      values["validation_split"])
   return values
 
 
@@ -263,11 +264,7 @@ def train(config: TrainConfig, out=None) -> dict:
     OSError: the folder cannot be written.
   """
   for name in ("model_dir", "data_dir", "manual_dir"):
-    if is_url(getattr(config, name)):
-      raise ValueError(f"{name} {getattr(config, name)} is a URL: part_tf "
-                       "reads and writes local paths only (mount the "
-                       "bucket, e.g. with gcsfuse, and pass the mounted "
-                       "path)")
+    check_local_path(name, getattr(config, name))
   model_dir = os.path.abspath(os.path.expanduser(config.model_dir))
   distribution.split_cpu(config.cpu_devices)
   strategy = distribution.create(config.strategy, config.tpu)

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from part_tf import io_utils
-from part_tf_flags import is_url
+from part_tf_flags import check_local_path
 
 
 def export_classifier(classifier: keras.Model, export_dir: str,
@@ -34,9 +34,7 @@ def export_classifier(classifier: keras.Model, export_dir: str,
   Returns:
     `export_dir`.
   """
-  if is_url(export_dir):
-    raise ValueError(f"{export_dir} is a URL: exports are written to local "
-                     "paths only (atomically, by a rename)")
+  check_local_path("export_dir", export_dir)
   shape = [None, *classifier.input_shape[1:]]
   num_classes = classifier.output_shape[-1]
   names = [str(n) for n in (class_names if class_names is not None

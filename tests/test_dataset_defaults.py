@@ -16,6 +16,7 @@ from part_tf_flags.budgets import DEFINE_budget
 from part_tf_flags.dataset_defaults import apply_dataset_defaults
 from part_tf_flags.dataset_defaults import DATASET_DEFAULTS
 from part_tf_flags.train_flags import DATASET_NAMES
+from tests import tiny_runs
 
 
 def _flag_values(argv):
@@ -152,20 +153,12 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
     # applied default once, and config.json holds them.
     model_dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, model_dir)
-    code = textwrap.dedent(f"""
-        import runpy, sys
-        import tensorflow_datasets as tfds
-        sys.argv = ["train.py", "--dataset=cifar10", "--model=small_cnn",
-                    "--epochs=1", "--burn_in_epochs=0", "--num_steps=1",
-                    "--batch_size=32", "--max_train_examples=64",
-                    "--max_test_examples=32", "--image_count=0",
-                    "--noexport", "--model_dir={model_dir}"]
-        with tfds.testing.mock_data(num_examples=64):
-          runpy.run_path("scripts/train.py", run_name="__main__")
-        """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = tiny_runs.train_on_mock_tfds(
+        ["--dataset=cifar10", "--model=small_cnn", "--epochs=1",
+         "--burn_in_epochs=0", "--num_steps=1", "--batch_size=32",
+         "--max_train_examples=64", "--max_test_examples=32",
+         "--image_count=0", "--noexport", f"--model_dir={model_dir}"],
+        num_examples=64)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     first = result.stdout.splitlines()[0]
     self.assertStartsWith(first, "cifar10 defaults (flags given on the "

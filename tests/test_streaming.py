@@ -21,6 +21,7 @@ from part_tf.data import datasets
 from part_tf.data import streaming
 from part_tf.data import tfds_any
 from tests import test_tiny_imagenet
+from tests import tiny_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -224,21 +225,11 @@ class TfdsByNameTrainTest(tf.test.TestCase):
   def test_train_py_on_a_resized_mock_dataset(self):
     model_dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, model_dir)
-    code = textwrap.dedent(f"""
-        import runpy, sys
-        import tensorflow_datasets as tfds
-        sys.argv = ["train.py", "--dataset=tfds:imagenette",
-                    "--image_size=16", "--input=stream", "--epochs=1",
-                    "--burn_in_epochs=0", "--method=at", "--num_steps=1",
-                    "--eval_num_steps=1", "--batch_size=16",
-                    "--eval_subset=16", "--image_count=2",
-                    "--model_dir={model_dir}"]
-        with tfds.testing.mock_data(num_examples=48):
-          runpy.run_path("scripts/train.py", run_name="__main__")
-        """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = tiny_runs.train_on_mock_tfds(
+        ["--dataset=tfds:imagenette", "--image_size=16", "--input=stream",
+         "--epochs=1", "--burn_in_epochs=0", "--method=at", "--num_steps=1",
+         "--eval_num_steps=1", "--batch_size=16", "--eval_subset=16",
+         "--image_count=2", f"--model_dir={model_dir}"], num_examples=48)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(os.path.join(model_dir, "config.json")) as f:
       config = json.load(f)

@@ -250,6 +250,15 @@ def _as_written_before_the_validation_split(model_dir):
     json.dump(old, f)
 
 
+def _one_epoch_config(root, **settings):
+  """A one-epoch AT run on 512 offline images, in `root`/run."""
+  return experiment.TrainConfig(
+      model_dir=os.path.join(root, "run"), max_train_examples=512,
+      max_test_examples=64, num_steps=1, eval_num_steps=1, epochs=1,
+      burn_in_epochs=0, method="at", image_count=0, export=False, seed=1,
+      **settings)
+
+
 class ResumeTest(tf.test.TestCase):
 
   def tearDown(self):
@@ -259,11 +268,7 @@ class ResumeTest(tf.test.TestCase):
   def test_a_resume_holds_out_the_same_images_and_old_runs_resume(self):
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    config = experiment.TrainConfig(
-        model_dir=os.path.join(root, "run"), max_train_examples=512,
-        max_test_examples=64, num_steps=1, eval_num_steps=1, epochs=1,
-        burn_in_epochs=0, method="at", eval_every=1, validation_split="64",
-        image_count=0, export=False, seed=1)
+    config = _one_epoch_config(root, eval_every=1, validation_split="64")
     experiment.train(config)
     with self.assertRaisesRegex(run_folder.RunFolderError,
                                 "validation_split: '64' -> '32'"):
@@ -287,11 +292,7 @@ class ResumeTest(tf.test.TestCase):
   def test_auto_keeps_its_block_when_eval_every_changes_on_a_resume(self):
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    config = experiment.TrainConfig(
-        model_dir=os.path.join(root, "run"), max_train_examples=512,
-        max_test_examples=64, num_steps=1, eval_num_steps=1, epochs=1,
-        burn_in_epochs=0, method="at", eval_every=0, image_count=0,
-        export=False, seed=1)
+    config = _one_epoch_config(root, eval_every=0)
     first = experiment.train(config)
     self.assertEqual(first["validation"]["size"], 0)  # nothing to choose
     # An older version's run of the same command (eval_every 0, the first

@@ -188,6 +188,11 @@ def expected_settings(method, seed, sweep_name, value):
   """What config.json holds for a run of the study (without data folders)."""
   settings = {name: FLAGS[name].value for name in train_flags.FLAG_NAMES
               if name != "model_dir"}
+  if sweep_name == "dataset" and value:
+    # Each swept dataset's run gets that dataset's defaults.
+    settings.update({name: default for name, default
+                     in DATASET_DEFAULTS.get(value, {}).items()
+                     if not FLAGS[name].present})
   settings["lr_decay_epochs"] = [int(e) for e in settings["lr_decay_epochs"]]
   for name in ("mean", "std"):
     if settings.get(name) is not None:
@@ -196,15 +201,8 @@ def expected_settings(method, seed, sweep_name, value):
   settings.update(method=base, seed=seed, **weights)
   if value:
     settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)
-  if sweep_name == "dataset" and value:
-    # Each swept dataset's run gets that dataset's defaults.
-    for name, default in DATASET_DEFAULTS.get(value, {}).items():
-      if not FLAGS[name].present:
-        settings[name] = ([int(e) for e in default]
-                          if name == "lr_decay_epochs" else default)
-  # As config.json writes it (experiment.settings).
-  settings["validation_split"] = str(
-      settings["validation_split"]).strip().lower()
+  settings["validation_split"] = train_flags.canonical_validation_split(
+      settings["validation_split"])
   return settings
 
 

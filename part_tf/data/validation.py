@@ -23,6 +23,7 @@ import dataclasses
 import numpy as np
 
 from part_tf.data.datasets import ArrayData
+from part_tf_flags.train_flags import parse_validation_split
 
 # `--validation_split=auto`: the smaller of these.
 AUTO_FRACTION = 0.02
@@ -33,30 +34,23 @@ def size_for(setting, num_train: int, selects: bool = True) -> int:
   """Images to hold out of `num_train` for `--validation_split=setting`.
 
   Args:
-    setting: "auto", a count (int >= 0) or a fraction in (0, 1), as parsed
-      by `part_tf_flags.train_flags.parse_validation_split` (strings are
-      parsed here too).
+    setting: "auto", a count (int >= 0) or a fraction in (0, 1), or their
+      text (`part_tf_flags.train_flags.parse_validation_split` reads it).
     num_train: training images available (after `--max_train_examples`).
     selects: whether the run chooses among epochs (`--eval_every` > 0);
       "auto" holds out nothing when it does not: there is nothing to choose.
 
   Raises:
-    ValueError: a setting that leaves no image to train on.
+    ValueError: a setting that is none of these, or leaves no image to
+      train on.
   """
-  if isinstance(setting, str) and setting.strip().lower() != "auto":
-    text = setting.strip()
-    setting = int(text) if text.isdigit() else float(text)
-  if isinstance(setting, str):
+  setting = parse_validation_split(setting)
+  if setting == "auto":
     size = min(int(AUTO_FRACTION * num_train), AUTO_MAX) if selects else 0
   elif isinstance(setting, float):
-    if not 0 < setting < 1:
-      raise ValueError(f"--validation_split={setting} is not a fraction in "
-                       "(0, 1)")
     size = max(1, int(round(setting * num_train)))
   else:
-    size = int(setting)
-    if size < 0:
-      raise ValueError(f"--validation_split={setting} must be >= 0")
+    size = setting
   if size >= num_train:
     raise ValueError(f"--validation_split={setting} holds out {size} of the "
                      f"{num_train} training images, leaving none to train on")
