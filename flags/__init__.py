@@ -54,6 +54,38 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
   return remaining
 
 
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells
+# report it.
+INTERRUPTED_EXIT = 130
+
+
+def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None):
+  """`absl.app.run(main, flags_parser=...)`, with Ctrl-C ending in one line.
+
+  A KeyboardInterrupt anywhere (flag parsing, TensorFlow's import, the
+  work) prints one line on stderr, no traceback, and exits with status 130.
+
+  Args:
+    main: the command's main function.
+    flags_parser: as for `absl.app.run`.
+    interrupted: `() -> str`, the line to print (e.g. where a run resumes);
+      called only once the flags are parsed. Default: "interrupted".
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    app.run(main, flags_parser=flags_parser)
+  except KeyboardInterrupt:
+    line = "interrupted"
+    if interrupted is not None and absl_flags.FLAGS.is_parsed():
+      try:
+        line = interrupted()
+      except Exception:  # pylint: disable=broad-except
+        pass  # the plain line is still true
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    sys.exit(INTERRUPTED_EXIT)
+
+
 _HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpfull", "-helpfull",
                "--helpshort", "-helpshort", "--helpxml", "-helpxml"}
 

@@ -2,25 +2,7 @@
 
 from absl import flags
 
-
-def parse_budget(text) -> float:
-  """Parses a non-negative number or fraction `a/b`; ValueError otherwise."""
-  if isinstance(text, (int, float)):
-    value = float(text)
-  else:
-    text = str(text).strip()
-    try:
-      if "/" in text:
-        numerator, denominator = text.split("/")
-        value = float(numerator) / float(denominator)
-      else:
-        value = float(text)
-    except (ValueError, ZeroDivisionError):
-      raise ValueError(f"{text!r} is not a number or a fraction like 8/255"
-                       ) from None
-  if not value >= 0 or value == float("inf"):
-    raise ValueError(f"{text!r} must be a finite number >= 0")
-  return value
+from part_tf.parsing import parse_budget
 
 
 class BudgetParser(flags.ArgumentParser):

@@ -9,6 +9,9 @@ import os
 from absl import flags
 
 from . import refuse_urls
+from part_tf.parsing import canonical_validation_split  # pylint: disable=unused-import
+from part_tf.parsing import parse_validation_split
+
 from .budgets import DEFINE_budget
 
 # Copies of the library's names, so that parsing flags does not import
@@ -161,10 +164,15 @@ def define_flags():
   flags.DEFINE_string(
       "validation_split", "auto", "Training images held out to choose the "
       "most robust epoch (best/, export_best/): a count like 1000, a "
-      "fraction like 0.02, 0 for none, or auto: the smaller of 2% and 1,000 "
-      "images when --eval_every selects among epochs, else none. The "
+      "fraction like 0.02, 0 for none, or auto: 2% of the training images "
+      "(at least 100 and one per class, at most 1,000) when --eval_every "
+      "selects among epochs and the data can spare them, else none. The "
       "held-out block is fixed by --seed and the data; the test split is "
       "never used to choose.")
+  flags.DEFINE_bool("allow_small_validation", False, "Accept a "
+                    "--validation_split of fewer than 100 images (or fewer "
+                    "than the classes), too few to choose an epoch "
+                    "reliably.")
   flags.DEFINE_integer("eval_subset", None, "Evaluate at most N images of "
                        "the validation split each time (default: all); with "
                        "--validation_split=0, the first N (default 512) test "
@@ -287,26 +295,6 @@ def _validation_split_ok(value):
   except ValueError:
     return False
   return True
-
-
-def parse_validation_split(value):
-  """"auto", a count (int >= 0) or a fraction (float in (0, 1)) of
-  `--validation_split`; ValueError for anything else."""
-  text = str(value).strip().lower()
-  if text == "auto":
-    return "auto"
-  if text.isdigit():
-    return int(text)
-  fraction = float(text)  # ValueError for other text
-  if not 0 < fraction < 1:
-    raise ValueError(f"{value!r} is not a fraction in (0, 1)")
-  return fraction
-
-
-def canonical_validation_split(value) -> str:
-  """`--validation_split` as config.json records it: 1000 (from Python),
-  "1000" and " 1000 " (from the flag) are the same setting."""
-  return str(parse_validation_split(value))
 
 
 def _all_positive_ints(values):

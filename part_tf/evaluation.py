@@ -140,9 +140,9 @@ class RobustEvaluation(keras.callbacks.Callback):
   Adds `val_pgd_accuracy` (NaN on epochs that are not evaluated, so CSV logs
   keep one column) to the epoch logs; put it before loggers in the list.
   Robust overfitting is real: with `best_dir`, the weights of the epoch with
-  the highest `val_pgd_accuracy` so far are written to
-  `best_dir/best-epoch-NNNN.weights.h5`, made current by `best.json` (both
-  written atomically, and read back when a run resumes).
+  the highest `val_pgd_accuracy` so far (the later epoch on a tie) are
+  written to `best_dir/best-epoch-NNNN.weights.h5`, made current by
+  `best.json` (both written atomically, and read back when a run resumes).
 
   Args:
     dataset: fixed evaluation batches (images in [0, 1], labels).
@@ -179,7 +179,9 @@ class RobustEvaluation(keras.callbacks.Callback):
             self.model.classifier, strategy=self.model.distribute_strategy,
             **self.attack)
       value = float(self._evaluator(self.dataset)["pgd_accuracy"])
-      if self.best_dir and value > self._best:
+      # A tie goes to the later epoch: it has trained longer at the same
+      # measured robustness.
+      if self.best_dir and value >= self._best:
         self._best = value
         self._save_best(epoch + 1, value)
     logs["val_pgd_accuracy"] = value
@@ -187,5 +189,5 @@ class RobustEvaluation(keras.callbacks.Callback):
   def _save_best(self, epoch, value):
     checkpointing.write_checkpoint(
         self.best_dir, BEST_STATE, f"best-epoch-{epoch:04d}.weights.h5",
-        self.model.classifier.save_weights,
+        self.model.classifier,
         {"epoch": epoch, "val_pgd_accuracy": value})

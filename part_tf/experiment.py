@@ -27,9 +27,11 @@ state it checks first (`part_tf.run_folder`):
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -42,6 +44,7 @@ from part_tf import data
 from part_tf import distribution
 from part_tf import evaluation
 from part_tf import io_utils
+from part_tf.parsing import canonical_validation_split
 from part_tf import pictures
 from part_tf import run_folder
 from part_tf.data import class_names
@@ -57,11 +60,11 @@ from part_tf.training.checkpointing import AtomicBackupAndRestore
 from part_tf.training.checkpointing import load_weights
 from part_tf.training.checkpointing import restore
 from part_tf.training.checkpointing import start_backups
+from part_tf.training.csv_log import CSVLog
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
 from part_tf_flags import check_local_path
-from part_tf_flags.train_flags import canonical_validation_split
 
 
 NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"
@@ -112,6 +115,7 @@ class TrainConfig:
   lr_decay_factor: float = 0.1
   eval_every: int = 0
   validation_split: str = "auto"
+  allow_small_validation: bool = False
   eval_subset: int | None = None
   eval_num_steps: int = 20
   eval_step_size: float | None = None
@@ -139,7 +143,8 @@ class TrainConfig:
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
                        "data_dir", "manual_dir", "image_count", "image_every",
                        "strategy", "tpu", "cpu_devices",
-                       "input_memory_budget", "data_service")
+                       "input_memory_budget", "data_service",
+                       "allow_small_validation")
 
 # Settings added after runs were first written, with the value that
 # reproduces what those runs did (their config.json lacks them).
@@ -150,6 +155,7 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "consistency_temperature": 0.5,
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
                    "center_lr": 0.5, "feature_layer": None,
+                   "allow_small_validation": False,
                    # Before the validation split, the best epoch was chosen
                    # on the first 512 test images (see `_upgrade`).
                    "validation_split": "0"}
@@ -206,13 +212,15 @@ def _drop_log_rows_from(path, epoch):
   if not os.path.exists(path):
     return
   epochs = run_folder.logged_epochs(path)  # checks every row
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines(keepends=True)
+  with open(path, encoding="utf-8", newline="") as f:
+    text = f.read()
+  lines = [line + "\n" for line in text.splitlines()]
   rows = [line for line in lines[1:] if line.strip()]
   kept = lines[:1] + [line for line, e in zip(rows, epochs) if e < epoch]
   if epoch == 0:
     kept = []
-  if len(kept) != len(lines):
+  # Rows of older versions ended in CRLF: one line ending (LF) from now on.
+  if "".join(kept) != text:
     io_utils.atomic_write_text(path, "".join(kept))
 
 
@@ -274,8 +282,9 @@ def train(config: TrainConfig, out=None) -> dict:
       made = []  # folders this start created, removed again if it fails
       progress = {"started": False}
       try:
-        return _train(config, strategy, model_dir, model_dir, out, made,
-                      progress)
+        with _disk_full_in_one_line(model_dir):
+          return _train(config, strategy, model_dir, model_dir, out, made,
+                        progress)
       except BaseException:
         if not progress["started"]:
           if created:
@@ -305,6 +314,27 @@ def train(config: TrainConfig, out=None) -> dict:
     shutil.rmtree(work_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _disk_full_in_one_line(model_dir):
+  """A full disk, wherever a write hits it (our files, Keras' archives,
+  TensorFlow's SavedModel and event writers), becomes one RunFolderError
+  naming the file and the last complete backup (the one a resume starts
+  from)."""
+  try:
+    yield
+  except OSError as e:
+    if e.errno != errno.ENOSPC:
+      raise
+    raise run_folder.RunFolderError(run_folder.disk_full_line(
+        model_dir, e.filename)) from None
+  except tf.errors.OpError as e:
+    if "No space left on device" not in (e.message or ""):
+      raise
+    match = re.search(r"(/[^\s,;:'\"]+)", e.message)
+    raise run_folder.RunFolderError(run_folder.disk_full_line(
+        model_dir, match.group(1) if match else None)) from None
+
+
 def _train(config, strategy, model_dir, write_dir, out, made,
            progress) -> dict:
   """`train` inside the lock: reads the state of `model_dir`, writes to
@@ -327,7 +357,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                                         _resumable_changes(config))
   if chief:
     run_folder.remove_stale_temporaries(model_dir)
-  folders = [write_dir, backup_dir, best_dir,
+  # (best/ is made when a validation split keeps a best epoch there.)
+  folders = [write_dir, backup_dir,
              os.path.join(write_dir, run_folder.TENSORBOARD_DIR)]
   if config.export:
     folders.append(os.path.join(write_dir, run_folder.EXPORT_DIR))
@@ -386,7 +417,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         max_train=config.max_train_examples,
         max_test=config.max_test_examples, spec=spec)
     block = _validation_block(config, state, start_epoch,
-                              len(train_data.labels))
+                              len(train_data.labels), spec.num_classes)
     held_out = None
     if block.size:
       train_data, held_out = block.split_arrays(train_data)
@@ -408,7 +439,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   else:
     available = streaming.num_examples(spec, spec.train_split, data_dir,
                                        config.max_train_examples)
-    block = _validation_block(config, state, start_epoch, available)
+    block = _validation_block(config, state, start_epoch, available,
+                              spec.num_classes)
     train_split, held_out = None, None
     if block.size:  # the same images as in memory, read as split slices
       train_split, validation_split = block.tfds_splits(spec.train_split)
@@ -537,7 +569,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                   config.image_every,
                   class_names=pictures.CLASS_NAMES.get(config.dataset),
                   seed=config.seed),
-      keras.callbacks.CSVLogger(log_path, append=True),
+      CSVLog(log_path),
       keras.callbacks.TensorBoard(tensorboard_dir),
       *([EpochLog(stream=out)] if out is not None else []),
       AtomicBackupAndRestore(backup_dir),  # last: an epoch is backed up
@@ -660,7 +692,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
 _TEST_SUBSET = 512
 
 
-def _validation_block(config, state, start_epoch, num_train):
+def _validation_block(config, state, start_epoch, num_train, num_classes):
   """The validation block of this run: a resumed run keeps the block it was
   trained with (with "auto", --eval_every may change on a resume, but the
   training images may not), a new one chooses it from the settings."""
@@ -669,8 +701,10 @@ def _validation_block(config, state, start_epoch, num_train):
   if stored is not None and stored.get("num_train") == num_train:
     return validation.Block(**stored)
   return validation.Block.choose(
-      num_train, validation.size_for(config.validation_split, num_train,
-                                     selects=config.eval_every > 0),
+      num_train, validation.size_for(
+          config.validation_split, num_train, selects=config.eval_every > 0,
+          num_classes=num_classes,
+          allow_small=config.allow_small_validation),
       config.seed)
 
 

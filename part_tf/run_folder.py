@@ -20,6 +20,7 @@
 import contextlib
 import csv
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -88,6 +89,7 @@ def locked(model_dir: str):
       process holds its lock.
   """
   path = os.path.abspath(os.path.expanduser(model_dir))
+  _check_link(path)
   created = not os.path.exists(path)
   try:
     os.makedirs(path, exist_ok=True)
@@ -99,6 +101,7 @@ def locked(model_dir: str):
   lock_path = os.path.join(path, LOCK_FILE)
   fd = _acquire(lock_path)
   try:
+    check_no_links(path)
     info = {"pid": os.getpid(), "host": socket.gethostname(),
             "command": " ".join(sys.argv)[:300],
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -114,13 +117,36 @@ def locked(model_dir: str):
     os.close(fd)  # releases the lock
 
 
+def _check_link(path: str) -> None:
+  """A `--model_dir` that is a link must lead to a folder (or to nothing
+  yet made); a link loop or a dangling link is named as such."""
+  if not os.path.islink(path):
+    return
+  try:
+    os.stat(path)
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise RunFolderError(f"--model_dir {path} is a symbolic link loop "
+                           f"({path} -> {os.readlink(path)})") from None
+    raise RunFolderError(
+        f"--model_dir {path} is a symbolic link to {os.readlink(path)}, "
+        "which does not exist") from None
+
+
 def _acquire(lock_path: str) -> int:
-  """Opens and locks `lock_path`; returns the descriptor."""
+  """Opens and locks `lock_path` (never through a link); returns the
+  descriptor."""
   folder = os.path.dirname(lock_path)
   for _ in range(10):
     try:
-      fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                   | os.O_CLOEXEC, 0o644)
     except OSError as e:
+      if e.errno == errno.ELOOP:
+        raise RunFolderError(
+            f"{lock_path} is a symbolic link: a run folder's lock must be "
+            "its own file (part_tf never writes through links; remove the "
+            "link)") from None
       raise RunFolderError(f"cannot write in --model_dir {folder}: "
                            f"{_reason(e)}") from None
     if fcntl is None:  # pragma: no cover
@@ -147,6 +173,34 @@ def _acquire(lock_path: str) -> int:
     os.close(fd)
   raise RunFolderError(f"cannot lock --model_dir {folder}: its lock file "
                        "keeps changing")
+
+
+# Entries of a run folder that a run writes or writes into: none may be a
+# link (the folder itself may be).
+_WRITTEN_ENTRIES = (CONFIG_FILE, LOG_FILE, METRICS_FILE, BACKUP_DIR,
+                    BEST_DIR, EXPORT_DIR, EXPORT_BEST_DIR, TENSORBOARD_DIR,
+                    "classifier.keras", "natural_classifier.keras",
+                    "best_classifier.keras",
+                    os.path.join(BACKUP_DIR, "state.json"),
+                    os.path.join(BEST_DIR, "best.json"))
+
+
+def check_no_links(model_dir: str) -> None:
+  """RunFolderError naming the first symbolic link among the entries of
+  `model_dir` that a run writes (its files, its folders and everything in
+  `tensorboard/`): a run writes nothing outside its folder.
+  """
+  found = [os.path.join(model_dir, name) for name in _WRITTEN_ENTRIES
+           if os.path.islink(os.path.join(model_dir, name))]
+  board = os.path.join(model_dir, TENSORBOARD_DIR)
+  if not found and os.path.isdir(board) and not os.path.islink(board):
+    for folder, dirs, files in os.walk(board):
+      found += [os.path.join(folder, n) for n in sorted(dirs + files)
+                if os.path.islink(os.path.join(folder, n))]
+  if found:
+    raise RunFolderError(
+        f"{found[0]} is a symbolic link: a run writes only files of its own "
+        "in its folder, never through links (remove the link)")
 
 
 # --- what the folder holds ---------------------------------------------------
@@ -291,6 +345,41 @@ def check_resume(state: RunState, settings: dict, epochs: int,
         f"--epochs={done} to evaluate it again, more to train on, or another "
         "--model_dir")
   return done
+
+
+def last_backup_epoch(model_dir: str) -> int | None:
+  """The finished epochs of the folder's last complete backup (0: the run
+  started, no epoch finished), or None: no run started there (or its
+  backup state is unreadable)."""
+  path = os.path.abspath(os.path.expanduser(model_dir))
+  try:
+    state = read_json(os.path.join(path, BACKUP_DIR, "state.json"),
+                      "backup state")
+    return int(state["epoch"]) if isinstance(state, dict) else None
+  except (RunFolderError, KeyError, TypeError, ValueError):
+    return None
+
+
+def interrupted_line(model_dir: str, epochs: int) -> str:
+  """The line a training run stopped by Ctrl-C ends with: where the same
+  command goes on."""
+  done = last_backup_epoch(model_dir)
+  if done is None:
+    return "interrupted before the first epoch; nothing was kept"
+  if done >= epochs:
+    return (f"interrupted after the last epoch ({done}), before the results "
+            "were written; the same command evaluates and exports the run")
+  return (f"interrupted at epoch {done + 1}; the same command resumes from "
+          f"epoch {done + 1}")
+
+
+def disk_full_line(model_dir: str, filename) -> str:
+  """The one line of a run that ran out of disk space."""
+  done = last_backup_epoch(model_dir)
+  where = f" while writing {filename}" if filename else ""
+  backup = ("no epoch is backed up yet" if not done else
+            f"the last complete backup is epoch {done}")
+  return f"no space left on device{where}; {backup}"
 
 
 # --- the trained classifier ----------------------------------------------------

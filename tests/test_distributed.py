@@ -29,7 +29,8 @@ TRAIN = os.path.join(ROOT, "scripts", "train.py")
 # last batch (70 = 64 + 6) leaves the second replica 0 of its 6 examples.
 RUN = [*TINY_TRAIN, "--batch_size=64", "--max_test_examples=70",
        "--eval_num_steps=2", "--epochs=4", "--burn_in_epochs=1",
-       "--eval_every=1", "--image_count=2", "--image_every=2"]
+       "--eval_every=1", "--validation_split=32", "--allow_small_validation",
+       "--image_count=2", "--image_every=2"]
 TIMEOUT = 240  # seconds any one training process may take
 
 

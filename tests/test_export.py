@@ -116,7 +116,8 @@ class ExportTest(tf.test.TestCase):
          "--dataset=tiny_imagenet", f"--manual_dir={root / 'manual'}",
          f"--data_dir={root / 'data'}", f"--model_dir={run}",
          "--model=small_cnn", "--epochs=2", "--burn_in_epochs=1",
-         "--eval_every=1", "--validation_split=3", "--batch_size=3",
+         "--eval_every=1", "--validation_split=3", "--allow_small_validation",
+         "--batch_size=3",
          "--num_steps=1", "--eval_num_steps=1", "--image_count=0"],
         capture_output=True, text=True, timeout=600, check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])

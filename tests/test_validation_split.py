@@ -41,7 +41,7 @@ class SizeAndBlockTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(
       ("auto", 50_000, True, 1000),   # 2% would be 1,000: the cap
       ("auto", 100_000, True, 1000),  # 2% is 2,000: capped at 1,000
-      ("auto", 4_000, True, 80),      # 2%
+      ("auto", 4_000, True, 100),     # 2% is 80: raised to the minimum
       ("auto", 4_000, False, 0),      # nothing to choose: nothing held out
       ("auto", 40, True, 0),          # 2% of 40 rounds down to none
       (250, 4_000, False, 250),       # explicit counts hold out regardless
@@ -124,7 +124,8 @@ class StreamedAndInMemoryTest(tf.test.TestCase):
 # One small run, shared: 3 epochs, evaluated after each, 60 images held out.
 RUN = ["--max_train_examples=1500", "--max_test_examples=200",
        "--epochs=3", "--burn_in_epochs=1", "--eval_every=1",
-       "--validation_split=60", "--num_steps=2", "--eval_num_steps=5",
+       "--validation_split=60", "--allow_small_validation", "--num_steps=2",
+       "--eval_num_steps=5",
        "--image_count=0", "--seed=4"]
 
 
@@ -164,7 +165,7 @@ class ChosenOnValidationTest(tf.test.TestCase):
   def test_best_epoch_is_the_validation_argmax_and_measured_there(self):
     robust = [float(r["val_pgd_accuracy"]) for r in self.rows]
     best = self.metrics["best"]
-    self.assertEqual(best["epoch"], int(np.argmax(robust)) + 1)
+    self.assertEqual(best["epoch"], len(robust) - int(np.argmax(robust[::-1])))
     # Independently: the best classifier's PGD accuracy on the held-out
     # block (read from the data, not from the run) is what chose it.
     held = self.metrics["validation"]
@@ -252,11 +253,12 @@ def _as_written_before_the_validation_split(model_dir):
 
 def _one_epoch_config(root, **settings):
   """A one-epoch AT run on 512 offline images, in `root`/run."""
-  return experiment.TrainConfig(
-      model_dir=os.path.join(root, "run"), max_train_examples=512,
-      max_test_examples=64, num_steps=1, eval_num_steps=1, epochs=1,
-      burn_in_epochs=0, method="at", image_count=0, export=False, seed=1,
-      **settings)
+  return experiment.TrainConfig(**{
+      "model_dir": os.path.join(root, "run"), "max_train_examples": 512,
+      "max_test_examples": 64, "num_steps": 1, "eval_num_steps": 1,
+      "epochs": 1, "burn_in_epochs": 0, "method": "at", "image_count": 0,
+      "export": False, "seed": 1, "allow_small_validation": True,
+      **settings})
 
 
 class ResumeTest(tf.test.TestCase):
@@ -292,7 +294,8 @@ class ResumeTest(tf.test.TestCase):
   def test_auto_keeps_its_block_when_eval_every_changes_on_a_resume(self):
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    config = _one_epoch_config(root, eval_every=0)
+    config = _one_epoch_config(root, eval_every=0, max_train_examples=1024,
+                               allow_small_validation=False)
     first = experiment.train(config)
     self.assertEqual(first["validation"]["size"], 0)  # nothing to choose
     # An older version's run of the same command (eval_every 0, the first
@@ -309,7 +312,8 @@ class ResumeTest(tf.test.TestCase):
     # ... and a new run with the same settings does hold out images.
     fresh = experiment.train(dataclasses.replace(
         config, model_dir=os.path.join(root, "fresh"), eval_every=1))
-    self.assertEqual(fresh["validation"]["size"], 10)  # 2% of 512
+    # 2% of 1,024 is 20: raised to the minimum of 100.
+    self.assertEqual(fresh["validation"]["size"], 100)
 
 
 if __name__ == "__main__":

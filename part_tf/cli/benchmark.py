@@ -35,10 +35,10 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_enum("model", "small_cnn", ("small_cnn", "resnet18"), "Model.")
@@ -303,7 +303,7 @@ def run():
   """The `part-benchmark` command (and `python scripts/benchmark.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
+  run_command(main, lambda argv: parse_flags_or_exit(
       argv, dataset_defaults=False))
 
 

@@ -36,13 +36,14 @@ a sweep over one of them trains it once per seed. Writes to `<model_dir>`:
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
 from absl import app
 from absl import flags
 
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 from part_tf_flags.dataset_defaults import DATASET_DEFAULTS  # pylint: disable=g-import-not-at-top
 
@@ -258,13 +259,15 @@ def main(argv):
       extra = [f"--{sweep_name}={value}"] if value else []
       base, weights = variants[method]
       extra += [f"--{name}={weight}" for name, weight in weights.items()]
-      result = subprocess.run(
+      _CURRENT[:] = [folder]
+      returncode = _train_run(
           [sys.executable, "-m", "part_tf.cli.train", *common,
            *extra, f"--method={base}", f"--seed={seed}",
-           f"--model_dir={model_dir}"], check=False)
-      if result.returncode != 0:
+           f"--model_dir={model_dir}"])
+      _CURRENT[:] = []
+      if returncode != 0:
         sys.exit(f"error: training {folder} failed (exit "
-                 f"{result.returncode}); the runs before it are kept, start "
+                 f"{returncode}); the runs before it are kept, start "
                  "the same command again to go on")
       with open(os.path.join(model_dir, "metrics.json"),
                 encoding="utf-8") as f:
@@ -333,11 +336,47 @@ def _mean_log(parts):
             if k != "epoch" else parts[0][k][:length] for k in keys}
 
 
+# The run being trained now (for Ctrl-C's last line).
+_CURRENT = []
+# Seconds a run stopped by Ctrl-C gets to write its last line and release
+# its folder before it is killed.
+_STOP_SECONDS = 60
+
+
+def _train_run(command) -> int:
+  """Runs one `train.py` process; returns its exit status.
+
+  On Ctrl-C the run is stopped as Ctrl-C stops it when it runs alone
+  (SIGINT; it keeps what it finished and says where it resumes), and the
+  KeyboardInterrupt goes on to end the study.
+  """
+  process = subprocess.Popen(command)  # pylint: disable=consider-using-with
+  try:
+    return process.wait()
+  except KeyboardInterrupt:
+    # In a terminal the run got the Ctrl-C too; sent alone, pass it on.
+    if process.poll() is None:
+      process.send_signal(signal.SIGINT)
+    try:
+      process.wait(timeout=_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+    raise
+
+
+def _interrupted() -> str:
+  if _CURRENT:
+    return (f"interrupted while training {_CURRENT[0]}; the runs before it "
+            "are kept and the same command goes on from it")
+  return "interrupted; the finished runs are kept and the same command goes on"
+
+
 def run():
   """The `part-compare` command (and `python scripts/compare.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  app.run(main, flags_parser=parse_flags_or_exit)
+  run_command(main, interrupted=_interrupted)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from absl import flags
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
-from part_tf_flags.budgets import parse_budget  # pylint: disable=g-import-not-at-top
+from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
+from part_tf.parsing import parse_budget
 
 flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
 flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
@@ -173,6 +174,7 @@ def main(argv):
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
 
   made_output = False
+  del _WRITTEN[:]
   try:
     # Before TensorFlow runs anything (multi-worker and TPU need that).
     distribution.split_cpu(FLAGS.cpu_devices)
@@ -212,6 +214,10 @@ def main(argv):
     _, test, _ = data.load(dataset, data_dir=data_dir,
                            max_test=FLAGS.num_examples, max_train=1,
                            spec=spec)
+    if FLAGS.num_examples and len(test.labels) < FLAGS.num_examples:
+      print(f"note: --num_examples={FLAGS.num_examples}, but the {dataset} "
+            f"test split has {len(test.labels)} images: evaluating all "
+            f"{len(test.labels)}", flush=True)
     if FLAGS.preset:
       preset = attack_suite.PRESETS[FLAGS.preset]
       names, config = list(preset.attacks), preset.config
@@ -265,6 +271,7 @@ def main(argv):
     if corrupted is not None:
       result["corruptions"] = corrupted
     io_utils.atomic_write_json(os.path.join(output_dir, f"{stem}.json"), result)
+    _WRITTEN.append(f"{stem}.json")
     text = table(reports, names)
     for r in reports:
       for n, stats in r.get("minimum_norm", {}).items():
@@ -282,6 +289,7 @@ def main(argv):
                + f"\n| **mean** | {corrupted['mean']:.4f} |")
     io_utils.atomic_write_text(os.path.join(output_dir, f"{stem}.md"),
                                text + "\n")
+    _WRITTEN.append(f"{stem}.md")
     from part_tf import pictures  # pylint: disable=g-import-not-at-top
     from part_tf import plots  # pylint: disable=g-import-not-at-top
     io_utils.atomic_write_bytes(
@@ -298,6 +306,10 @@ def main(argv):
     if made_output:
       shutil.rmtree(output_dir, ignore_errors=True)
     sys.exit(f"error: {one_line(e)}")
+  except KeyboardInterrupt:
+    if made_output and not _WRITTEN:
+      shutil.rmtree(output_dir, ignore_errors=True)
+    raise
   print(text)
   for report in reports:
     if report.get("sequential"):
@@ -316,12 +328,22 @@ def main(argv):
         f"{stem}.png")
 
 
+# The reports written so far by this evaluation (for Ctrl-C's last line).
+_WRITTEN = []
+
+
+def _interrupted() -> str:
+  if not _WRITTEN:
+    return "interrupted; nothing written"
+  return f"interrupted; wrote only {', '.join(_WRITTEN)}"
+
+
 def run():
   """The `part-evaluate` command (and `python scripts/evaluate.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False))
+  run_command(main, lambda argv: parse_flags_or_exit(
+      argv, dataset_defaults=False), interrupted=_interrupted)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import dataset_defaults  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 
@@ -53,11 +53,16 @@ def main(argv):
     sys.exit(f"error: {type(e).__name__}: {first}")
 
 
+def _interrupted() -> str:
+  from part_tf import run_folder  # pylint: disable=g-import-not-at-top
+  return run_folder.interrupted_line(FLAGS.model_dir, FLAGS.epochs)
+
+
 def run():
   """The `part-train` command (and `python scripts/train.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  app.run(main, flags_parser=parse_flags_or_exit)
+  run_command(main, interrupted=_interrupted)
 
 
 if __name__ == "__main__":

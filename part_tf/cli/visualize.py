@@ -21,6 +21,7 @@ from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
+from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import DEFINE_budget  # pylint: disable=g-import-not-at-top
 from part_tf_flags.train_flags import CAM_METHODS  # pylint: disable=g-import-not-at-top
@@ -163,7 +164,7 @@ def run():
   """The `part-visualize` command (and `python scripts/visualize.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
+  run_command(main, lambda argv: parse_flags_or_exit(
       argv, dataset_defaults=False))
 
 

@@ -23,30 +23,55 @@ import dataclasses
 import numpy as np
 
 from part_tf.data.datasets import ArrayData
-from part_tf_flags.train_flags import parse_validation_split
+from part_tf.parsing import canonical_validation_split  # pylint: disable=unused-import
+from part_tf.parsing import parse_validation_split
 
-# `--validation_split=auto`: the smaller of these.
+# `--validation_split=auto`: 2% of the training images, at most 1,000.
 AUTO_FRACTION = 0.02
 AUTO_MAX = 1000
+# The fewest held-out images that choose an epoch: below this, the accuracy
+# measured on them is too coarse to tell epochs apart (its standard error
+# at 100 images is up to 5 points, and a point is one image), and ties are
+# common. A split must also hold at least one image per class.
+MIN_SIZE = 100
+# "auto" holds out its minimum only where that leaves 90% to train on.
+_AUTO_MAX_SHARE = 0.1
 
 
-def size_for(setting, num_train: int, selects: bool = True) -> int:
+def minimum_size(num_classes: int | None = None) -> int:
+  """The fewest held-out images that may choose the best epoch."""
+  return max(MIN_SIZE, num_classes or 0)
+
+
+def size_for(setting, num_train: int, selects: bool = True,
+             num_classes: int | None = None,
+             allow_small: bool = False) -> int:
   """Images to hold out of `num_train` for `--validation_split=setting`.
 
   Args:
     setting: "auto", a count (int >= 0) or a fraction in (0, 1), or their
-      text (`part_tf_flags.train_flags.parse_validation_split` reads it).
+      text (`parse_validation_split` reads it).
     num_train: training images available (after `--max_train_examples`).
     selects: whether the run chooses among epochs (`--eval_every` > 0);
       "auto" holds out nothing when it does not: there is nothing to choose.
+    num_classes: classes of the dataset (a split needs one image per class).
+    allow_small: accept a split smaller than `minimum_size`.
+
+  "auto" is 2% of the training images, at most 1,000 and at least
+  `minimum_size`; where that minimum would take more than a tenth of the
+  training images, it holds out none (no epoch is chosen).
 
   Raises:
-    ValueError: a setting that is none of these, or leaves no image to
+    ValueError: a setting that is none of these, holds out fewer than
+      `minimum_size` images (without `allow_small`), or leaves no image to
       train on.
   """
   setting = parse_validation_split(setting)
+  least = minimum_size(num_classes)
   if setting == "auto":
-    size = min(int(AUTO_FRACTION * num_train), AUTO_MAX) if selects else 0
+    size = 0
+    if selects and least <= _AUTO_MAX_SHARE * num_train:
+      size = min(max(int(AUTO_FRACTION * num_train), least), AUTO_MAX)
   elif isinstance(setting, float):
     size = max(1, int(round(setting * num_train)))
   else:
@@ -54,7 +79,17 @@ def size_for(setting, num_train: int, selects: bool = True) -> int:
   if size >= num_train:
     raise ValueError(f"--validation_split={setting} holds out {size} of the "
                      f"{num_train} training images, leaving none to train on")
+  if 0 < size < least and not allow_small:
+    raise ValueError(
+        f"--validation_split={setting} holds out {_images(size)}, too few to "
+        f"choose the most robust epoch (at least {least}: {MIN_SIZE} and one "
+        "per class); hold out more, use --validation_split=0 to choose no "
+        "epoch, or pass --allow_small_validation")
   return size
+
+
+def _images(n):
+  return f"{n} image" + ("" if n == 1 else "s")
 
 
 @dataclasses.dataclass(frozen=True)

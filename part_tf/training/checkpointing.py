@@ -76,14 +76,15 @@ def load_weights(model, path: str, what: str) -> None:
                      f" corrupt or of another model ({detail})") from None
 
 
-def write_checkpoint(folder: str, state_file: str, name: str, save_fn,
+def write_checkpoint(folder: str, state_file: str, name: str, model,
                      fields: dict) -> None:
-  """Writes weights `name` with `save_fn`, then points `state_file` at them.
+  """Writes `model`'s weights as `name`, then points `state_file` at them.
 
   Both writes are atomic and the state is replaced only once the weights are
-  complete; the folder's other weights files are removed afterwards.
+  complete; the folder's other weights files are removed afterwards. A full
+  disk is an OSError naming the file, and leaves the folder as it was.
   """
-  io_utils.atomic_file(os.path.join(folder, name), save_fn)
+  io_utils.atomic_save_weights(model, os.path.join(folder, name))
   io_utils.atomic_write_json(os.path.join(folder, state_file),
                              {**fields, "weights": name})
   for old in os.listdir(folder):
@@ -142,4 +143,4 @@ class AtomicBackupAndRestore(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     write_checkpoint(self.backup_dir, STATE_FILE,
                      f"epoch-{epoch + 1:04d}.weights.h5",
-                     self.model.save_weights, {"epoch": epoch + 1})
+                     self.model, {"epoch": epoch + 1})
