@@ -1,8 +1,10 @@
-"""SavedModel export: round trip, both signatures, atomic replacement."""
+"""SavedModel export: round trip, both signatures, input checks, atomic
+replacement."""
 
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,9 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 
+from part_tf import attacks
 from part_tf import data
 from part_tf import export
 from part_tf.data import class_names
@@ -22,6 +26,53 @@ from part_tf.models import small_cnn
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The exact text a client gets back (a 0..255 float client is the usual case).
+PIXEL_ERROR = re.escape("pixels must be floats in [0, 1]; use serving_uint8 "
+                        "for 0-255 images")
+# The tiny model's two 2x2 poolings floor 9 (and 8x9) to 8's 2x2 features: it
+# answers for such an image unless the export refuses it.
+WRONG_SHAPES = ((1, 9, 9, 1), (2, 8, 9, 1))
+
+
+def bad_float_batches():
+  """(name, float32 [3, 8, 8, 1] batch) pairs that serving_default refuses."""
+  good = np.random.default_rng(4).uniform(size=(3, 8, 8, 1)).astype(np.float32)
+  batches = [("0..255 floats", np.round(good * 255))]
+  for value in (np.nan, np.inf, -np.inf, 1e6, -5.0, 1.0001, -1e-6):
+    one = good.copy()
+    one[2, 3, 4, 0] = value  # one bad pixel in the last image
+    batches.append((f"one pixel {value}", one))
+    batches.append((f"all {value}", np.full_like(good, value)))
+  return batches
+
+
+def logits_and_gradient(fn, images):
+  """fn(images) and the gradient of a weighted sum of it w.r.t. images."""
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    logits = fn(images)
+    total = tf.reduce_sum(logits * tf.range(1.0, logits.shape[-1] + 1.0))
+  return logits, tape.gradient(total, images)
+
+
+def graph_only_runner(path, signature):
+  """Runs `signature` as TF Serving does: the SavedModel's graph, fed by C++.
+
+  A TF1 session runs the MetaGraph with no Python check of the fed shape
+  (`Session.run` would refuse a wrong shape itself, before the graph).
+
+  Returns:
+    images -> logits, and the session to close.
+  """
+  graph = tf.Graph()
+  session = tf.compat.v1.Session(graph=graph)
+  with graph.as_default():
+    meta = tf.compat.v1.saved_model.load(session, ["serve"], path)
+  info = meta.signature_def[signature]
+  options = config_pb2.CallableOptions(
+      feed=[info.inputs["images"].name], fetch=[info.outputs["logits"].name])
+  run = session._make_callable_from_options(options)  # pylint: disable=protected-access
+  return (lambda images: run(images)[0]), session
 
 
 class ExportTest(tf.test.TestCase):
@@ -63,6 +114,123 @@ class ExportTest(tf.test.TestCase):
                           model(tf.cast(tf.ones([1, 8, 8, 1]), tf.float32) /
                                 (255.0 if dtype == tf.uint8 else 1.0)),
                           atol=1e-5)
+
+  def test_float_signature_refuses_pixels_outside_0_1(self):
+    keras.utils.set_random_seed(5)
+    model = small_cnn((8, 8, 1), 3)
+    path = export.export_classifier(model, os.path.join(tempfile.mkdtemp(), "e"))
+    loaded = tf.saved_model.load(path)
+    calls = {"signature": lambda x: loaded.signatures["serving_default"](
+                 images=x)["logits"],
+             "endpoint function": lambda x: loaded.serving_default(x)["logits"]}
+    for call_name, call in calls.items():
+      for name, images in bad_float_batches():
+        with self.subTest(call=call_name, images=name):
+          with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                      PIXEL_ERROR):
+            call(tf.constant(images))
+      # The ends of [0, 1] are pixels like any other.
+      edges = np.zeros((2, 8, 8, 1), np.float32)
+      edges[1] = 1.0
+      self.assertAllClose(call(tf.constant(edges)), model(edges), atol=1e-5)
+      self.assertEqual(call(tf.zeros([0, 8, 8, 1])).shape, (0, 3))
+    # uint8 has no range to check: all of 0..255 is served.
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1)
+    out = loaded.signatures["serving_uint8"](images=tf.constant(pixels))
+    self.assertAllClose(out["logits"], model(pixels / 255.0), atol=1e-5)
+
+  def test_both_signatures_refuse_another_image_shape(self):
+    keras.utils.set_random_seed(6)
+    model = small_cnn((8, 8, 1), 3)
+    path = export.export_classifier(model, os.path.join(tempfile.mkdtemp(), "e"))
+    loaded = tf.saved_model.load(path)
+    for name, dtype in (("serving_default", tf.float32),
+                        ("serving_uint8", tf.uint8)):
+      spec, = loaded.signatures[name].structured_input_signature[1].values()
+      self.assertEqual(spec.shape.as_list(), [None, 8, 8, 1])
+      endpoint = getattr(loaded, name)
+      for shape in WRONG_SHAPES:
+        images = tf.zeros(shape, dtype)
+        with self.subTest(signature=name, shape=shape):
+          # The loaded signature does not check what it is fed against what
+          # it declares: the graph must.
+          with self.assertRaisesRegex(
+              tf.errors.InvalidArgumentError,
+              re.escape(f"{list(shape)}".replace(" ", "")) +
+              r" is not compatible with expected shape \[\?,8,8,1\]"):
+            loaded.signatures[name](images=images)
+          # The restored tf.function refuses it when binding its input.
+          with self.assertRaises((TypeError, tf.errors.InvalidArgumentError)):
+            endpoint(images)
+      self.assertEqual(loaded.signatures[name](
+          images=tf.zeros([2, 8, 8, 1], dtype))["logits"].shape, (2, 3))
+
+  def test_the_checks_hold_where_only_the_graph_runs(self):
+    # As in TF Serving: the SavedModel's graph run by a session, no Python
+    # between the request and the graph.
+    keras.utils.set_random_seed(7)
+    model = small_cnn((8, 8, 1), 3)
+    path = export.export_classifier(model, os.path.join(tempfile.mkdtemp(), "e"))
+    for name, dtype in (("serving_default", np.float32),
+                        ("serving_uint8", np.uint8)):
+      run, session = graph_only_runner(path, name)
+      self.addCleanup(session.close)
+      for shape in WRONG_SHAPES:
+        with self.subTest(signature=name, shape=shape):
+          with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                      "is not compatible with expected shape"):
+            run(np.zeros(shape, dtype))
+      self.assertEqual(run(np.zeros((0, 8, 8, 1), dtype)).shape, (0, 3))
+      pixels = np.random.default_rng(8).integers(0, 256, (3, 8, 8, 1))
+      images = (pixels.astype(np.uint8) if dtype == np.uint8
+                else (pixels / 255).astype(np.float32))
+      self.assertAllClose(run(images), model(pixels / 255.0), atol=1e-5)
+    run, session = graph_only_runner(path, "serving_default")
+    self.addCleanup(session.close)
+    for name, images in bad_float_batches():
+      with self.subTest(images=name):
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                    PIXEL_ERROR):
+          run(images)
+
+  def test_attacks_run_through_the_export_at_the_box_edge(self):
+    # FAB's points at the edge of [0, 1] round one float step outside it:
+    # the signature refuses them, served_logits (evaluate.py's SavedModel
+    # path) clips them, and is the Keras model inside the box, gradients
+    # included.
+    keras.utils.set_random_seed(9)
+    model = small_cnn((8, 8, 3), 10)
+    path = export.export_classifier(model, os.path.join(tempfile.mkdtemp(), "e"))
+    logits_fn, shape = export.served_logits(path)
+    self.assertEqual(shape, (8, 8, 3))
+    x = tf.constant(np.random.default_rng(10).integers(
+        0, 256, (32, 8, 8, 3)).astype(np.float32) / 255)
+    y = tf.argmax(model(x), axis=-1, output_type=tf.int32)
+    loaded = tf.saved_model.load(path)  # outlives its signature
+    signature = loaded.signatures["serving_default"]
+    fab = lambda fn: attacks.fab(fn, x, y, 8 / 255, num_steps=10,
+                                 num_targets=3)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, PIXEL_ERROR):
+      fab(lambda z: signature(images=z)["logits"])
+    x_adv = fab(logits_fn).numpy()
+    moved = np.any(x_adv != x.numpy(), axis=(1, 2, 3))
+    self.assertGreater(moved.sum(), 0)  # FAB found examples through it
+    self.assertLessEqual(np.max(np.abs(x_adv - x)), 8 / 255 + 1e-6)
+    self.assertAllEqual(
+        np.argmax(model(x_adv[moved]), -1) != y.numpy()[moved], [True] *
+        moved.sum())
+    # Inside the box (its edges included) nothing moves, gradients included.
+    edges = tf.concat([x[:2], tf.zeros_like(x[:1]), tf.ones_like(x[:1])], 0)
+    served, served_grad = logits_and_gradient(logits_fn, edges)
+    keras_logits, keras_grad = logits_and_gradient(
+        lambda z: model(z, training=False), edges)
+    self.assertAllClose(served, keras_logits, atol=1e-5)
+    self.assertAllClose(served_grad, keras_grad, atol=1e-5)
+    self.assertGreater(np.mean(np.abs(keras_grad) > 0), 0.5)
+    outside = np.array(x[:1])
+    outside[0, 0, 0] = [np.nextafter(np.float32(1), np.float32(2)), -1e-9, 0.5]
+    self.assertAllClose(logits_fn(tf.constant(outside)),
+                        model(np.clip(outside, 0, 1)), atol=1e-5)
 
   def test_outputs_carry_the_class_names(self):
     keras.utils.set_random_seed(3)
@@ -146,19 +314,24 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(list(names[:3]), expected)
     self.assertEqual(names[3:5], ("3", "4"))  # the miniature has 3 classes
 
-  def test_saved_model_cli_shows_the_signature(self):
+  def test_saved_model_cli_shows_the_signatures(self):
     path = export.export_classifier(small_cnn((8, 8, 1), 3),
                                     os.path.join(tempfile.mkdtemp(), "e"))
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run(
-        [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
-         "serving_default"], capture_output=True, text=True, timeout=120)
-    self.assertEqual(result.returncode, 0, result.stderr)
-    for name in ("inputs['images']", "outputs['logits']",
-                 "outputs['class_name']",
-                 "outputs['probabilities']", "outputs['classes']",
-                 "(-1, 8, 8, 1)"):
-      self.assertIn(name, result.stdout)
+    for signature, dtype in (("serving_default", "DT_FLOAT"),
+                             ("serving_uint8", "DT_UINT8")):
+      result = subprocess.run(
+          [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
+           signature], capture_output=True, text=True, timeout=120)
+      self.assertEqual(result.returncode, 0, result.stderr)
+      for name in ("inputs['images']", "outputs['logits']",
+                   "outputs['class_name']",
+                   "outputs['probabilities']", "outputs['classes']"):
+        self.assertIn(name, result.stdout)
+      # The declared image shape is exact: only the batch size is free.
+      inputs = result.stdout.split("The given SavedModel SignatureDef")[1]
+      self.assertIn(f"dtype: {dtype}", inputs)
+      self.assertIn("shape: (-1, 8, 8, 1)", inputs)
 
   def test_failed_export_keeps_the_previous_one(self):
     model = small_cnn((8, 8, 1), 3)

@@ -26,7 +26,15 @@ Prints medians over --repeats timed calls (after warm-up) and their ratios:
   5. the evaluation attacks on one batch, in ms per example, with every
      attack doing its full work (no example fooled): PGD-20, APGD-CE, APGD-T,
      FAB-T and Square as AutoAttack runs them, the FAB-T / APGD-T ratio and
-     what AutoAttack "standard" costs per example that survives it.
+     what AutoAttack "standard" costs per example that survives it;
+  6. the exported model's `serving_default` (loaded SavedModel, a request of
+     --serving_batch_size images) with its in-graph input checks (shape, and
+     pixels in [0, 1]) against the same export without them: target
+     checked / unchecked <= 1.02. --serving_only runs this section alone:
+
+  python scripts/benchmark.py --serving_only
+  python scripts/benchmark.py --serving_only --model=resnet18 --image_size=32
+      --channels=3 --repeats=5 --instances=2    (one line; ~7 s a call here)
 """
 
 import dataclasses
@@ -64,6 +72,10 @@ flags.DEFINE_string("stream_dataset", None, "tfds:NAME of a prepared TFDS "
                     "dataset to time the streamed pipeline on (default: "
                     "--pipeline_examples random images written as one).")
 flags.DEFINE_string("stream_data_dir", None, "Its TFDS data folder.")
+flags.DEFINE_integer("serving_batch_size", 256, "Images per request in "
+                     "section 6.", lower_bound=1)
+flags.DEFINE_bool("serving_only", False, "Run only section 6 (the cost of "
+                  "the exported model's input checks).")
 refuse_urls("stream_data_dir")
 FLAGS = flags.FLAGS
 
@@ -93,8 +105,73 @@ def median_seconds_interleaved(fns, repeats, warmup=3):
   return {name: statistics.median(t) for name, t in times.items()}
 
 
+def time_serving_checks(model_name, shape, num_classes, batch_size, repeats,
+                        instances):
+  """Section 6: serving_default with and without the export's input checks.
+
+  Each variant is exported and loaded `instances` times (the same weights):
+  on CPU a traced function's speed is bimodal for its lifetime (see section
+  1), so all are timed in turn and the ratio is taken on the fastest and on
+  the median instance. The check alone, in its own tf.function returning
+  only the batch size, less the same function without the check, gives its
+  absolute cost.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from part_tf import export  # pylint: disable=g-import-not-at-top
+  from part_tf.models import build_model  # pylint: disable=g-import-not-at-top
+
+  keras.utils.set_random_seed(0)
+  classifier = build_model(model_name, shape, num_classes)
+  images = tf.constant(np.random.default_rng(1).uniform(
+      size=(batch_size, *shape)).astype(np.float32))
+  loaded, calls = [], {}
+  with tempfile.TemporaryDirectory() as folder:
+    for checked in (True, False):
+      for instance in range(instances):
+        path = export.export_classifier(
+            classifier, os.path.join(folder, f"{checked}_{instance}"),
+            check_inputs=checked)
+        loaded.append(tf.saved_model.load(path))  # outlives its signature
+        serving = loaded[-1].signatures["serving_default"]
+        calls[(checked, instance)] = (
+            lambda f=serving: f(images=images)["logits"].numpy())
+    timed = median_seconds_interleaved(calls, repeats)
+  alone = {"check": tf.function(
+               lambda x: tf.shape(export.checked_pixels(x))[0]),
+           "none": tf.function(lambda x: tf.shape(x)[0])}
+  alone = median_seconds_interleaved(
+      {n: (lambda f=f: f(images).numpy()) for n, f in alone.items()},
+      max(repeats, 100))
+  check_s = alone["check"] - alone["none"]
+  per_variant = {checked: sorted(t for (c, _), t in timed.items()
+                                 if c == checked) for checked in (True, False)}
+  for checked, times in per_variant.items():
+    print(f"serving_default {'with' if checked else 'without'} input checks, "
+          f"medians per export (ms per {batch_size} images): "
+          + ", ".join(f"{t * 1e3:.1f}" for t in times))
+  fastest = per_variant[True][0] / per_variant[False][0]
+  median = (statistics.median(per_variant[True]) /
+            statistics.median(per_variant[False]))
+  print(f"checked / unchecked serving time ratio: {fastest:.3f} fastest "
+        f"exports, {median:.3f} median exports (target <= 1.02)")
+  print(f"the pixel check alone: {check_s * 1e3:.2f} ms per {batch_size} "
+        f"images, {check_s / per_variant[False][0]:.2%} of the fastest "
+        "unchecked call")
+
+
 def main(argv):
   del argv
+  shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
+  if FLAGS.serving_only:
+    print(f"model={FLAGS.model} input={shape} "
+          f"serving_batch={FLAGS.serving_batch_size}")
+    time_serving_checks(FLAGS.model, shape, FLAGS.num_classes,
+                        FLAGS.serving_batch_size, FLAGS.repeats,
+                        FLAGS.instances)
+    return
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -107,7 +184,6 @@ def main(argv):
   from part_tf.models import CAM_LAYER  # pylint: disable=g-import-not-at-top
   from part_tf.training import PARTModel  # pylint: disable=g-import-not-at-top
 
-  shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(FLAGS.batch_size, *shape)).astype(np.float32)
   y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32)
@@ -297,6 +373,10 @@ def main(argv):
     print(f"AutoAttack standard per still-robust example: "
           f"{standard / FLAGS.batch_size:.3f} s ({FLAGS.square_queries} "
           f"Square queries), {standard / timed['pgd20']:.0f}x PGD-20")
+
+  # --- 6. The served model's input checks -----------------------------------
+  time_serving_checks(FLAGS.model, shape, FLAGS.num_classes,
+                      FLAGS.serving_batch_size, FLAGS.repeats, FLAGS.instances)
 
 
 def run():

@@ -128,7 +128,7 @@ def load_model(path, checkpoint="final"):
     ValueError: the path holds no model, or one that cannot be loaded (the
       message names the file).
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from part_tf import export  # pylint: disable=g-import-not-at-top
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     model, run, output = run_folder.load_classifier(path, checkpoint)
@@ -138,14 +138,11 @@ def load_model(path, checkpoint="final"):
     raise ValueError(f"--checkpoint={checkpoint} needs a run folder; {path} "
                      "is a SavedModel")
   try:
-    loaded = tf.saved_model.load(path)  # must outlive the signature's use
-    serving = loaded.signatures["serving_default"]
+    model_fn, input_shape = export.served_logits(path)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"cannot load the SavedModel {path}: "
                      f"{one_line(e)[:300]}") from None
-  spec, = serving.structured_input_signature[1].values()
-  return ((lambda x, keep=loaded: serving(images=x)["logits"]),
-          tuple(spec.shape[1:]), {}, os.path.dirname(os.path.abspath(path)))
+  return model_fn, input_shape, {}, os.path.dirname(os.path.abspath(path))
 
 
 def table(reports, names) -> str:
