@@ -106,24 +106,10 @@ def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
         flag_values.register_key_flag_for_module(main, flag)
 
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-# Why URL-like paths are refused (see `refuse_urls`).
-LOCAL_PATHS_ONLY = ("part_tf reads and writes local paths only (mount the "
-                    "bucket, e.g. with gcsfuse, and pass the mounted path)")
-
-
-def is_url(path) -> bool:
-  """Whether `path` is URL-like (gs://bucket/run, ram://x, s3://...)."""
-  return isinstance(path, str) and bool(_URL.match(path))
-
-
-def check_local_path(name: str, path) -> None:
-  """ValueError if `path` (the value of setting `name`) is URL-like; the
-  library's entry points refuse them as the flags do."""
-  if is_url(path):
-    raise ValueError(f"{name} {path} is a URL: {LOCAL_PATHS_ONLY}")
+# The library's rule (part_tf.paths); imported here for the flags.
+from part_tf.paths import check_local_path  # pylint: disable=g-import-not-at-top,unused-import
+from part_tf.paths import is_url  # pylint: disable=g-import-not-at-top
+from part_tf.paths import LOCAL_PATHS_ONLY  # pylint: disable=g-import-not-at-top
 
 
 def refuse_urls(*names, flag_values=absl_flags.FLAGS) -> None:

@@ -44,6 +44,7 @@ from part_tf import data
 from part_tf import distribution
 from part_tf import evaluation
 from part_tf import io_utils
+from part_tf.paths import check_local_path
 from part_tf.parsing import canonical_validation_split
 from part_tf import pictures
 from part_tf import run_folder
@@ -64,7 +65,6 @@ from part_tf.training.csv_log import CSVLog
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
 from part_tf.training.progress import EpochLog
-from part_tf_flags import check_local_path
 
 
 NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"

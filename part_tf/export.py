@@ -36,7 +36,7 @@ import keras
 import tensorflow as tf
 
 from part_tf import io_utils
-from part_tf_flags import check_local_path
+from part_tf.paths import check_local_path
 
 PIXEL_RANGE_MESSAGE = ("pixels must be floats in [0, 1]; use serving_uint8 "
                        "for 0-255 images")
