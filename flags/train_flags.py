@@ -87,6 +87,14 @@ def define_flags():
                     "with CAM budgets after burn-in.")
   flags.DEFINE_float("beta", 6.0, "Weight of the KL term of TRADES and MART.",
                      lower_bound=0.0)
+  flags.DEFINE_integer("trades_clean_passes", 1, "trades / part_t: "
+                       "training-mode passes of the clean batch per step. 2 "
+                       "is the reference code's (its KL target is a second "
+                       "pass, after the adversarial one): the same loss and "
+                       "gradient, but batch norm's moving statistics see "
+                       "about 2/3 clean batches instead of 1/2. The paper "
+                       "datasets' default is 2.", lower_bound=1,
+                       upper_bound=2)
   # ACT (Arani et al., BMVC 2020); defaults: the paper's CIFAR settings.
   flags.DEFINE_float("act_alpha", 0.9, "ACT: weight of the robust model's "
                      "distillation term (paper: 0.9).", lower_bound=0.0,

@@ -93,6 +93,7 @@ class TrainConfig:
   center_loss_weight: float = 0.0
   center_lr: float = 0.5
   feature_layer: str | None = None
+  trades_clean_passes: int = 1
   epsilon: float = 8 / 255
   epsilon_low: float = 7 / 255
   step_size: float = 2 / 255
@@ -150,6 +151,8 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "consistency_temperature": 0.5,
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
                    "center_lr": 0.5, "feature_layer": None,
+                   # One clean pass per TRADES step, as before #23.
+                   "trades_clean_passes": 1,
                    # Before the validation split, the best epoch was chosen
                    # on the first 512 test images (see `_upgrade`).
                    "validation_split": "0"}
@@ -507,7 +510,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         consistency_temperature=config.consistency_temperature,
         feature_alignment_weight=config.feature_alignment_weight,
         center_loss_weight=config.center_loss_weight,
-        center_lr=config.center_lr, feature_layer=config.feature_layer)
+        center_lr=config.center_lr, feature_layer=config.feature_layer,
+        trades_clean_passes=config.trades_clean_passes)
     model.compile(optimizer=_optimizer(config, steps_per_epoch),
                   jit_compile=jit)
 
