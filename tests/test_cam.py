@@ -311,6 +311,19 @@ class MaskRuleTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(tf_bicubic, pillow, atol=1e-5, rtol=0)
       self.assertNotAllEqual(tf_bicubic, pillow)
 
+  def test_the_pictured_map_is_the_one_each_rule_thresholds(self):
+    rng = np.random.default_rng(4)
+    cam = rng.gamma(0.5, size=(3, 4, 4)).astype(np.float32)
+    pictured = budgets.rule_map(tf.constant(cam), (32, 32), "official")
+    for raw, got in zip(cam, pictured.numpy()):
+      c = (raw - raw.min()) / (raw.max() - raw.min() + np.float32(1e-8))
+      overlay = np.asarray(Image.fromarray(c, mode="F").resize(
+          (32, 32), Image.BICUBIC))
+      self.assertAllEqual(got, np.clip(overlay, 0, 1))
+    self.assertAllEqual(
+        budgets.rule_map(tf.constant(cam), (32, 32), "zscore"),
+        normalized_cam(tf.constant(cam), (32, 32))[0])
+
   def test_official_rule_needs_rgb(self):
     with self.assertRaisesRegex(ValueError, "3-channel"):
       eps_map_from_cam(tf.ones((1, 4, 4)), (8, 8, 1), EPS, EPS_LOW, "official")
