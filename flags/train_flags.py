@@ -26,6 +26,7 @@ CONCURRENT_METHODS = ("act", "part_act")
 ATTACKS = ("pgd", "mma")
 CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
+VIEW_AUGMENTATIONS = ("crop_flip", "randaugment")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TFDS_PREFIX = "tfds:"
 
@@ -90,6 +91,14 @@ def define_flags():
                     "with CAM budgets after burn-in.")
   flags.DEFINE_float("beta", 6.0, "Weight of the KL term of TRADES and MART.",
                      lower_bound=0.0)
+  flags.DEFINE_integer("trades_clean_passes", 1, "trades / part_t: "
+                       "training-mode passes of the clean batch per step. 2 "
+                       "is the reference code's (its KL target is a second "
+                       "pass, after the adversarial one): the same loss and "
+                       "gradient, but batch norm's moving statistics see "
+                       "about 2/3 clean batches instead of 1/2. The paper "
+                       "datasets' default is 2.", lower_bound=1,
+                       upper_bound=2)
   # ACT (Arani et al., BMVC 2020); defaults: the paper's CIFAR settings.
   flags.DEFINE_float("act_alpha", 0.9, "ACT: weight of the robust model's "
                      "distillation term (paper: 0.9).", lower_bound=0.0,
@@ -109,6 +118,12 @@ def define_flags():
                      "(paper: 1.0; 0: off).", lower_bound=0.0)
   flags.DEFINE_float("consistency_temperature", 0.5, "Its sharpening "
                      "temperature (paper: 0.5).")
+  flags.DEFINE_enum("consistency_views", "crop_flip", VIEW_AUGMENTATIONS,
+                    "Its views: crop_flip (the dataset's crop and flip), or "
+                    "randaugment: then Keras' RandAugment (2 operations per "
+                    "image) and Cutout of half the side, the nearest to the "
+                    "paper's crop + flip + AutoAugment + Cutout (Keras has "
+                    "no AutoAugment).")
   flags.DEFINE_float("feature_alignment_weight", 0.0, "Feature alignment "
                      "(Liu & JaJa, IJCAI 2019): weight of the squared L2 "
                      "distance of clean and adversarial penultimate features "
@@ -254,6 +269,12 @@ def _register_validators():
                            message="--consistency_temperature must be > 0")
   flags.register_validator("center_lr", lambda v: 0 < v <= 1,
                            message="--center_lr must be in (0, 1]")
+  flags.register_multi_flags_validator(
+      ["consistency_views", "consistency_weight"],
+      lambda f: f["consistency_views"] == "crop_flip" or bool(
+          f["consistency_weight"]),
+      message="--consistency_views augments consistency regularisation's "
+              "views: it needs --consistency_weight > 0")
   flags.register_multi_flags_validator(
       ["consistency_weight", "augment"],
       lambda f: not f["consistency_weight"] or f["augment"],

@@ -92,10 +92,12 @@ class TrainConfig:
   act_natural_model: str | None = None
   consistency_weight: float = 0.0
   consistency_temperature: float = 0.5
+  consistency_views: str = "crop_flip"
   feature_alignment_weight: float = 0.0
   center_loss_weight: float = 0.0
   center_lr: float = 0.5
   feature_layer: str | None = None
+  trades_clean_passes: int = 1
   epsilon: float = 8 / 255
   epsilon_low: float = 7 / 255
   step_size: float = 2 / 255
@@ -153,9 +155,12 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "act_alpha": 0.9, "act_beta": 0.9, "act_temperature": 4.0,
                    "act_natural_model": None, "consistency_weight": 0.0,
                    "consistency_temperature": 0.5,
+                   "consistency_views": "crop_flip",
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
                    "center_lr": 0.5, "feature_layer": None,
                    "allow_small_validation": False,
+                   # One clean pass per TRADES step, as before #23.
+                   "trades_clean_passes": 1,
                    # Before the validation split, the best epoch was chosen
                    # on the first 512 test images (see `_upgrade`).
                    "validation_split": "0"}
@@ -396,12 +401,18 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                            config.manual_dir)
   # Consistency regularisation trains on two augmented views of each image.
   views = 2 if config.consistency_weight else 1
-  if views > 1 and not (config.augment and (spec.crop_padding or spec.flip)):
+  if config.consistency_views != "crop_flip" and views == 1:
+    raise ValueError(f"--consistency_views={config.consistency_views} "
+                     "augments consistency regularisation's views: it needs "
+                     "--consistency_weight > 0")
+  if views > 1 and not (config.augment and (
+      spec.crop_padding or spec.flip
+      or config.consistency_views != "crop_flip")):
     raise ValueError(
         "--consistency_weight compares two augmentations of each image, but "
         + ("--noaugment turns augmentation off" if not config.augment else
            f"{config.dataset} is trained without augmentation (no crop "
-           "padding, no flip)"))
+           "padding, no flip; --consistency_views=randaugment adds some)"))
   if config.input != "memory":  # the size decides; loading prepares too
     data.prepare(spec, data_dir, config.manual_dir)
   input_mode = streaming.choose(config.input, spec, data_dir,
@@ -429,7 +440,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     train_ds = _with_data_service(data.train_dataset(
         train_data, spec, config.batch_size, seed=config.seed,
         start_epoch=start_epoch, epochs=config.epochs,
-        augment=config.augment, views=views), config.data_service)
+        augment=config.augment, views=views,
+        view_augmentation=config.consistency_views), config.data_service)
     if distribution.kind(strategy) == "multi_worker":
       # Each worker takes its replicas' shares of every global batch.
       train_ds = train_ds.with_options(data.shard_by_data())
@@ -454,7 +466,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
           spec, context.get_per_replica_batch_size(config.batch_size),
           seed=config.seed, start_epoch=start_epoch, augment=config.augment,
           data_dir=data_dir, limit=config.max_train_examples,
-          input_context=context, views=views, split=train_split),
+          input_context=context, views=views, split=train_split,
+          view_augmentation=config.consistency_views),
                                 config.data_service)
     train_ds = strategy.distribute_datasets_from_function(pipeline)
     test_ds = streaming.eval_stream(spec, config.batch_size,
@@ -539,7 +552,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
         consistency_temperature=config.consistency_temperature,
         feature_alignment_weight=config.feature_alignment_weight,
         center_loss_weight=config.center_loss_weight,
-        center_lr=config.center_lr, feature_layer=config.feature_layer)
+        center_lr=config.center_lr, feature_layer=config.feature_layer,
+        trades_clean_passes=config.trades_clean_passes)
     model.compile(optimizer=_optimizer(config, steps_per_epoch),
                   jit_compile=jit)
 

@@ -29,8 +29,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from part_tf.cam import CAM_METHODS  # pylint: disable=g-import-not-at-top,unused-import
 from part_tf.cam import ClassActivationMaps  # pylint: disable=g-import-not-at-top
 from part_tf.cam import eps_map_from_cam  # pylint: disable=g-import-not-at-top
-from part_tf.cam.budgets import RESIZE_FOR_RULE  # pylint: disable=g-import-not-at-top
-from part_tf.cam.maps import normalized_cam  # pylint: disable=g-import-not-at-top
+from part_tf.cam.budgets import rule_map  # pylint: disable=g-import-not-at-top
 from part_tf.data.class_names import KNOWN_NAMES  # pylint: disable=g-import-not-at-top
 from part_tf.plots import figure_png  # pylint: disable=g-import-not-at-top
 
@@ -99,7 +98,7 @@ def compute_panel(model, x, y, cam: str | None = None,
     reweighted = model.reweighted
   maps = ClassActivationMaps(model.classifier, cam, model.cam_layer)
   raw = maps(x)
-  cam01, _ = normalized_cam(raw, x.shape[1:3], RESIZE_FOR_RULE[rule])
+  cam01 = rule_map(raw, x.shape[1:3], rule)
   if reweighted:
     eps_map = eps_map_from_cam(raw, x.shape[1:], model.epsilon,
                                model.epsilon_low, rule)

@@ -24,6 +24,126 @@ def _accuracy(model, x, y):
   return float(np.mean(pred == np.asarray(y)))
 
 
+def _autoattack_halvings(initial, losses, rho=0.75, less_equal=True,
+                         first_reduced=True, zero_record=True):
+  """Where AutoAttack's APGD halves its step size, from a loss trace.
+
+  NumPy, written from fra31/auto-attack's `autopgd_base.py`
+  (`attack_single_run`, `check_oscillation`): at a checkpoint closing an
+  interval of k steps, halve where the loss rose in at most rho * k of
+  them, or where the step was not halved at the last checkpoint and the
+  best loss has not improved since. The increases are counted over its
+  record of step losses, which starts as zeros (the first step's loss is
+  compared with index -1 of that record). The keyword arguments switch
+  each of those three points off, to show that the test tells them apart.
+
+  Args:
+    initial: loss at the starting point [B].
+    losses: loss after each step [N, B].
+
+  Returns:
+    bool [N, B], True where the step size is halved.
+  """
+  n = len(losses)
+  record = np.zeros_like(losses)
+  loss_best = initial.copy()
+  k = max(int(0.22 * n), 1)
+  size_decr, k_min = max(int(0.03 * n), 1), max(int(0.06 * n), 1)
+  reduced_last_check = np.full(initial.shape, first_reduced)
+  loss_best_last_check = loss_best.copy()
+  since, halved = 0, np.zeros(losses.shape, bool)
+  for i in range(n):
+    record[i] = losses[i]
+    loss_best = np.where(losses[i] > loss_best, losses[i], loss_best)
+    since += 1
+    if since == k:
+      before = lambda j: (record[j] if j >= 0 or zero_record  # pylint: disable=cell-var-from-loop
+                          else initial)
+      rises = sum((record[i - c] > before(i - c - 1)).astype(np.float32)
+                  for c in range(k))
+      oscillating = (rises <= k * rho) if less_equal else (rises < k * rho)
+      no_improvement = ~reduced_last_check & (loss_best_last_check >=
+                                              loss_best)
+      halved[i] = reduced_last_check = oscillating | no_improvement
+      loss_best_last_check = loss_best.copy()
+      k, since = max(k - size_decr, k_min), 0
+  return halved
+
+
+def _scripted_model(values):
+  """A model_fn whose logits[:, 0] at its j-th call are values[j] (with a
+  zero gradient): with the loss `logits[:, 0]`, APGD sees this loss trace."""
+  calls = [0]
+
+  def model_fn(z):
+    v = tf.constant(values[calls[0]], tf.float32)
+    calls[0] += 1
+    dependence = 0.0 * tf.reduce_sum(z, axis=[1, 2, 3])
+    return tf.stack([v, tf.zeros_like(v)], axis=-1) + dependence[:, None]
+  return model_fn
+
+
+class CheckpointRuleTest(tf.test.TestCase):
+  """APGD's step-size decisions against AutoAttack's rule."""
+
+  def _run(self, model_fn, x, y, num_steps, loss):
+    _, _, _, trace = apgd_lib._apgd_once(  # pylint: disable=protected-access
+        model_fn, x, y, tf.fill(tf.shape(x), EPS), num_steps,
+        apgd_lib._loss_fn(loss, None), 0.75, tf.constant([0, 0], tf.int64),  # pylint: disable=protected-access
+        True, record=True)
+    return (trace["initial"].numpy(), trace["losses"].numpy(),
+            trace["halved"].numpy())
+
+  def test_scripted_traces_give_autoattack_decisions(self):
+    # Losses on a coarse grid (ties, plateaus, exactly 0.75 k increases),
+    # partly negative (as DLR's are), run through the real APGD loop.
+    rng = np.random.default_rng(0)
+    for num_steps in (100, 20, 7, 1):
+      values = np.cumsum(rng.integers(-2, 3, size=(num_steps + 1, 256)),
+                         axis=0).astype(np.float32) / 4 - 1.0
+      if num_steps == 100:  # first interval: 22 steps
+        # Rising in 21 of them but staying below the start: no halving at
+        # the first checkpoint, whose "no improvement" test is off.
+        values[:, 0] = np.r_[100.0, np.arange(num_steps) / 4 - 50]
+        # Below 0 but above the start, then 16 rises: 16 <= 0.75 * 22
+        # increases counted from the zero record (17 from the start).
+        values[:23, 1] = np.r_[-10.0, -5.0, -5 + np.minimum(
+            np.arange(1, 22), 16) / 4]
+      x = tf.zeros([256, 2, 2, 1])
+      initial, losses, halved = self._run(
+          _scripted_model(values), x, tf.zeros([256], tf.int32), num_steps,
+          lambda logits, y: logits[:, 0])
+      self.assertAllEqual(losses, values[1:])
+      expected = _autoattack_halvings(initial, losses)
+      self.assertAllEqual(halved, expected)
+      if num_steps != 100:
+        continue
+      self.assertBetween(expected.any(axis=0).mean(), 0.2, 1.0)
+      # Each of AutoAttack's three details changes some decision here.
+      for variant in (dict(less_equal=False), dict(first_reduced=False),
+                      dict(zero_record=False)):
+        self.assertNotAllEqual(
+            _autoattack_halvings(initial, losses, **variant), expected,
+            msg=str(variant))
+
+  def test_recorded_attack_traces_give_autoattack_decisions(self):
+    train, test, _ = datasets.load("mnist_offline", max_train=1000,
+                                   max_test=64)
+    keras.utils.set_random_seed(1)
+    model = small_cnn((28, 28, 1), 10)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train.images / 255.0, train.labels, batch_size=100, epochs=1,
+              verbose=0)
+    x = tf.constant(test.images / 255.0, tf.float32)
+    y = tf.constant(test.labels, tf.int32)
+    for loss in ("ce", "dlr"):
+      initial, losses, halved = self._run(
+          lambda z: model(z, training=False), x, y, 40, loss)
+      self.assertGreater(halved.sum(), 0)
+      self.assertAllEqual(halved, _autoattack_halvings(initial, losses))
+
+
 class APGDTest(tf.test.TestCase):
 
   @classmethod

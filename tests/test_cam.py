@@ -6,6 +6,7 @@ from absl.testing import parameterized
 import keras
 import matplotlib
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
@@ -19,6 +20,7 @@ from part_tf.cam import eps_map_from_cam
 from part_tf.cam import jet_colormap
 from part_tf.cam import normalized_cam
 from part_tf.cam import resize_maps
+from part_tf.cam.maps import resize_like_pil
 from part_tf.models import CAM_LAYER
 from part_tf.models import resnet18
 from part_tf.models import small_cnn
@@ -214,6 +216,23 @@ class XGradcamTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(ours, expected, rtol=1e-4, atol=1e-5 * expected.max())
 
 
+def _reference_budget(cam, size, epsilon, epsilon_low):
+  """The reference code's budget of one raw CAM [h, w], with NumPy, PIL and
+  matplotlib as it computes it (JiachengZ01/PART, utils.py:
+  craft_weight_matrix, process_overlay, generate_weighted_eps; the
+  normalisation is torchcam 0.3's `_CAM._normalize` after its ReLU)."""
+  cam = np.maximum(np.asarray(cam, np.float32), np.float32(0))
+  cam = cam - cam.min()
+  cam = cam / (cam.max() + np.float32(1e-8))
+  overlay = Image.fromarray(cam, mode="F").resize((size[1], size[0]),
+                                                  resample=Image.BICUBIC)
+  rgba = matplotlib.colormaps["jet"](np.asarray(overlay) ** 2)
+  rgb = (255 * rgba[:, :, :3]).astype(np.double) / 255
+  weights = (rgb - np.mean(rgb)) / np.std(rgb)
+  weights = np.clip(weights, 1, weights.max())
+  return np.where(weights > 1, np.float32(epsilon), np.float32(epsilon_low))
+
+
 class MaskRuleTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_zscore_rule_matches_numpy(self):
@@ -229,19 +248,86 @@ class MaskRuleTest(tf.test.TestCase, parameterized.TestCase):
                                          3, -1))
       self.assertBetween((got == EPS).mean(), 0.01, 0.5)
 
-  def test_official_rule_matches_numpy_with_matplotlib_jet(self):
-    rng = np.random.default_rng(1)
+  @parameterized.parameters(((4, 4), (32, 32)), ((8, 8), (64, 64)),
+                            ((7, 7), (28, 28)), ((4, 5), (32, 29)))
+  def test_official_rule_equals_the_reference_rule(self, feature, image):
+    # Random CAMs of two kinds, plus the edge cases: an all-zero map, a
+    # constant one (both: the uniform budget, see below), one of a tiny span
+    # (torchcam's 1e-8 matters there).
+    rng = np.random.default_rng(sum(feature))
+    cam = np.concatenate([
+        rng.random((24, *feature)), rng.gamma(0.5, size=(24, *feature)),
+        np.zeros((1, *feature)), np.full((1, *feature), 0.3),
+        0.5 + 1e-6 * rng.random((1, *feature))]).astype(np.float32)
+    expected = np.stack([_reference_budget(c, image, EPS, EPS_LOW)
+                         for c in cam])
+    # The reference colours a map without information jet(0) everywhere:
+    # the blue channel full, red and green reduced, a budget that says
+    # nothing about the image. part_tf gives it the uniform budget.
+    for flat in expected[48:50]:
+      self.assertAllEqual(flat, np.broadcast_to(
+          np.float32([EPS_LOW, EPS_LOW, EPS]), flat.shape))
+    expected[48:50] = EPS
+    rule = lambda c: eps_map_from_cam(c, (*image, 3), EPS, EPS_LOW, "official")
+    got = rule(tf.constant(cam)).numpy()
+    self.assertAllEqual(got, expected)
+    self.assertAllEqual(tf.function(rule, jit_compile=True)(cam), expected)
+    # float32 arithmetic (TPUs) gives the same budgets on these maps.
+    informative = np.r_[0:48, 50:len(cam)]
+    self.assertAllEqual(budgets._official_budget(  # pylint: disable=protected-access
+        tf.constant(cam), *image, tf.constant(EPS, tf.float32),
+        tf.constant(EPS_LOW, tf.float32), tf.float32).numpy()[informative],
+                        expected[informative])
+    self.assertNotAllEqual(got[..., 0], got[..., 2])  # differs per channel
+    self.assertBetween((got == EPS).mean(), 0.05, 0.6)
+
+  def test_the_order_of_the_official_rule_matters(self):
+    # Resizing before normalising (part_tf before #23) moves a few percent
+    # of the budget elements: the test above tells the two orders apart.
+    rng = np.random.default_rng(3)
+    cam = rng.random((32, 4, 4)).astype(np.float32)
+    expected = np.stack([_reference_budget(c, (32, 32), EPS, EPS_LOW)
+                         for c in cam])
+    cam01, _ = normalized_cam(tf.constant(cam), (32, 32), "bicubic")
+    rgb = matplotlib.colormaps["jet"](cam01.numpy() ** 2)[..., :3]
+    z = ((rgb - rgb.mean(axis=(1, 2, 3), keepdims=True))
+         / rgb.std(axis=(1, 2, 3), keepdims=True))
+    resized_first = np.where(z > 1, np.float32(EPS), np.float32(EPS_LOW))
+    self.assertGreater((resized_first != expected).mean(), 0.01)
+
+  @parameterized.parameters(((4, 4), (32, 32)), ((4, 5), (32, 29)),
+                            ((8, 8), (64, 64)), ((7, 7), (28, 28)),
+                            ((40, 40), (32, 32)), ((6, 6), (6, 6)))
+  def test_resize_like_pil_equals_pillow(self, small, large):
+    rng = np.random.default_rng(small[0] * large[0])
+    maps = rng.normal(size=(16, *small)).astype(np.float32)
+    pillow = np.stack([
+        np.asarray(Image.fromarray(m, mode="F").resize(large[::-1],
+                                                       Image.BICUBIC))
+        for m in maps])
+    self.assertAllEqual(resize_like_pil(tf.constant(maps), large), pillow)
+    self.assertAllEqual(tf.function(resize_like_pil, jit_compile=True)(
+        tf.constant(maps), large), pillow)
+    if small[0] < large[0] and small[0] == small[1]:
+      # TF's bicubic enlarges by a whole factor with the same weights, in
+      # float32: equal but for the last bits, which can move a value across
+      # a `jet` bin.
+      tf_bicubic = tf.image.resize(maps[..., None], large, "bicubic")[..., 0]
+      self.assertAllClose(tf_bicubic, pillow, atol=1e-5, rtol=0)
+      self.assertNotAllEqual(tf_bicubic, pillow)
+
+  def test_the_pictured_map_is_the_one_each_rule_thresholds(self):
+    rng = np.random.default_rng(4)
     cam = rng.gamma(0.5, size=(3, 4, 4)).astype(np.float32)
-    eps_map = eps_map_from_cam(tf.constant(cam), (16, 16, 3), EPS, EPS_LOW,
-                               "official").numpy()
-    up = tf.image.resize(cam[..., None], [16, 16], "bicubic")[..., 0].numpy()
-    for raw, got in zip(up, eps_map):
-      c = np.maximum(raw, 0)
-      c = (c - c.min()) / (c.max() - c.min())
-      rgb = matplotlib.colormaps["jet"](c ** 2)[..., :3]
-      z = (rgb - rgb.mean()) / rgb.std()
-      self.assertAllClose(got, np.where(z > 1, EPS, EPS_LOW))
-      self.assertNotAllEqual(got[..., 0], got[..., 2])  # differs per channel
+    pictured = budgets.rule_map(tf.constant(cam), (32, 32), "official")
+    for raw, got in zip(cam, pictured.numpy()):
+      c = (raw - raw.min()) / (raw.max() - raw.min() + np.float32(1e-8))
+      overlay = np.asarray(Image.fromarray(c, mode="F").resize(
+          (32, 32), Image.BICUBIC))
+      self.assertAllEqual(got, np.clip(overlay, 0, 1))
+    self.assertAllEqual(
+        budgets.rule_map(tf.constant(cam), (32, 32), "zscore"),
+        normalized_cam(tf.constant(cam), (32, 32))[0])
 
   def test_official_rule_needs_rgb(self):
     with self.assertRaisesRegex(ValueError, "3-channel"):

@@ -126,12 +126,12 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(
           (alone["model"], alone["optimizer"], alone["epochs"],
            alone["burn_in_epochs"], alone["lr_schedule"],
-           alone["lr_decay_epochs"]),
-          ("resnet18", "sgd", 80, 20, "piecewise", ["60", "70"]))
+           alone["lr_decay_epochs"], alone["trades_clean_passes"]),
+          ("resnet18", "sgd", 80, 20, "piecewise", ["60", "70"], 2))
     else:  # the quick start keeps its quick defaults
       self.assertEqual((alone["dataset"], alone["model"], alone["epochs"],
-                        alone["optimizer"]),
-                       ("mnist_offline", "small_cnn", 8, "adam"))
+                        alone["optimizer"], alone["trades_clean_passes"]),
+                       ("mnist_offline", "small_cnn", 8, "adam", 1))
 
   @parameterized.parameters(["-dataset=cifar10"], ["-dataset", "cifar10"],
                             ["--dataset", "cifar10"])
@@ -170,7 +170,7 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
                   "--learning_rate=0.01", "--momentum=0.9",
                   "--weight_decay=0.0002", "--lr_schedule=piecewise",
                   "--lr_decay_epochs=60,70", "--eval_every=5",
-                  "--eval_num_steps=20"])
+                  "--eval_num_steps=20", "--trades_clean_passes=2"])
     # 1 epoch keeps the decay epochs 60 and 70 out of reach: it says so.
     self.assertIn("note: the learning rate does not decay after epochs "
                   "60,70 within 1 epoch (--lr_decay_epochs)", result.stdout)
@@ -179,6 +179,6 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(
         (config["model"], config["epochs"], config["optimizer"],
          config["learning_rate"], config["lr_decay_epochs"],
-         config["eval_every"]),
-        ("small_cnn", 1, "sgd", 0.01, [60, 70], 5))
+         config["eval_every"], config["trades_clean_passes"]),
+        ("small_cnn", 1, "sgd", 0.01, [60, 70], 5, 2))
     self.assertAllClose(config["epsilon"], 8 / 255)

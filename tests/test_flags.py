@@ -50,6 +50,9 @@ class FlagNamesTest(tf.test.TestCase):
     self.assertEqual(train_flags.ATTACKS, training.ATTACKS)
     self.assertEqual(sorted(train_flags.CAM_METHODS), sorted(cam.CAM_METHODS))
     self.assertEqual(sorted(train_flags.MASK_RULES), sorted(cam.MASK_RULES))
+    from part_tf.data import view_augmentation  # pylint: disable=g-import-not-at-top
+    self.assertEqual(train_flags.VIEW_AUGMENTATIONS,
+                     view_augmentation.VIEW_AUGMENTATIONS)
 
 
 class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
@@ -78,6 +81,14 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ("consistency_without_augmentation",
        ["--consistency_weight=1", "--noaugment"],
        "--consistency_weight needs --augment"),
+      ("views_without_consistency", ["--consistency_views=randaugment"],
+       "--consistency_views augments consistency regularisation's views: "
+       "it needs --consistency_weight > 0"),
+      ("unknown_views", ["--consistency_weight=1",
+                         "--consistency_views=autoaugment"],
+       "consistency_views"),
+      ("three_clean_passes", ["--trades_clean_passes=3"],
+       "trades_clean_passes"),
       ("center_lr_above_one", ["--center_lr=2"], "--center_lr must be in"),
       ("zero_eval_epsilon", ["--eval_epsilon=0"],
        "--eval_epsilon must be > 0 and < 1"),
@@ -142,7 +153,9 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
                  "(paper:0.5)", "--feature_alignment_weight:",
                  "--center_loss_weight:", "--center_lr:", "--feature_layer:",
                  "--act_natural_model:<resnet18|small_cnn|wrn28_10|wrn34_10>",
-                 "--eval_epsilon:"):
+                 "--eval_epsilon:",
+                 "--consistency_views:<crop_flip|randaugment>:Itsviews:",
+                 "--trades_clean_passes:trades/part_t:training-mode"):
       self.assertIn(flag, text)
 
 

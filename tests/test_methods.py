@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from part_tf import attacks
 from part_tf import cam
+from part_tf.models import CAM_LAYER
 from part_tf.models import small_cnn
 from part_tf.training import methods
 from part_tf.training import PARTModel
@@ -173,6 +174,104 @@ class FamilyTest(tf.test.TestCase, parameterized.TestCase):
                         [0, 0]).numpy()
     self.assertTrue(np.all(np.abs(x_adv - x) <= eps_map + 1e-6))
     self.assertTrue(np.all((x_adv >= 0) & (x_adv <= 1)))
+
+
+def _batch_norm_model():
+  """A tiny classifier with batch norm, its CAM layer named as PART's."""
+  inputs = keras.Input(SHAPE)
+  h = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)(inputs)
+  h = keras.layers.BatchNormalization(momentum=0.9)(h)
+  h = keras.layers.ReLU(name=CAM_LAYER)(h)
+  h = keras.layers.GlobalAveragePooling2D()(h)
+  return keras.Model(inputs, keras.layers.Dense(4)(h))
+
+
+def _moving_statistics(model):
+  return [v.numpy() for v in model.non_trainable_variables]
+
+
+class TradesCleanPassesTest(tf.test.TestCase, parameterized.TestCase):
+  """`trades_clean_passes=2` runs the reference's forward passes."""
+
+  def _step(self, method, passes, x, y):
+    """(model after one step, its weights before, its AEs, its logs)."""
+    keras.utils.set_random_seed(2)
+    model = PARTModel(_batch_norm_model(), method=method, epsilon=8 / 255,
+                      epsilon_low=4 / 255, step_size=2 / 255, num_steps=3,
+                      seed=5, trades_clean_passes=passes)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+    model.part_active.assign(1)
+    start = model.classifier.get_weights()
+    self.trainable_start = [w.numpy()
+                            for w in model.classifier.trainable_weights]
+    x_adv = model.craft(tf.constant(x), tf.constant(y),
+                        model.budget(tf.constant(x)), model.step_seed())
+    logs = model.train_on_batch(x, y, return_dict=True)
+    return model, start, x_adv, logs
+
+  @parameterized.parameters("trades", "part_t")
+  def test_moving_statistics_follow_the_reference_passes(self, method):
+    x, y = _data(16)
+    statistics = {}
+    for passes in (1, 2):
+      model, start, x_adv, _ = self._step(method, passes, x, y)
+      statistics[passes] = _moving_statistics(model.classifier)
+      # The reference's passes by hand: loss/trades.py runs
+      # model(x_natural), then model(x_adv) and model(x_natural) inside its
+      # KL, all in train mode.
+      hand = keras.models.clone_model(model.classifier)
+      hand.set_weights(start)
+      for batch in ((x, x_adv) if passes == 1 else (x, x_adv, x)):
+        hand(batch, training=True)
+      for got, expected in zip(statistics[passes], _moving_statistics(hand)):
+        self.assertAllClose(got, expected, rtol=1e-5, atol=1e-6)
+    for one, two in zip(statistics[1], statistics[2]):
+      self.assertNotAllClose(one, two)
+
+  @parameterized.parameters("trades", "part_t")
+  def test_loss_and_update_are_those_of_one_pass(self, method):
+    # In float64, so that the two orders of summing the gradient (one
+    # backward pass of the clean batch, or two) agree to ~1e-12, not to
+    # float32's rounding amplified by the KL's cancelling terms.
+    policy = keras.config.dtype_policy()
+    self.addCleanup(keras.config.set_dtype_policy, policy)
+    keras.config.set_dtype_policy("float64")
+    x, y = _data(16)
+    results = {passes: self._step(method, passes, x.astype(np.float64), y)
+               for passes in (1, 2)}
+    start = self.trainable_start  # the same for both
+    self.assertAllClose(results[1][3]["loss"], results[2][3]["loss"],
+                        rtol=1e-12)
+    one, two = results[1][0], results[2][0]
+    for w1, w2, w0 in zip(one.classifier.trainable_weights,
+                          two.classifier.trainable_weights, start):
+      update1, update2 = w1.numpy() - w0, w2.numpy() - w0
+      scale = np.abs(update1).max()
+      self.assertGreater(scale, 1e-4)
+      # The second pass's gradient flows, as in the reference: had its
+      # target been held constant, the update would differ.
+      self.assertAllClose(update2, update1, rtol=0, atol=1e-9 * scale)
+
+  def test_the_passes_are_checked_and_saved(self):
+    with self.assertRaisesRegex(ValueError, "trades_clean_passes must be one "
+                                "of \\(1, 2\\), got 3"):
+      PARTModel(_batch_norm_model(), method="trades", trades_clean_passes=3)
+    model = PARTModel(_batch_norm_model(), method="trades",
+                      trades_clean_passes=2)
+    self.assertEqual(
+        PARTModel.from_config(model.get_config()).trades_clean_passes, 2)
+    config = model.get_config()
+    del config["trades_clean_passes"]  # a model saved before #23
+    self.assertEqual(PARTModel.from_config(config).trades_clean_passes, 1)
+
+  def test_an_older_run_resumes_with_one_pass(self):
+    from part_tf import experiment  # pylint: disable=g-import-not-at-top
+    today = experiment.settings(experiment.TrainConfig(model_dir="run"))
+    self.assertEqual(today["trades_clean_passes"], 1)
+    older = dict(today)
+    del older["trades_clean_passes"]  # a config.json written before #23
+    experiment._upgrade(older)  # pylint: disable=protected-access
+    self.assertEqual(older, today)
 
 
 if __name__ == "__main__":

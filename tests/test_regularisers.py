@@ -19,6 +19,7 @@ from part_tf.models import small_cnn
 from part_tf.training import PARTModel
 from part_tf.training import forward
 from part_tf.training import regularisers
+from tests import tiny_runs
 from tests.fakes import FixedOutputs
 
 SHAPE = (12, 12, 3)
@@ -201,6 +202,72 @@ class InputTest(tf.test.TestCase):
     self.assertAllEqual(two[0][:, 0], one[0])  # view 1 is the usual batch
     self.assertAllEqual(two[1], one[1])
     self.assertNotAllClose(two[0][:, 0], two[0][:, 1])  # view 2 differs
+
+  def test_randaugment_views_from_the_input_pipeline(self):
+    rng = np.random.default_rng(0)
+    train = data.ArrayData(
+        rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8),
+        rng.integers(0, 10, 64).astype(np.int64))
+    spec = data.resolve_spec("cifar10")
+    batches = lambda start, views="randaugment": [
+        b for b in data.train_dataset(train, spec, 16, seed=0,
+                                      start_epoch=start, epochs=2, views=2,
+                                      view_augmentation=views)]
+    run = batches(0)
+    self.assertEqual(run[0][0].shape, (16, 2, 32, 32, 3))
+    # A run resumed at epoch 1 sees the batches of the uninterrupted run.
+    for (x_run, y_run), (x_resumed, y_resumed) in zip(run[4:], batches(1)):
+      self.assertAllEqual(x_run, x_resumed)
+      self.assertAllEqual(y_run, y_resumed)
+    crop_flip = batches(0, "crop_flip")
+    for (x, y), (x_plain, y_plain) in zip(run, crop_flip):
+      self.assertAllEqual(y, y_plain)
+      self.assertNotAllClose(x[:, 0], x[:, 1])
+      self.assertNotAllClose(x, x_plain)
+      # Cutout: each view has a block of black pixels.
+      black = tf.reduce_all(tf.equal(x, 0.0), axis=-1)
+      self.assertAllGreaterEqual(
+          tf.reduce_sum(tf.cast(black, tf.int32), axis=[2, 3]), 64)
+    with self.assertRaisesRegex(ValueError, "unknown view augmentation "
+                                "'autoaugment'"):
+      batches(0, "autoaugment")
+
+  def test_paper_views_train_end_to_end(self):
+    # train.py on mock CIFAR-10 with PART-T, the reference's clean passes
+    # and mask rule, and consistency on RandAugment views.
+    model_dir = os.path.join(self.get_temp_dir(), "randaugment_run")
+    result = tiny_runs.train_on_mock_tfds(
+        ["--dataset=cifar10", "--model=small_cnn", "--method=part_t",
+         "--mask_rule=official", "--consistency_weight=1",
+         "--consistency_views=randaugment", "--epochs=2",
+         "--burn_in_epochs=1", "--num_steps=1", "--batch_size=32",
+         "--max_train_examples=64", "--max_test_examples=32",
+         "--eval_num_steps=1", "--image_count=0", "--noexport",
+         f"--model_dir={model_dir}"], num_examples=64)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(model_dir, "config.json")) as f:
+      config = json.load(f)
+    self.assertEqual((config["consistency_views"],
+                      config["trades_clean_passes"]), ("randaugment", 2))
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    self.assertBetween(metrics["natural_accuracy"], 0.0, 1.0)
+
+  def test_views_augmentation_needs_consistency(self):
+    from part_tf import experiment  # pylint: disable=g-import-not-at-top
+    folder = os.path.join(self.get_temp_dir(), "views_alone")
+    with self.assertRaisesRegex(ValueError, "--consistency_views=randaugment "
+                                "augments consistency regularisation's views"):
+      experiment.train(experiment.TrainConfig(
+          model_dir=folder, consistency_views="randaugment"))
+    self.assertFalse(os.path.exists(folder))
+    # A config.json written before #23 resumes with crop + flip views.
+    today = experiment.settings(experiment.TrainConfig(model_dir="run"))
+    older = dict(today)
+    del older["consistency_views"]
+    experiment._upgrade(older)  # pylint: disable=protected-access
+    self.assertEqual(older, today)
+    self.assertEqual(today["consistency_views"], "crop_flip")
 
   def test_one_view_where_two_are_needed_is_a_clear_error(self):
     model = PARTModel(small_cnn(SHAPE, 4), method="at",

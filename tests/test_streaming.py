@@ -63,10 +63,17 @@ class StreamTest(tf.test.TestCase):
       spec = tfds_any.spec_for("tfds:imagenette", image_size=16)
       one = next(iter(streaming.train_stream(spec, 8, seed=3)))
       two = next(iter(streaming.train_stream(spec, 8, seed=3, views=2)))
+      paper = [next(iter(streaming.train_stream(
+          spec, 8, seed=3, views=2, view_augmentation="randaugment")))
+               for _ in range(2)]
     self.assertEqual(two[0].shape, (8, 2, 16, 16, 3))
     self.assertAllEqual(two[0][:, 0], one[0])  # the first view: the usual
     self.assertAllEqual(two[1], one[1])
     self.assertNotAllClose(two[0][:, 0], two[0][:, 1])
+    # RandAugment + Cutout views: the same batch each time, other views.
+    self.assertAllEqual(paper[0][0], paper[1][0])
+    self.assertAllEqual(paper[0][1], two[1])
+    self.assertNotAllClose(paper[0][0], two[0])
 
   def test_tiny_imagenet_archive_stream_equals_memory(self):
     data_dir, (train, test, spec) = test_tiny_imagenet.prepared_miniature(

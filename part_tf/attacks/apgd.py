@@ -107,8 +107,15 @@ def _per_example(v: tf.Tensor, rank: int) -> tf.Tensor:
 
 
 def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
-               random_start):
-  """One APGD run; returns (x_adv, found_adversarial [B], best_loss [B])."""
+               random_start, record=False):
+  """One APGD run.
+
+  Returns:
+    (x_adv, found_adversarial [B], best_loss [B], trace): `trace` is None,
+    or with `record` a dict of the starting point's loss ("initial" [B]),
+    the loss of every step ("losses" [num_steps, B]) and whether the step
+    size was halved at it ("halved" [num_steps, B]), for tests.
+  """
   rank = x.shape.rank
   if random_start:
     noise = noise_lib.uniform(tf.shape(x), seed=seed, minval=-1.0,
@@ -139,13 +146,23 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
       x_adv=x_adv,
       x_prev=x_adv,
       grad=grad,
-      loss_prev=loss,
+      # AutoAttack counts the increases of its record of step losses, which
+      # starts as zeros: the first step's loss is compared with 0 (with the
+      # loss itself when there is only one step), not with the starting
+      # point's loss.
+      loss_prev=(tf.zeros_like(loss) if num_steps > 1
+                 else tf.fill(tf.shape(loss), float("inf"))),
       scale=tf.ones([batch], tf.float32),          # step = 2 eps * scale
       increases=tf.zeros([batch], tf.float32),     # since last checkpoint
       x_best=x_adv, grad_best=grad, loss_best=loss,
       loss_best_last_check=loss,
-      reduced_last_check=tf.zeros([batch], tf.bool),
+      # As in AutoAttack: no "no improvement" halving at the first
+      # checkpoint.
+      reduced_last_check=tf.ones([batch], tf.bool),
       x_found=x_adv, found=wrong)
+  if record:
+    state.update(losses=tf.zeros([num_steps, batch], tf.float32),
+                 halved=tf.zeros([num_steps, batch], tf.bool))
 
   def body(s):
     i = s["i"]
@@ -171,12 +188,18 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
     # Checkpoint: halve the step where progress stalled, restart from best.
     is_ckpt = is_ckpt_table[i]
     length = length_table[i]
-    oscillating = increases < rho * length
+    oscillating = increases <= rho * length
     no_improvement = (~s["reduced_last_check"] &
                       (s["loss_best_last_check"] >= loss_best))
     halve = is_ckpt & (oscillating | no_improvement)
     halve_b = _per_example(halve, rank)
+    recorded = {}
+    if record:
+      recorded = dict(
+          losses=tf.tensor_scatter_nd_update(s["losses"], [[i]], [loss]),
+          halved=tf.tensor_scatter_nd_update(s["halved"], [[i]], [halve]))
     return (dict(
+        **recorded,
         i=i + 1,
         x_adv=tf.where(halve_b, x_best, x_new),
         x_prev=x_k,
@@ -193,7 +216,9 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
   s = tf.while_loop(lambda s: s["i"] < num_steps, body, (state,),
                     maximum_iterations=num_steps)[0]
   x_out = tf.where(_per_example(s["found"], rank), s["x_found"], s["x_best"])
-  return tf.stop_gradient(x_out), s["found"], s["loss_best"]
+  trace = (dict(initial=loss, losses=s["losses"], halved=s["halved"])
+           if record else None)
+  return tf.stop_gradient(x_out), s["found"], s["loss_best"], trace
 
 
 def _seed(seed, index: int) -> tf.Tensor:
@@ -226,7 +251,10 @@ def apgd(model_fn: ModelFn,
     loss: "ce", "dlr", or a callable `(logits, y) -> [B]` loss to ascend.
     target: optional target classes [B] (only with loss="dlr": targeted DLR,
       the loss of APGD-T). Success is still "misclassified" (argmax != y).
-    rho: the oscillation threshold of the checkpoint test.
+    rho: the oscillation threshold of the checkpoint test: at a checkpoint
+      closing an interval of k steps, the step size halves where the loss
+      rose in at most rho * k of them (or where it did not halve at the last
+      checkpoint and the best loss has not improved since), as in AutoAttack.
     seed: stateless seed, shape [2], of the random start.
     random_start: start uniformly inside the budget (else at `x`).
     num_restarts: independent runs (a Python loop); an example keeps the
@@ -248,9 +276,9 @@ def apgd(model_fn: ModelFn,
   rank = x.shape.rank
   x_out = found = best = None
   for r in range(num_restarts):
-    x_r, found_r, best_r = _apgd_once(model_fn, x, y, eps_map, num_steps,
-                                      loss_fn, rho, _seed(seed, r),
-                                      random_start)
+    x_r, found_r, best_r, _ = _apgd_once(model_fn, x, y, eps_map, num_steps,
+                                         loss_fn, rho, _seed(seed, r),
+                                         random_start)
     if x_out is None:
       x_out, found, best = x_r, found_r, best_r
       continue

@@ -1,28 +1,35 @@
 """CAM -> eps_map: the mask rules of PART.
 
-Each rule turns normalised maps (values in [0, 1], shape [B, H, W]) into a
-per-element budget shaped like the images, with values in
-{epsilon_low, epsilon} (or between them for `soft`):
+Each rule turns a batch of raw maps [B, h, w] into a per-element budget
+shaped like the images, with values in {epsilon_low, epsilon} (or between
+them for `soft`):
 
-* `zscore` (default): s = cam^2, per-image z-score of s, full `epsilon` where
-  z > 1, `epsilon_low` elsewhere; the same for every channel.
-* `official`: what the reference code does, for parity runs: bicubic resize,
-  square, matplotlib's `jet` colormap to RGB, z-score over all H*W*3 values,
-  full `epsilon` where z > 1. The mask differs per colour channel (RGB only).
-* `soft`: epsilon_low + (epsilon - epsilon_low) * cam.
+* `zscore` (default): bilinear resize to the image, ReLU, min-max to
+  [0, 1], s = cam^2, per-image z-score of s, full `epsilon` where z > 1,
+  `epsilon_low` elsewhere; the same for every channel.
+* `official`: what the reference code does, in its order, for parity runs:
+  min-max normalise at the feature resolution (torchcam's, with its 1e-8),
+  resize bicubically as PIL does, square, matplotlib's `jet` colormap to
+  RGB, z-score over all H*W*3 values, full `epsilon` where z > 1. The mask
+  differs per colour channel (RGB only).
+* `soft`: epsilon_low + (epsilon - epsilon_low) * cam01.
 
-An image whose map carries no information (constant) gets the uniform budget
-`epsilon`, i.e. its base method.
+An image whose map carries no information (constant, e.g. all zero) gets
+the uniform budget `epsilon`, i.e. its base method, under every rule. (The
+reference's `official` rule colours such a map `jet(0)` everywhere and gives
+the blue channel `epsilon`, red and green `epsilon_low`: a budget that says
+nothing about the image; docs/method.md lists this difference.)
 """
 
 import numpy as np
 import tensorflow as tf
 
 from part_tf.cam.maps import normalized_cam
+from part_tf.cam.maps import resize_like_pil
 
 MASK_RULES = ("zscore", "official", "soft")
-RESIZE_FOR_RULE = {"zscore": "bilinear", "official": "bicubic",
-                   "soft": "bilinear"}
+# torchcam's guard against a constant map in its min-max normalisation.
+_TORCHCAM_EPS = 1e-8
 
 # matplotlib's `jet` (LinearSegmentedColormap, N=256): the segment data of
 # matplotlib/_cm.py. Checked against matplotlib itself in tests/test_cam.py.
@@ -39,22 +46,75 @@ def _jet_table() -> np.ndarray:
   grid = np.linspace(0.0, 1.0, _JET_N)
   return np.stack([
       np.interp(grid, *np.array(_JET_SEGMENTS[c]).T)
-      for c in ("red", "green", "blue")], axis=-1).astype(np.float32)
+      for c in ("red", "green", "blue")], axis=-1)
 
 
-_JET_TABLE = _jet_table()
+_JET_TABLE = _jet_table()  # float64, like matplotlib's
 
 
-def jet_colormap(values: tf.Tensor) -> tf.Tensor:
-  """matplotlib's `jet` for values in [0, 1]: [...] -> [..., 3] RGB."""
+def jet_colormap(values: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+  """matplotlib's `jet` for values in [0, 1]: [...] -> [..., 3] RGB.
+
+  The index is matplotlib's: floor(values * 256) in the values' own
+  precision, values of 1 and above taking the last colour.
+  """
   index = tf.clip_by_value(
       tf.cast(tf.floor(values * _JET_N), tf.int32), 0, _JET_N - 1)
-  return tf.gather(tf.constant(_JET_TABLE), index)
+  return tf.gather(tf.constant(_JET_TABLE, dtype), index)
+
+
+def _exact_dtype():
+  """float64 for the `official` rule's arithmetic, as the reference (PIL,
+  NumPy) computes; float32 on a TPU, which has no float64."""
+  if tf.config.list_logical_devices("TPU"):
+    return tf.float32
+  return tf.float64
+
+
+def official_map(cam: tf.Tensor, size, dtype=None) -> tf.Tensor:
+  """The map that the `official` rule colours: [B, h, w] -> [B, H, W].
+
+  As the reference code makes it: torchcam's ReLU and min-max
+  normalisation at the feature resolution, `(cam - min) / (max(cam - min)
+  + 1e-8)` in float32, then PIL's bicubic resize of that float image to
+  the image size (`resize_like_pil`). Values may overshoot [0, 1] a little
+  (bicubic ringing), as in the reference.
+  """
+  cam = tf.nn.relu(tf.cast(cam, tf.float32))
+  cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)
+  cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + _TORCHCAM_EPS)
+  return resize_like_pil(cam, size, dtype or _exact_dtype())
+
+
+def _official_budget(cam, height, width, epsilon, epsilon_low, dtype=None):
+  """The reference's `craft_weight_matrix` + `generate_weighted_eps`."""
+  dtype = dtype or _exact_dtype()
+  rgb = jet_colormap(tf.square(official_map(cam, (height, width), dtype)),
+                     dtype)                                       # [B, H, W, 3]
+  return tf.where(_zscore(rgb, axes=[1, 2, 3]) > 1.0, epsilon, epsilon_low)
+
+
+def rule_map(cam: tf.Tensor, size, rule: str = "zscore") -> tf.Tensor:
+  """The map in [0, 1] that `rule` thresholds, at the image size (for
+  pictures): `normalized_cam`'s for zscore and soft, `official_map`'s
+  (clipped to [0, 1]) for official."""
+  if rule == "official":
+    return tf.clip_by_value(official_map(cam, size), 0.0, 1.0)
+  return normalized_cam(cam, size, "bilinear")[0]
+
+
+def _informative(cam: tf.Tensor) -> tf.Tensor:
+  """bool [B]: which raw maps [B, h, w] vary after their ReLU (a constant
+  map carries no information about where the image matters)."""
+  cam = tf.nn.relu(tf.cast(cam, tf.float32))
+  span = tf.reduce_max(cam, axis=[1, 2]) - tf.reduce_min(cam, axis=[1, 2])
+  return span > 1e-12
 
 
 def _zscore(values: tf.Tensor, axes) -> tf.Tensor:
   mean, var = tf.nn.moments(values, axes=axes, keepdims=True)
-  return (values - mean) / tf.maximum(tf.sqrt(var), 1e-12)
+  return (values - mean) / tf.maximum(tf.sqrt(var),
+                                      tf.constant(1e-12, values.dtype))
 
 
 def eps_map_from_cam(cam: tf.Tensor, image_shape, epsilon, epsilon_low,
@@ -78,17 +138,16 @@ def eps_map_from_cam(cam: tf.Tensor, image_shape, epsilon, epsilon_low,
   if rule == "official" and channels != 3:
     raise ValueError("mask rule 'official' maps CAMs through an RGB colormap "
                      f"and needs 3-channel images, got {channels} channel(s)")
-  cam01, informative = normalized_cam(cam, (height, width),
-                                      RESIZE_FOR_RULE[rule])
   epsilon = tf.cast(epsilon, tf.float32)
   epsilon_low = tf.cast(epsilon_low, tf.float32)
+  if rule == "official":
+    eps = _official_budget(cam, height, width, epsilon, epsilon_low)
+    return tf.where(_informative(cam)[:, None, None, None], eps, epsilon)
+  cam01, informative = normalized_cam(cam, (height, width), "bilinear")
   if rule == "zscore":
     full = _zscore(tf.square(cam01), axes=[1, 2]) > 1.0          # [B, H, W]
     eps = tf.where(full, epsilon, epsilon_low)[..., None]
     eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])
-  elif rule == "official":
-    rgb = jet_colormap(tf.square(cam01))                          # [B, H, W, 3]
-    eps = tf.where(_zscore(rgb, axes=[1, 2, 3]) > 1.0, epsilon, epsilon_low)
   else:  # soft
     eps = epsilon_low + (epsilon - epsilon_low) * cam01[..., None]
     eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])

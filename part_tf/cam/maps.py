@@ -195,6 +195,60 @@ def resize_maps(cam: tf.Tensor, size, method: str = "bilinear") -> tf.Tensor:
   return tf.einsum("Hh,bhw,Ww->bHW", rows, cam, cols)
 
 
+def pil_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """The [n_out, n_in] float64 weights of PIL's bicubic resize along one axis.
+
+  Pillow's `Image.resize(size, Image.BICUBIC)` (its resampling of float 'F'
+  images) weighs the input samples around output position `o`, centred at
+  `c = (o + 0.5) * n_in / n_out`, with the Keys cubic kernel of a = -0.5
+  at `(i + 0.5 - c) / s`, `s = max(1, n_in / n_out)` (so it widens when
+  shrinking), over the inputs `i` in [int(c - 2s + 0.5), int(c + 2s + 0.5))
+  that lie inside the image, and divides the weights by their sum (near the
+  border the taps outside the image are dropped). `tf.image.resize`'s
+  bicubic enlarges with the same weights but sums in float32, so its values
+  differ from PIL's in the last bits, and it does not compile under XLA.
+  Written from that description (PIL has no matrix to read off);
+  tests/test_cam.py checks the resize against Pillow itself.
+  """
+  scale = n_in / n_out
+  stretch = max(scale, 1.0)
+  support = 2.0 * stretch
+  weights = np.zeros((n_out, n_in))
+  for o in range(n_out):
+    centre = (o + 0.5) * scale
+    first = max(int(centre - support + 0.5), 0)
+    stop = min(int(centre + support + 0.5), n_in)
+    taps = np.abs((np.arange(first, stop) - centre + 0.5) * (1.0 / stretch))
+    kernel = np.where(
+        taps < 1.0, (1.5 * taps - 2.5) * taps * taps + 1.0,
+        np.where(taps < 2.0, -0.5 * (((taps - 5.0) * taps + 8.0) * taps - 4.0),
+                 0.0))
+    total = 0.0
+    for value in kernel:  # in order, as PIL sums them
+      total += value
+    weights[o, first:stop] = kernel / total if total else kernel
+  return weights
+
+
+def resize_like_pil(cam: tf.Tensor, size, dtype=tf.float64) -> tf.Tensor:
+  """Resizes float32 maps [B, h, w] to [B, H, W] as PIL resizes an 'F' image
+  with `Image.BICUBIC`: the width first, the result rounded to float32, then
+  the height, rounded to float32 (PIL sums in double precision, keeps its
+  intermediate image in float32).
+
+  Two matrix products with `pil_bicubic_matrix`'s weights, so that it
+  compiles under XLA. In float64 (the default) the values equal Pillow's
+  but for the rounding of an exact tie, rare; `dtype=tf.float32` (for a
+  TPU, which has no float64) rounds the sums to float32 too.
+  """
+  height, width = int(size[0]), int(size[1])
+  rows = tf.constant(pil_bicubic_matrix(cam.shape[1], height), dtype)
+  cols = tf.constant(pil_bicubic_matrix(cam.shape[2], width), dtype)
+  wide = tf.einsum("bhw,Ww->bhW", tf.cast(cam, dtype), cols)
+  wide = tf.cast(tf.cast(wide, tf.float32), dtype)
+  return tf.cast(tf.einsum("Hh,bhW->bHW", rows, wide), tf.float32)
+
+
 def normalized_cam(cam: tf.Tensor, size, method: str = "bilinear"):
   """Resize to the image size, ReLU, min-max normalise each map to [0, 1].
 

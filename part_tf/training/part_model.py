@@ -29,6 +29,7 @@ from part_tf.training.methods import BASE_METHODS
 from part_tf.training.methods import ATTACKS
 from part_tf.training.methods import METHODS
 from part_tf.training.methods import MethodParams
+from part_tf.training.methods.trades import CLEAN_PASSES
 
 # What a training step and an evaluation step log (ACT adds its natural
 # model's loss and clean accuracy).
@@ -61,6 +62,12 @@ class PARTModel(keras.Model):
       (PyTorch `SGD(weight_decay=...)` semantics, as in the reference code;
       Keras' own `weight_decay` is decoupled and behaves differently).
     beta: weight of the robust (KL) term of TRADES and MART.
+    trades_clean_passes: TRADES and PART-T: training-mode passes of the
+      clean batch per step, 1, or 2 as the reference code does (its KL
+      target is a second pass, after the adversarial one). The loss and
+      gradient are the same; with 2, batch norm's moving statistics see
+      about 2/3 clean batches instead of 1/2 (see `methods/trades.py`).
+      The other methods ignore it.
     attack: "pgd" (the base method's own attack) or "mma" (the worst of 3
       targeted margin PGD runs against the top wrong classes).
     seed: base of the stateless seeds of the random starts (combined with the
@@ -103,7 +110,7 @@ class PARTModel(keras.Model):
                act_beta=0.9, act_temperature=4.0, consistency_weight=0.0,
                consistency_temperature=0.5, feature_alignment_weight=0.0,
                center_loss_weight=0.0, center_lr=0.5, feature_layer=None,
-               **kwargs):
+               trades_clean_passes=1, **kwargs):
     if method not in METHODS:
       raise ValueError(f"unknown method {method!r}; choose one of "
                        f"{tuple(METHODS)}")
@@ -115,6 +122,9 @@ class PARTModel(keras.Model):
     if not 0 <= epsilon_low <= epsilon:
       raise ValueError(f"need 0 <= epsilon_low <= epsilon, got epsilon_low="
                        f"{epsilon_low}, epsilon={epsilon}")
+    if trades_clean_passes not in CLEAN_PASSES:
+      raise ValueError(f"trades_clean_passes must be one of {CLEAN_PASSES}, "
+                       f"got {trades_clean_passes!r}")
     if step_size <= 0 or num_steps < 0:
       raise ValueError(f"need step_size > 0 and num_steps >= 0, got "
                        f"{step_size}, {num_steps}")
@@ -174,9 +184,11 @@ class PARTModel(keras.Model):
     self.center_loss_weight = float(center_loss_weight)
     self.center_lr = float(center_lr)
     self.feature_layer = feature_layer or None
+    self.trades_clean_passes = int(trades_clean_passes)
     self._params = MethodParams(beta=self.beta, act_alpha=self.act_alpha,
                                 act_beta=self.act_beta,
-                                act_temperature=self.act_temperature)
+                                act_temperature=self.act_temperature,
+                                trades_clean_passes=self.trades_clean_passes)
     self._base = BASE_METHODS[METHODS[method].base]
     self._reweighted = METHODS[method].reweighted
     self._cams = (ClassActivationMaps(classifier, cam, cam_layer)
@@ -491,6 +503,7 @@ class PARTModel(keras.Model):
         "feature_alignment_weight": self.feature_alignment_weight,
         "center_loss_weight": self.center_loss_weight,
         "center_lr": self.center_lr, "feature_layer": self.feature_layer,
+        "trades_clean_passes": self.trades_clean_passes,
         "name": self.name,
     }
 

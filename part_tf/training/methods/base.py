@@ -16,11 +16,14 @@ class MethodParams:
     act_alpha: ACT's weight of the distillation term of the robust model.
     act_beta: ACT's weight of the distillation term of the natural model.
     act_temperature: ACT's distillation temperature.
+    trades_clean_passes: training-mode passes of the clean batch in the
+      TRADES loss: 1, or 2 as in the reference code (see `trades.py`).
   """
   beta: float = 6.0
   act_alpha: float = 0.9
   act_beta: float = 0.9
   act_temperature: float = 4.0
+  trades_clean_passes: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
