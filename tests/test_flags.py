@@ -141,7 +141,8 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
                  "--consistency_temperature:Itssharpeningtemperature"
                  "(paper:0.5)", "--feature_alignment_weight:",
                  "--center_loss_weight:", "--center_lr:", "--feature_layer:",
-                 "--act_natural_model:<resnet18|small_cnn|wrn28_10|wrn34_10>",
+                 "--act_natural_model:<preact_resnet18|resnet18|small_cnn|"
+                 "wrn28_10|wrn34_10>",
                  "--eval_epsilon:"):
       self.assertIn(flag, text)
 
