@@ -18,7 +18,8 @@ from .budgets import DEFINE_budget
 # TensorFlow; tests/test_flags.py checks that they stay equal.
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
                  "mnist_offline", "svhn_cropped", "tiny_imagenet")
-MODEL_NAMES = ("resnet18", "small_cnn", "wrn28_10", "wrn34_10")
+MODEL_NAMES = ("preact_resnet18", "resnet18", "small_cnn", "wrn28_10",
+               "wrn34_10")
 METHOD_NAMES = ("at", "part", "trades", "part_t", "mart", "part_m", "act",
                 "part_act")
 REWEIGHTED_METHODS = ("part", "part_t", "part_m", "part_act")
@@ -53,11 +54,14 @@ def define_flags():
   flags.DEFINE_integer("num_classes", None, "tfds:NAME: number of classes "
                        "(default: read from the dataset's label feature).",
                        lower_bound=2)
-  flags.DEFINE_list("mean", None, "tfds:NAME: per-channel mean of the images "
-                    "in [0, 1] (default: measured on up to 10,000 training "
-                    "images).")
-  flags.DEFINE_list("std", None, "tfds:NAME: per-channel standard deviation "
-                    "in [0, 1] (default: measured like --mean).")
+  flags.DEFINE_list("mean", None, "Per-channel mean of the images in [0, 1] "
+                    "that the model subtracts (default: none for cifar10, "
+                    "cifar100, svhn_cropped and tiny_imagenet, which are "
+                    "not normalised, as in the reference code; the "
+                    "training images' for the digits; for tfds:NAME, "
+                    "measured on up to 10,000 training images).")
+  flags.DEFINE_list("std", None, "Per-channel standard deviation in [0, 1] "
+                    "that the model divides by (default: as for --mean).")
   flags.DEFINE_enum("input", "auto", ("auto", "memory", "stream"),
                     "memory: decode the dataset into memory once; stream: "
                     "read TFDS shards and decode and augment inside tf.data; "
@@ -163,14 +167,20 @@ def define_flags():
                      "L2 added to gradients (PyTorch SGD semantics).",
                      lower_bound=0.0)
   flags.DEFINE_enum("lr_schedule", "piecewise", ("constant", "piecewise",
-                                                 "cosine"),
-                    "Learning-rate schedule over all epochs (burn-in "
-                    "included, unlike the reference code).")
+                                                 "cosine", "reference"),
+                    "Learning-rate schedule. piecewise and cosine run over "
+                    "all epochs, burn-in included; reference is the PART "
+                    "reference code's: the initial rate during burn-in, "
+                    "then, counting the epochs after burn-in from 1, "
+                    "multiplied by --lr_decay_factor from each of the "
+                    "--lr_decay_epochs on (its 60,90), constant within an "
+                    "epoch.")
   flags.DEFINE_list("lr_decay_epochs", [],
                     "piecewise: epochs after which the rate is multiplied by "
-                    "--lr_decay_factor, e.g. 60,70.")
-  flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise: decay factor.",
-                     lower_bound=0.0)
+                    "--lr_decay_factor, e.g. 60,70; reference: epochs after "
+                    "burn-in (from 1) from which it is, e.g. 60,90.")
+  flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise and reference: decay "
+                     "factor.", lower_bound=0.0)
   # Evaluation.
   flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on the "
                        "validation split every N epochs and keep the most "

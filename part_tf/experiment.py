@@ -49,10 +49,13 @@ from part_tf.parsing import canonical_validation_split
 from part_tf import pictures
 from part_tf import run_folder
 from part_tf.data import class_names
+from part_tf.data import datasets
 from part_tf.data import validation
 from part_tf.data import streaming
 from part_tf.export import export_classifier
 from part_tf.models import build_model
+from part_tf.models import CAM_LAYER
+from part_tf.models import WRN_FINAL_RELU
 from part_tf.training import BurnInSwitch
 from part_tf.training import SyncReplicaCopies
 from part_tf.training import PARTModel
@@ -64,6 +67,9 @@ from part_tf.training.checkpointing import start_backups
 from part_tf.training.csv_log import CSVLog
 from part_tf.training.image_summaries import ImagePanels
 from part_tf.training.image_summaries import write_hparams
+from part_tf.training.learning_rate import EpochLearningRate
+from part_tf.training.learning_rate import LOG_KEY as LEARNING_RATE_COLUMN
+from part_tf.training.learning_rate import reference_rate
 from part_tf.training.progress import EpochLog
 
 
@@ -148,6 +154,17 @@ class TrainConfig:
                        "input_memory_budget", "data_service",
                        "allow_small_validation")
 
+# The version of the settings that `config.json` records ("settings_version";
+# runs without it are version 1). Version 2 (issue #23) changed what some
+# settings build, and `_upgrade` reads a version-1 file with the values that
+# build what that run did:
+# - `resnet18` was the pre-activation network, now `preact_resnet18`;
+# - cifar10, cifar100, svhn_cropped and tiny_imagenet were normalised by
+#   their statistics inside the model (now only with --mean/--std);
+# - the WideResNets' `cam_features` was their final BN-ReLU, now
+#   `final_relu` (their `cam_features` is now the reference's `block3`).
+SETTINGS_VERSION = 2
+
 # Settings added after runs were first written, with the value that
 # reproduces what those runs did (their config.json lacks them).
 _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
@@ -180,6 +197,7 @@ def settings(config: TrainConfig) -> dict:
       values[name] = os.path.abspath(os.path.expanduser(values[name]))
   values["validation_split"] = canonical_validation_split(
       values["validation_split"])
+  values["settings_version"] = SETTINGS_VERSION
   return values
 
 
@@ -199,6 +217,25 @@ def _upgrade(old: dict | None) -> None:
   if isinstance(old.get("mixed_precision"), bool):
     old["mixed_precision"] = ("mixed_float16" if old["mixed_precision"]
                               else "none")
+  if old.get("settings_version", 1) < 2:
+    _upgrade_to_version_2(old)
+
+
+def _upgrade_to_version_2(old: dict) -> None:
+  """A version-1 `config.json` (see `SETTINGS_VERSION`) in the version-2
+  names of what it built, in place."""
+  for name in ("model", "act_natural_model"):
+    if old.get(name) == "resnet18":
+      old[name] = "preact_resnet18"
+  if (old.get("model", "").startswith("wrn")
+      and old.get("cam_layer") == CAM_LAYER):
+    old["cam_layer"] = WRN_FINAL_RELU
+  stats = datasets.STATISTICS.get(old.get("dataset"))
+  if stats is not None:  # (--mean/--std applied to tfds:NAME only then)
+    recorded = old.get("dataset_spec") or {}
+    for i, name in enumerate(("mean", "std")):
+      old[name] = [float(v) for v in recorded.get(name) or stats[i]]
+  old["settings_version"] = 2
 
 
 def _resumable_changes(config):
@@ -230,8 +267,9 @@ def _drop_log_rows_from(path, epoch):
 
 
 def _learning_rate(config, steps_per_epoch):
-  if config.lr_schedule == "constant":
-    return config.learning_rate
+  """The optimiser's rate: a number, or a schedule of the step."""
+  if config.lr_schedule in ("constant", "reference"):
+    return config.learning_rate  # reference: set per epoch by `_epoch_rule`
   if config.lr_schedule == "cosine":
     return keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
@@ -242,6 +280,58 @@ def _learning_rate(config, steps_per_epoch):
       boundaries=[e * steps_per_epoch for e in epochs],
       values=[config.learning_rate * config.lr_decay_factor ** i
               for i in range(len(epochs) + 1)])
+
+
+def _epoch_rule(config):
+  """0-based epoch -> rate of the schedules set per epoch, else None."""
+  if config.lr_schedule != "reference":
+    return None
+  decay_epochs = tuple(int(e) for e in config.lr_decay_epochs)
+  return lambda epoch: reference_rate(
+      epoch, config.learning_rate, config.burn_in_epochs, decay_epochs,
+      config.lr_decay_factor)
+
+
+def _evaluation_budget(config):
+  """(budget, PGD step) of the evaluations: --eval_epsilon (default
+  --epsilon) and --eval_step_size (default a quarter of that budget)."""
+  eval_epsilon = config.eval_epsilon or config.epsilon
+  return eval_epsilon, config.eval_step_size or eval_epsilon / 4
+
+
+def _decay_note(config):
+  """A note when decay epochs lie beyond the run, or None."""
+  if config.lr_schedule == "piecewise":
+    late = [e for e in config.lr_decay_epochs if int(e) >= config.epochs]
+    if late:
+      return (f"note: the learning rate does not decay after epoch"
+              f"{'s' if len(late) > 1 else ''} "
+              f"{','.join(str(e) for e in late)} within "
+              f"{_count(config.epochs, 'epoch')} (--lr_decay_epochs)")
+  if config.lr_schedule == "reference":
+    part_epochs = config.epochs - config.burn_in_epochs
+    late = [e for e in config.lr_decay_epochs if int(e) > part_epochs]
+    if late:
+      return (f"note: --lr_schedule=reference counts the decay epochs "
+              f"after the {_count(config.burn_in_epochs, 'burn-in epoch')}:"
+              f" the rate does not decay at PART epoch"
+              f"{'s' if len(late) > 1 else ''} "
+              f"{','.join(str(e) for e in late)} of {part_epochs} "
+              "(--lr_decay_epochs)")
+  return None
+
+
+def _logs_learning_rate(log_path) -> bool:
+  """Whether this run's log.csv gets the learning-rate column: a new (or
+  empty) log does; the log of a run resumed from before the column existed
+  keeps its header, so its rows keep their columns."""
+  try:
+    with open(log_path, encoding="utf-8") as f:
+      header = f.readline()
+  except FileNotFoundError:
+    return True
+  return not header.strip() or (
+      LEARNING_RATE_COLUMN in header.strip().split(","))
 
 
 def _optimizer(config, steps_per_epoch):
@@ -378,11 +468,9 @@ def _train(config, strategy, model_dir, write_dir, out, made,
   values.update(strategy_used=distribution.kind(
       strategy), num_replicas=replicas)
   report(_settings_line(config, model_dir, strategy))
-  late = [e for e in config.lr_decay_epochs if int(e) >= config.epochs]
-  if config.lr_schedule == "piecewise" and late:
-    report(f"note: the learning rate does not decay after epoch"
-           f"{'s' if len(late) > 1 else ''} {','.join(str(e) for e in late)}"
-           f" within {_count(config.epochs, 'epoch')} (--lr_decay_epochs)")
+  note = _decay_note(config)
+  if note:
+    report(note)
 
   gpus = tf.config.list_physical_devices("GPU")
   keras.utils.set_random_seed(config.seed)
@@ -515,8 +603,7 @@ def _train(config, strategy, model_dir, write_dir, out, made,
     epoch_val_ds = epoch_val_ds.with_options(data.shard_by_data())
   # The evaluated budget: --epsilon unless an overdesigned training budget
   # is evaluated at a smaller one.
-  eval_epsilon = config.eval_epsilon or config.epsilon
-  eval_step = config.eval_step_size or eval_epsilon / 4
+  eval_epsilon, eval_step = _evaluation_budget(config)
   # The images of the TensorBoard pictures: fixed by the seed.
   chosen = np.sort(np.random.default_rng(config.seed).choice(
       len(test_data.labels), min(config.image_count, len(test_data.labels)),
@@ -583,6 +670,8 @@ def _train(config, strategy, model_dir, write_dir, out, made,
                   config.image_every,
                   class_names=pictures.CLASS_NAMES.get(config.dataset),
                   seed=config.seed),
+      EpochLearningRate(_epoch_rule(config),
+                        log=_logs_learning_rate(log_path)),
       CSVLog(log_path),
       keras.callbacks.TensorBoard(tensorboard_dir),
       *([EpochLog(stream=out)] if out is not None else []),

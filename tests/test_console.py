@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from part_tf import log_filter
 from part_tf.training.progress import EpochLog
+from part_tf.training.progress import format_logs
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,6 +167,11 @@ class EpochLogTest(tf.test.TestCase):
     lines = text.splitlines()
     self.assertLen(lines, 2)
     self.assertRegex(lines[0], r"^epoch 1/2  loss \d\.\d{4}  \(\d+ s\)$")
+
+  def test_the_learning_rate_is_printed_in_significant_digits(self):
+    self.assertEqual(
+        format_logs({"learning_rate": 1e-5, "loss": 1.0, "val_loss": np.nan}),
+        "loss 1.0000  learning_rate 1e-05")
 
   def test_short_epochs_on_a_terminal_stay_one_line(self):
     text = self._fit(_Terminal(), show_after=60.0)

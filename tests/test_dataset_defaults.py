@@ -1,5 +1,6 @@
 """Per-dataset flag defaults: applied only to flags the user did not set."""
 
+import csv
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ import textwrap
 
 from absl import flags
 from absl.testing import parameterized
+import keras
+import numpy as np
 import tensorflow as tf
 
 from part_tf_flags.budgets import DEFINE_budget
@@ -126,8 +129,13 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(
           (alone["model"], alone["optimizer"], alone["epochs"],
            alone["burn_in_epochs"], alone["lr_schedule"],
-           alone["lr_decay_epochs"], alone["trades_clean_passes"]),
-          ("resnet18", "sgd", 80, 20, "piecewise", ["60", "70"], 2))
+           alone["lr_decay_epochs"], alone["mean"], alone["std"],
+           alone["trades_clean_passes"]),
+          ("resnet18", "sgd", 80, 20, "reference", ["60", "90"], None, None,
+           2))
+      # The reference's PGD-20 evaluation steps by its training step.
+      self.assertEqual(alone["eval_step_size"],
+                       1 / 255 if dataset == "svhn_cropped" else None)
     else:  # the quick start keeps its quick defaults
       self.assertEqual((alone["dataset"], alone["model"], alone["epochs"],
                         alone["optimizer"], alone["trades_clean_passes"]),
@@ -149,15 +157,18 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
                      ("small_cnn", 30, ["10"], "sgd"))
 
   def test_train_py_prints_the_defaults_it_applied_and_uses_them(self):
-    # CIFAR-10 through train.py on TFDS mock data: the line names each
-    # applied default once, and config.json holds them.
+    # CIFAR-10 through train.py on TFDS mock data, with the preset's model
+    # (the reference's ResNet-18): the line names each applied default
+    # once, config.json holds them, log.csv has the reference schedule's
+    # rate of each epoch.
     model_dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, model_dir)
     result = tiny_runs.train_on_mock_tfds(
-        ["--dataset=cifar10", "--model=small_cnn", "--epochs=1",
-         "--burn_in_epochs=0", "--num_steps=1", "--batch_size=32",
+        ["--dataset=cifar10", "--epochs=2", "--burn_in_epochs=1",
+         "--lr_decay_epochs=1", "--num_steps=1", "--batch_size=32",
          "--max_train_examples=64", "--max_test_examples=32",
-         "--image_count=0", "--noexport", f"--model_dir={model_dir}"],
+         "--eval_every=0", "--eval_num_steps=1", "--image_count=0",
+         "--noexport", f"--model_dir={model_dir}"],
         num_examples=64)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     first = result.stdout.splitlines()[0]
@@ -165,20 +176,51 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
                           "command line or in a flagfile win): ")
     applied = first.split(": ", 1)[1].split()
     self.assertEqual(
-        applied, ["--epsilon=8/255", "--epsilon_low=7/255",
-                  "--step_size=2/255", "--optimizer=sgd",
-                  "--learning_rate=0.01", "--momentum=0.9",
-                  "--weight_decay=0.0002", "--lr_schedule=piecewise",
-                  "--lr_decay_epochs=60,70", "--eval_every=5",
-                  "--eval_num_steps=20", "--trades_clean_passes=2"])
-    # 1 epoch keeps the decay epochs 60 and 70 out of reach: it says so.
-    self.assertIn("note: the learning rate does not decay after epochs "
-                  "60,70 within 1 epoch (--lr_decay_epochs)", result.stdout)
+        applied, ["--model=resnet18", "--epsilon=8/255",
+                  "--epsilon_low=7/255", "--step_size=2/255",
+                  "--optimizer=sgd", "--learning_rate=0.01",
+                  "--momentum=0.9", "--weight_decay=0.0002",
+                  "--lr_schedule=reference", "--trades_clean_passes=2"])
     with open(os.path.join(model_dir, "config.json")) as f:
       config = json.load(f)
     self.assertEqual(
         (config["model"], config["epochs"], config["optimizer"],
-         config["learning_rate"], config["lr_decay_epochs"],
-         config["eval_every"], config["trades_clean_passes"]),
-        ("small_cnn", 1, "sgd", 0.01, [60, 70], 5, 2))
+         config["learning_rate"], config["lr_schedule"],
+         config["lr_decay_epochs"], config["mean"],
+         config["dataset_spec"]["mean"], config["settings_version"],
+         config["trades_clean_passes"]),
+        ("resnet18", 2, "sgd", 0.01, "reference", [1], None, [0.0] * 3, 2,
+         2))
+    with open(os.path.join(model_dir, "log.csv")) as f:
+      rows = list(csv.DictReader(f))
+    # Epoch 1 burns in at 0.01; epoch 2 is PART epoch 1 >= 1: 0.001.
+    self.assertEqual([float(r["learning_rate"]) for r in rows],
+                     [0.01, 0.001])
+    classifier = keras.saving.load_model(
+        os.path.join(model_dir, "classifier.keras"))
+    self.assertEqual(sum(int(np.prod(w.shape))
+                         for w in classifier.trainable_weights), 11_173_962)
+    self.assertEmpty([l for l in classifier.layers
+                      if isinstance(l, keras.layers.Normalization)])
     self.assertAllClose(config["epsilon"], 8 / 255)
+
+  def test_a_reference_schedule_beyond_the_run_is_noted(self):
+    # 80 epochs with 20 of burn-in reach PART epoch 60: the reference's
+    # second decay (90) never happens, which the run says once.
+    from part_tf import experiment  # pylint: disable=g-import-not-at-top
+    config = experiment.TrainConfig(
+        model_dir="x", epochs=80, burn_in_epochs=20,
+        lr_schedule="reference", lr_decay_epochs=(60, 90))
+    self.assertEqual(
+        experiment._decay_note(config),  # pylint: disable=protected-access
+        "note: --lr_schedule=reference counts the decay epochs after the 20 "
+        "burn-in epochs: the rate does not decay at PART epoch 90 of 60 "
+        "(--lr_decay_epochs)")
+    config.lr_decay_epochs = (60,)
+    self.assertIsNone(experiment._decay_note(config))  # pylint: disable=protected-access
+    # piecewise counts from the start: 80 and 90 lie beyond 80 epochs.
+    config.lr_schedule, config.lr_decay_epochs = "piecewise", (60, 80, 90)
+    self.assertEqual(
+        experiment._decay_note(config),  # pylint: disable=protected-access
+        "note: the learning rate does not decay after epochs 80,90 within "
+        "80 epochs (--lr_decay_epochs)")

@@ -152,7 +152,8 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
                  "--consistency_temperature:Itssharpeningtemperature"
                  "(paper:0.5)", "--feature_alignment_weight:",
                  "--center_loss_weight:", "--center_lr:", "--feature_layer:",
-                 "--act_natural_model:<resnet18|small_cnn|wrn28_10|wrn34_10>",
+                 "--act_natural_model:<preact_resnet18|resnet18|small_cnn|"
+                 "wrn28_10|wrn34_10>",
                  "--eval_epsilon:",
                  "--consistency_views:<crop_flip|randaugment>:Itsviews:",
                  "--trades_clean_passes:trades/part_t:training-mode"):

@@ -7,7 +7,9 @@
   version.
 - docs/method.md states the settings of configs/*.cfg and the defaults of
   flags/train_flags.py: change one of them and this test fails until the
-  page is updated.
+  page is updated. Its parity table with the reference run covers the
+  settings the reference run is made of, and each row names tests that
+  exist.
 
 Under Bazel the runfiles hold only what BUILD declares (not `.ci/` or the
 separate packages under `third_party/` and `tools/python`), so there a
@@ -477,6 +479,28 @@ class RepositoryDocsTest(absltest.TestCase):
         {"method", "epsilon", "epsilon_low", "step_size", "num_steps",
          "burn_in_epochs", "cam", "cam_layer", "mask_rule", "attack"},
         documented)
+
+  def test_parity_table_names_existing_tests_for_each_setting(self):
+    tables = [t for t in _tables(_read("docs/method.md"))
+              if t[0][:2] == ["setting", "reference run"]]
+    self.assertLen(tables, 1, "one `| setting | reference run |` table")
+    header, *rows = tables[0]
+    self.assertEqual(header[-2:], ["same?", "tests"])
+    self.assertLessEqual(
+        {"model", "input scaling", "optimiser", "schedule per epoch",
+         "burn-in", "CAM method", "CAM layer", "mask rule", "attack start",
+         "loss", "BN mode while crafting", "evaluation attack and step"},
+        {row[0] for row in rows})
+    for row in rows:
+      with self.subTest(setting=row[0]):
+        self.assertLen(row, len(header))
+        self.assertRegex(row[-2], r"^(same|differs, because \S)")
+        tests = re.findall(r"`(test_\w+\.py)::(test_\w+)`", row[-1])
+        self.assertNotEmpty(tests, "names no test")
+        for path, name in tests:
+          source = _read(os.path.join("tests", path))
+          self.assertRegex(source, rf"(?m)^  def {name}\(",
+                           f"tests/{path} has no {name}")
 
   def test_method_names_match_the_code(self):
     _, constants = _flag_module()

@@ -157,6 +157,138 @@ class EndToEndTest(tf.test.TestCase):
                       if n.startswith(".tmp-")])
 
 
+# Seconds-long runs: 2 steps per epoch, 1-step PGD, a tiny evaluation.
+TINY = dict(dataset="mnist_offline", max_train_examples=128,
+            max_test_examples=32, model="small_cnn", method="part",
+            epsilon=0.1, epsilon_low=0.07, step_size=0.025, num_steps=1,
+            burn_in_epochs=1, batch_size=64, optimizer="adam",
+            learning_rate=1e-3, weight_decay=0.0, lr_schedule="constant",
+            eval_num_steps=1, eval_subset=32, image_count=0, export=False)
+
+
+def _log_rows(model_dir):
+  with open(os.path.join(model_dir, "log.csv"), newline="") as f:
+    return list(csv.reader(f))
+
+
+class LearningRateTest(tf.test.TestCase):
+  """The rate of every epoch in log.csv, the reference schedule through a
+  resume, and logs of runs from before the column."""
+
+  def tearDown(self):
+    tf_config.disable_op_determinism()
+    super().tearDown()
+
+  def test_reference_schedule_is_logged_and_continues_after_a_resume(self):
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    settings = {**TINY, "epochs": 4, "lr_schedule": "reference",
+                "lr_decay_epochs": (1, 3)}
+    experiment.train(experiment.TrainConfig(
+        model_dir=model_dir, **{**settings, "epochs": 2}))
+    metrics = experiment.train(experiment.TrainConfig(model_dir=model_dir,
+                                                      **settings))
+    self.assertEqual(metrics["resumed_at_epoch"], 2)
+    with open(os.path.join(model_dir, "log.csv")) as f:
+      rows = list(csv.DictReader(f))
+    # Burn-in at 1e-3; PART epochs 1, 2 (>= 1): 1e-4; 3 (>= 3): 1e-5.
+    self.assertEqual([float(r["learning_rate"]) for r in rows],
+                     [1e-3, 1e-4, 1e-4, 1e-5])
+
+  def test_a_log_without_the_column_keeps_its_columns_on_resume(self):
+    # A run of an older version has no learning_rate column, and Keras'
+    # CSVLogger appends without a header: its resumed rows must not gain
+    # a column that the header lacks.
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    experiment.train(experiment.TrainConfig(model_dir=model_dir,
+                                            **{**TINY, "epochs": 1}))
+    header, *rows = _log_rows(model_dir)
+    self.assertIn("learning_rate", header)  # a new run logs it
+    column = header.index("learning_rate")
+    old = [[v for i, v in enumerate(r) if i != column]
+           for r in [header, *rows]]
+    with open(os.path.join(model_dir, "log.csv"), "w", newline="") as f:
+      csv.writer(f).writerows(old)
+    experiment.train(experiment.TrainConfig(model_dir=model_dir,
+                                            **{**TINY, "epochs": 2}))
+    header, *rows = _log_rows(model_dir)
+    self.assertEqual(header, old[0])
+    self.assertLen(rows, 2)
+    for row in rows:
+      self.assertLen(row, len(header))
+    self.assertEqual(_epochs_logged(model_dir), [0, 1])
+
+
+class OlderRunsTest(tf.test.TestCase):
+  """Run folders of settings version 1 resume as what they were."""
+
+  def tearDown(self):
+    tf_config.disable_op_determinism()
+    super().tearDown()
+
+  def test_a_resnet18_run_of_version_1_resumes_as_preact_resnet18(self):
+    # A run trained with the pre-activation network, its config.json as
+    # version 1 wrote it ("model": "resnet18", no settings_version).
+    model_dir = os.path.join(tempfile.mkdtemp(), "run")
+    settings = {**TINY, "model": "preact_resnet18"}
+    experiment.train(experiment.TrainConfig(model_dir=model_dir,
+                                            **{**settings, "epochs": 1}))
+    path = os.path.join(model_dir, "config.json")
+    with open(path) as f:
+      config = json.load(f)
+    del config["settings_version"]
+    config["model"] = "resnet18"
+    with open(path, "w") as f:
+      json.dump(config, f)
+    # The same settings with today's resnet18 would build another network.
+    with self.assertRaisesRegex(
+        ValueError, "model: 'preact_resnet18' -> 'resnet18'"):
+      experiment.train(experiment.TrainConfig(
+          model_dir=model_dir, **{**settings, "model": "resnet18",
+                                  "epochs": 2}))
+    metrics = experiment.train(experiment.TrainConfig(
+        model_dir=model_dir, **{**settings, "epochs": 2}))
+    self.assertEqual(metrics["resumed_at_epoch"], 1)
+    classifier = keras.saving.load_model(
+        os.path.join(model_dir, "classifier.keras"))
+    self.assertEqual(classifier.name, "preact_resnet18")
+    self.assertIn("final_bn", [layer.name for layer in classifier.layers])
+    with open(path) as f:
+      self.assertEqual(json.load(f)["settings_version"], 2)
+
+  def test_version_1_settings_are_read_as_what_they_built(self):
+    base = {"dataset": "cifar10", "model": "resnet18", "mean": None,
+            "std": None, "cam_layer": "cam_features",
+            "dataset_spec": {"image_shape": [32, 32, 3], "num_classes": 10,
+                             "mean": [0.4914, 0.4822, 0.4465],
+                             "std": [0.247, 0.2435, 0.2616]}}
+    old = json.loads(json.dumps(base))
+    experiment._upgrade(old)  # pylint: disable=protected-access
+    self.assertEqual(
+        (old["model"], old["mean"], old["std"], old["cam_layer"],
+         old["settings_version"]),
+        ("preact_resnet18", [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616],
+         "cam_features", 2))
+    # Without a recorded spec: the statistics cifar10 had then.
+    old = {**json.loads(json.dumps(base)), "dataset_spec": None,
+           "model": "wrn34_10", "act_natural_model": "resnet18"}
+    experiment._upgrade(old)  # pylint: disable=protected-access
+    self.assertEqual(
+        (old["model"], old["act_natural_model"], old["cam_layer"],
+         old["mean"]),
+        ("wrn34_10", "preact_resnet18", "final_relu",
+         [0.4914, 0.4822, 0.4465]))
+    # The quick start's dataset and tfds:NAME kept their normalisation
+    # (and their mean/std settings); version-2 files stay as they are.
+    for config in ({**base, "dataset": "mnist_offline", "model": "small_cnn"},
+                   {**base, "dataset": "tfds:beans", "mean": [0.5] * 3,
+                    "model": "wrn28_10", "cam_layer": "group3_block4_add"},
+                   {**base, "settings_version": 2}):
+      upgraded = json.loads(json.dumps(config))
+      experiment._upgrade(upgraded)  # pylint: disable=protected-access
+      for name in ("model", "mean", "std", "cam_layer"):
+        self.assertEqual(upgraded[name], config[name], name)
+
+
 class KillAndResumeTest(tf.test.TestCase):
 
   def test_sigkill_mid_run_then_same_command_finishes_the_run(self):

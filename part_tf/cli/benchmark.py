@@ -2,8 +2,15 @@
 
   python scripts/benchmark.py                      # small_cnn, 28x28x1, batch 128
   python scripts/benchmark.py --model=resnet18 --image_size=32 --channels=3
+  python scripts/benchmark.py --compare_models=resnet18,preact_resnet18 \
+      --image_size=32 --channels=3 --batch_size=64
 
-Prints medians over --repeats timed calls (after warm-up) and their ratios:
+--compare_models times only the compiled PART train step (CAM budgets on,
+PGD-`num_steps` + update) of each listed architecture, --instances models
+each, interleaved, and prints the medians and each model's step time over
+the last one's (fastest models and median models), then stops. Otherwise the
+benchmark prints medians over --repeats timed calls (after warm-up) and their
+ratios:
   1. one compiled train step (PGD-`num_steps` + update) of AT and of PART
      (CAM budgets on): target PART / AT <= 1.10; and of the trade-off family
      (--family): ACT and part_act (a second, natural model: about 2x AT
@@ -48,8 +55,13 @@ from absl import flags
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
+from part_tf_flags.train_flags import MODEL_NAMES  # pylint: disable=g-import-not-at-top
 
-flags.DEFINE_enum("model", "small_cnn", ("small_cnn", "resnet18"), "Model.")
+flags.DEFINE_enum("model", "small_cnn",
+                  ("small_cnn", "resnet18", "preact_resnet18"), "Model.")
+flags.DEFINE_list("compare_models", [], "Architectures whose PART train "
+                  "steps to time against each other (e.g. resnet18,"
+                  "preact_resnet18); only that comparison runs.")
 flags.DEFINE_integer("image_size", 28, "Image height and width.")
 flags.DEFINE_integer("channels", 1, "Image channels.")
 flags.DEFINE_integer("num_classes", 10, "Classes.")
@@ -77,6 +89,10 @@ flags.DEFINE_integer("serving_batch_size", 256, "Images per request in "
 flags.DEFINE_bool("serving_only", False, "Run only section 6 (the cost of "
                   "the exported model's input checks).")
 refuse_urls("stream_data_dir")
+flags.register_validator(
+    "compare_models", lambda names: not names or (
+        len(names) >= 2 and set(names) <= set(MODEL_NAMES)),
+    message=f"--compare_models needs two or more of {', '.join(MODEL_NAMES)}")
 FLAGS = flags.FLAGS
 
 
@@ -162,6 +178,46 @@ def time_serving_checks(model_name, shape, num_classes, batch_size, repeats,
         "unchecked call")
 
 
+def part_steps(build_model, names, shape, x, y, instances, jit_compile):
+  """{(name, instance): one compiled PART train step (CAM budgets on) of a
+  freshly built `name` classifier}, seeded by the instance."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from part_tf.training import PARTModel  # pylint: disable=g-import-not-at-top
+  steps = {}
+  for name in names:
+    for instance in range(instances):
+      keras.utils.set_random_seed(instance)
+      model = PARTModel(build_model(name, shape, FLAGS.num_classes),
+                        method="part", epsilon=8 / 255, epsilon_low=4 / 255,
+                        step_size=2 / 255, num_steps=FLAGS.num_steps)
+      model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                    jit_compile=jit_compile)
+      model.part_active.assign(1)
+      steps[(name, instance)] = lambda m=model: m.train_on_batch(x, y)
+  return steps
+
+
+def compare_models(build_model, shape, x, y):
+  """Prints the PART step time of each of --compare_models: medians per
+  model, and the ratio of each architecture to the last one listed."""
+  names = FLAGS.compare_models
+  timed = median_seconds_interleaved(
+      part_steps(build_model, names, shape, x, y, FLAGS.instances,
+                 FLAGS.jit_compile), FLAGS.repeats)
+  per_model = {name: sorted(t for (n, _), t in timed.items() if n == name)
+               for name in names}
+  for name, times in per_model.items():
+    print(f"PART train step  {name:16s} medians per model (ms): "
+          + ", ".join(f"{t * 1e3:.1f}" for t in times))
+  base = names[-1]
+  for name in names[:-1]:
+    fastest = per_model[name][0] / per_model[base][0]
+    median = (statistics.median(per_model[name]) /
+              statistics.median(per_model[base]))
+    print(f"{name} / {base} step time ratio: {fastest:.3f} fastest models, "
+          f"{median:.3f} median models")
+
+
 def main(argv):
   del argv
   shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
@@ -187,9 +243,13 @@ def main(argv):
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(FLAGS.batch_size, *shape)).astype(np.float32)
   y = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32)
-  print(f"model={FLAGS.model} input={shape} batch={FLAGS.batch_size} "
+  models = ",".join(FLAGS.compare_models) or FLAGS.model
+  print(f"model={models} input={shape} batch={FLAGS.batch_size} "
         f"pgd_steps={FLAGS.num_steps} jit_compile={FLAGS.jit_compile} "
         f"devices={[d.device_type for d in tf.config.list_logical_devices()]}")
+  if FLAGS.compare_models:
+    compare_models(build_model, shape, x, y)
+    return
 
   # --- 1. Train step: AT vs PART -------------------------------------------
   # On CPU with oneDNN, the speed of a compiled step is bimodal (~1.6x apart)

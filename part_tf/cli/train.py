@@ -2,8 +2,9 @@ r"""Trains a classifier with PART (or AT) and exports it.
 
 Quick run on the offline MNIST sample (no network):
   python scripts/train.py --model_dir=runs/mnist_part
-The paper's setup on CIFAR-10, SVHN or TinyImageNet (GPU; ResNet-18, the
-dataset's budgets, SGD, 80 epochs with decay after 60 and 70):
+The reference code's setup on CIFAR-10, SVHN or TinyImageNet (GPU; its
+ResNet-18 on raw pixels, the dataset's budgets, SGD, 80 epochs with 20 of
+burn-in and the rate divided by 10 in the last):
   python scripts/train.py --dataset=cifar10 --model_dir=runs/cifar10_part
   python scripts/train.py --dataset=tiny_imagenet --manual_dir=DIR \
       --model_dir=runs/tiny_part

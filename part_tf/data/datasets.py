@@ -76,8 +76,21 @@ def _spec(name: str, tfds_name: str | None, image_shape: tuple[int, int, int],
                      test_split=test_split)
 
 
+# Per-channel mean and std of the training images in [0, 1]. The datasets of
+# the PART reference code (and cifar100) are not normalised, as there: these
+# are what `--mean`/`--std` normalise them by when asked, and what their
+# models normalised by in runs of settings version 1 (part_tf.experiment).
+STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+}
+_RAW_RGB = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec for spec in (
+        # The quick setup's digits are normalised by their statistics.
         # Mean/std computed once from the 4,000 training images of the split.
         _spec("mnist_offline", None, (28, 28, 1), 10, (0.1310,), (0.3080,),
               crop_padding=2, flip=False),
@@ -85,19 +98,16 @@ DATASETS: dict[str, DatasetSpec] = {
               crop_padding=2, flip=False),
         _spec("fashion_mnist", "fashion_mnist", (28, 28, 1), 10, (0.2860,),
               (0.3530,), crop_padding=2, flip=False),
-        _spec("cifar10", "cifar10", (32, 32, 3), 10,
-              (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        # Raw pixels in [0, 1] (mean 0, std 1: no normalisation).
+        _spec("cifar10", "cifar10", (32, 32, 3), 10, **_RAW_RGB,
               crop_padding=4, flip=True),
-        _spec("cifar100", "cifar100", (32, 32, 3), 100,
-              (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        _spec("cifar100", "cifar100", (32, 32, 3), 100, **_RAW_RGB,
               crop_padding=4, flip=True),
         # The PART reference code trains SVHN without augmentation.
-        _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10,
-              (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+        _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10, **_RAW_RGB,
               crop_padding=0, flip=False),
         # TFDS builder in part_tf/data/tiny_imagenet.py (needs --manual_dir).
-        _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200,
-              (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
+        _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200, **_RAW_RGB,
               crop_padding=4, flip=True, test_split="validation"),
     )
 }
@@ -122,10 +132,12 @@ def resolve_spec(name: str, data_dir: str | None = None,
                  mean=None, std=None, manual_dir: str | None = None
                  ) -> DatasetSpec:
   """The spec of one of `DATASET_NAMES` or of `tfds:NAME` (see
-  `part_tf.data.tfds_any`; the other arguments apply to those only).
+  `part_tf.data.tfds_any`; `image_size` and `num_classes` apply to those
+  only). A given `mean` or `std` replaces the dataset's (the named datasets
+  of the reference code have none: mean 0, std 1).
 
   Raises:
-    ValueError: an unknown name.
+    ValueError: an unknown name, or statistics of the wrong length.
   """
   from part_tf.data import tfds_any  # pylint: disable=g-import-not-at-top
   if tfds_any.is_tfds_name(name):
@@ -134,7 +146,17 @@ def resolve_spec(name: str, data_dir: str | None = None,
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: "
                      f"{', '.join(DATASET_NAMES)}, or tfds:NAME.")
-  return DATASETS[name]
+  spec = DATASETS[name]
+  channels = spec.image_shape[-1]
+  given = {}
+  for what, values in (("mean", mean), ("std", std)):
+    if values is None:
+      continue
+    if len(values) != channels:
+      raise ValueError(f"--{what} has {len(values)} values; {name} has "
+                       f"{channels} channels")
+    given[what] = tuple(float(v) for v in values)
+  return dataclasses.replace(spec, **given)
 
 
 def spec_of_run(dataset: str, data_dir: str | None, run: dict) -> DatasetSpec:

@@ -9,7 +9,9 @@ import keras
 
 # Epoch-log keys in print order; any others follow.
 _ORDER = ("loss", "adv_accuracy", "eps_mean", "full_eps_fraction", "val_loss",
-          "val_accuracy", "val_pgd_accuracy")
+          "val_accuracy", "val_pgd_accuracy", "learning_rate")
+# Keys printed in significant digits (1e-05, not 0.0000).
+_SIGNIFICANT = ("learning_rate",)
 
 
 def format_logs(logs: dict) -> str:
@@ -24,7 +26,8 @@ def format_logs(logs: dict) -> str:
     except (TypeError, ValueError):
       continue
     if not math.isnan(value):
-      parts.append(f"{name} {value:.4f}")
+      parts.append(f"{name} {value:.4g}" if name in _SIGNIFICANT
+                   else f"{name} {value:.4f}")
   return "  ".join(parts)
 
 
