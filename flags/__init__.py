@@ -12,11 +12,12 @@ from absl import flags as absl_flags
 QUIET_VERBOSITY = -1
 
 
-def parse_flags_or_exit(argv, dataset_defaults=True):
+def parse_flags_or_exit(argv, dataset_defaults=True, check=None):
   """absl's flag parsing, then the `--dataset` defaults; errors in one line.
 
   Pass as `app.run(main, flags_parser=parse_flags_or_exit)`. Scripts whose
-  flags are not the training flags pass `dataset_defaults=False`. Unless
+  flags are not the training flags pass `dataset_defaults=False`; `check`
+  (raising ValueError) runs after parsing, e.g. the configs' checks. Unless
   `--verbosity` is given, absl logs only warnings and TensorFlow's C++ log
   lines are filtered out of stderr (`part_tf.log_filter`).
   """
@@ -36,6 +37,8 @@ def parse_flags_or_exit(argv, dataset_defaults=True):
     remaining = absl_flags.FLAGS(argv)
     if with_defaults:
       check_applied(argv)
+    if check is not None:
+      check()
   except (absl_flags.Error, ValueError) as e:
     sys.exit(f"error: {e}")
   except SystemExit as e:

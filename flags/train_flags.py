@@ -1,344 +1,131 @@
-"""Flags of scripts/train.py, with validators that turn bad values into a
-one-line error before anything is loaded or written.
+"""Flags of scripts/train.py, made from the configs (`part_tf.config`).
 
-Names are the lists of the library, so `--helpfull` shows every choice.
+Every setting of a training run is a flag of the same name, with the
+default and the help text of the config that owns it: the fixed configs'
+settings, the `method` and each registered method's hyper-parameters, and
+each registered regulariser's settings (`<name>_weight` defaults to 0:
+off). Plug-ins named by `--plugins` are imported first, so their methods and
+regularisers have flags too. After parsing, `check` builds the run's
+`TrainConfig`, whose checks give one-line errors before TensorFlow loads.
 """
 
+import importlib
 import os
+import re
+import sys
 
 from absl import flags
 
+from part_tf import config as config_lib
+
 from . import refuse_urls
-from part_tf.parsing import canonical_validation_split  # pylint: disable=unused-import
-from part_tf.parsing import parse_validation_split
-
 from .budgets import DEFINE_budget
-
-# Copies of the library's names, so that parsing flags does not import
-# TensorFlow; tests/test_flags.py checks that they stay equal.
-DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist",
-                 "mnist_offline", "svhn_cropped", "tiny_imagenet")
-MODEL_NAMES = ("preact_resnet18", "resnet18", "small_cnn", "wrn28_10",
-               "wrn34_10")
-METHOD_NAMES = ("at", "part", "trades", "part_t", "mart", "part_m", "act",
-                "part_act")
-REWEIGHTED_METHODS = ("part", "part_t", "part_m", "part_act")
-CONCURRENT_METHODS = ("act", "part_act")
-ATTACKS = ("pgd", "mma")
-CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
-MASK_RULES = ("zscore", "official", "soft")
-VIEW_AUGMENTATIONS = ("crop_flip", "randaugment")
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-TFDS_PREFIX = "tfds:"
-
 
 # Names of the flags `define_flags` defines (filled in by it).
 FLAG_NAMES = ()
 
+# `--plugins=a,b`, `--plugins a,b` (also in flagfiles), read before the
+# flags are defined.
+_PLUGINS = re.compile(r"^--?plugins(?:=(.*))?$")
 
-def define_flags():
-  """Defines the training flags on `absl.flags.FLAGS`."""
+
+def define_flags(flag_values=flags.FLAGS, argv=None):
+  """Defines the training flags on `flag_values`, after importing the
+  plug-ins named in `argv` (default `sys.argv`)."""
   global FLAG_NAMES
-  before = set(flags.FLAGS)
-  # Data.
-  flags.DEFINE_string("dataset", "mnist_offline",
-                      f"One of {', '.join(DATASET_NAMES)} (mnist_offline "
-                      "needs no network), or tfds:NAME for any TFDS image "
-                      "classification dataset, e.g. tfds:imagenette or "
-                      "tfds:imagenet_resized/64x64 (see --image_size, "
-                      "--num_classes, --mean, --std).")
-  flags.DEFINE_integer("image_size", None, "tfds:NAME: resize images to this "
-                       "height and width (a centred square crop first); "
-                       "needed when the dataset's images differ in size.",
-                       lower_bound=8)
-  flags.DEFINE_integer("num_classes", None, "tfds:NAME: number of classes "
-                       "(default: read from the dataset's label feature).",
-                       lower_bound=2)
-  flags.DEFINE_list("mean", None, "Per-channel mean of the images in [0, 1] "
-                    "that the model subtracts (default: none for cifar10, "
-                    "cifar100, svhn_cropped and tiny_imagenet, which are "
-                    "not normalised, as in the reference code; the "
-                    "training images' for the digits; for tfds:NAME, "
-                    "measured on up to 10,000 training images).")
-  flags.DEFINE_list("std", None, "Per-channel standard deviation in [0, 1] "
-                    "that the model divides by (default: as for --mean).")
-  flags.DEFINE_enum("input", "auto", ("auto", "memory", "stream"),
-                    "memory: decode the dataset into memory once; stream: "
-                    "read TFDS shards and decode and augment inside tf.data; "
-                    "auto: stream when the decoded training split would "
-                    "pass --input_memory_budget.")
-  flags.DEFINE_float("input_memory_budget", 4.0, "GB of decoded training "
-                     "images that --input=auto holds in memory.",
-                     lower_bound=0.0)
-  flags.DEFINE_string("data_service", None, "ADDRESS of a tf.data service "
-                      "dispatcher (e.g. grpc://host:5000): decoding and "
-                      "augmentation run on its workers.")
-  flags.DEFINE_string("data_dir", None,
-                      "TFDS data folder (default: TFDS' own, ~/tensorflow_datasets).")
-  flags.DEFINE_string("manual_dir", None,
-                      "tiny_imagenet: folder holding tiny-imagenet-200.zip or "
-                      "the extracted tiny-imagenet-200/ folder, used once to "
-                      "prepare the data in --data_dir.")
-  flags.DEFINE_integer("max_train_examples", None,
-                       "Use only the first N training examples.", lower_bound=1)
-  flags.DEFINE_integer("max_test_examples", None,
-                       "Use only the first N test examples.", lower_bound=1)
-  flags.DEFINE_bool("augment", True, "Random crop (and flip where the "
-                    "dataset allows it) on the training images.")
-  # Model.
-  flags.DEFINE_enum("model", "small_cnn", MODEL_NAMES, "Classifier.")
-  # Method and budgets.
-  flags.DEFINE_enum("method", "part", METHOD_NAMES,
-                    "at / trades / mart / act: the base methods (act: "
-                    "Adversarial Concurrent Training, a robust and a natural "
-                    "model); part / part_t / part_m / part_act: the same "
-                    "with CAM budgets after burn-in.")
-  flags.DEFINE_float("beta", 6.0, "Weight of the KL term of TRADES and MART.",
-                     lower_bound=0.0)
-  flags.DEFINE_integer("trades_clean_passes", 1, "trades / part_t: "
-                       "training-mode passes of the clean batch per step. 2 "
-                       "is the reference code's (its KL target is a second "
-                       "pass, after the adversarial one): the same loss and "
-                       "gradient, but batch norm's moving statistics see "
-                       "about 2/3 clean batches instead of 1/2. The paper "
-                       "datasets' default is 2.", lower_bound=1,
-                       upper_bound=2)
-  # ACT (Arani et al., BMVC 2020); defaults: the paper's CIFAR settings.
-  flags.DEFINE_float("act_alpha", 0.9, "ACT: weight of the robust model's "
-                     "distillation term (paper: 0.9).", lower_bound=0.0,
-                     upper_bound=1.0)
-  flags.DEFINE_float("act_beta", 0.9, "ACT: weight of the natural model's "
-                     "distillation term (paper: 0.9).", lower_bound=0.0,
-                     upper_bound=1.0)
-  flags.DEFINE_float("act_temperature", 4.0, "ACT: distillation "
-                     "temperature (paper: 4).")
-  flags.DEFINE_enum("act_natural_model", None, MODEL_NAMES, "ACT: the "
-                    "natural model's architecture (default: --model). Like "
-                    "the other act_ flags, ignored by the other methods.")
-  # Plug-in regularisers, added to any method; 0 is off.
-  flags.DEFINE_float("consistency_weight", 0.0, "Consistency regularisation "
-                     "(Tack et al., AAAI 2022): weight of the JS divergence "
-                     "between the AEs of two augmentations of each example "
-                     "(paper: 1.0; 0: off).", lower_bound=0.0)
-  flags.DEFINE_float("consistency_temperature", 0.5, "Its sharpening "
-                     "temperature (paper: 0.5).")
-  flags.DEFINE_enum("consistency_views", "crop_flip", VIEW_AUGMENTATIONS,
-                    "Its views: crop_flip (the dataset's crop and flip), or "
-                    "randaugment: then Keras' RandAugment (2 operations per "
-                    "image) and Cutout of half the side, the nearest to the "
-                    "paper's crop + flip + AutoAugment + Cutout (Keras has "
-                    "no AutoAugment).")
-  flags.DEFINE_float("feature_alignment_weight", 0.0, "Feature alignment "
-                     "(Liu & JaJa, IJCAI 2019): weight of the squared L2 "
-                     "distance of clean and adversarial penultimate features "
-                     "(0: off; the paper gives no default that we could "
-                     "check).", lower_bound=0.0)
-  flags.DEFINE_float("center_loss_weight", 0.0, "Center loss on adversarial "
-                     "features (Agarwal et al., ICIP 2019; Wen et al.'s "
-                     "default 0.003; 0: off).", lower_bound=0.0)
-  flags.DEFINE_float("center_lr", 0.5, "Update rate alpha of the class "
-                     "centres (Wen et al.: 0.5).")
-  flags.DEFINE_string("feature_layer", None, "Layer the feature "
-                      "regularisers read (default: the penultimate layer, "
-                      "the input of the logits).")
-  flags.DEFINE_enum("attack", "pgd", ATTACKS,
-                    "How training AEs are crafted: the base method's PGD, or "
-                    "mma (worst of 3 targeted margin PGD runs).")
-  DEFINE_budget("epsilon", "8/255", "Full L-inf budget.")
-  DEFINE_budget("epsilon_low", "7/255", "Budget of unimportant pixels (PART).")
-  DEFINE_budget("step_size", "2/255", "PGD step size for training AEs.")
-  flags.DEFINE_integer("num_steps", 10, "PGD steps for training AEs.",
-                       lower_bound=1)
-  flags.DEFINE_integer("burn_in_epochs", 20,
-                       "Epochs with the uniform budget before CAM budgets.",
-                       lower_bound=0)
-  flags.DEFINE_enum("cam", "gradcam_plus_plus", CAM_METHODS, "CAM method.")
-  flags.DEFINE_enum("mask_rule", "zscore", MASK_RULES, "CAM -> eps_map rule.")
-  flags.DEFINE_string("cam_layer", "cam_features",
-                      "Layer to take the CAMs at.")
-  # Optimisation.
-  flags.DEFINE_integer("epochs", 80, "Training epochs.", lower_bound=1)
-  flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1)
-  flags.DEFINE_enum("optimizer", "sgd", ("sgd", "adam"), "Optimiser.")
-  flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.",
-                     lower_bound=0.0)
-  flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0)
-  flags.DEFINE_float("weight_decay", 2e-4,
-                     "L2 added to gradients (PyTorch SGD semantics).",
-                     lower_bound=0.0)
-  flags.DEFINE_enum("lr_schedule", "piecewise", ("constant", "piecewise",
-                                                 "cosine", "reference"),
-                    "Learning-rate schedule. piecewise and cosine run over "
-                    "all epochs, burn-in included; reference is the PART "
-                    "reference code's: the initial rate during burn-in, "
-                    "then, counting the epochs after burn-in from 1, "
-                    "multiplied by --lr_decay_factor from each of the "
-                    "--lr_decay_epochs on (its 60,90), constant within an "
-                    "epoch.")
-  flags.DEFINE_list("lr_decay_epochs", [],
-                    "piecewise: epochs after which the rate is multiplied by "
-                    "--lr_decay_factor, e.g. 60,70; reference: epochs after "
-                    "burn-in (from 1) from which it is, e.g. 60,90.")
-  flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise and reference: decay "
-                     "factor.", lower_bound=0.0)
-  # Evaluation.
-  flags.DEFINE_integer("eval_every", 0, "Measure PGD accuracy on the "
-                       "validation split every N epochs and keep the most "
-                       "robust epoch (0: only after the last one).",
-                       lower_bound=0)
-  flags.DEFINE_string(
-      "validation_split", "auto", "Training images held out to choose the "
-      "most robust epoch (best/, export_best/): a count like 1000, a "
-      "fraction like 0.02, 0 for none, or auto: 2% of the training images "
-      "(at least 100 and one per class, at most 1,000) when --eval_every "
-      "selects among epochs and the data can spare them, else none. The "
-      "held-out block is fixed by --seed and the data; the test split is "
-      "never used to choose.")
-  flags.DEFINE_bool("allow_small_validation", False, "Accept a "
-                    "--validation_split of fewer than 100 images (or fewer "
-                    "than the classes), too few to choose an epoch "
-                    "reliably.")
-  flags.DEFINE_integer("eval_subset", None, "Evaluate at most N images of "
-                       "the validation split each time (default: all); with "
-                       "--validation_split=0, the first N (default 512) test "
-                       "images, for curves only.", lower_bound=1)
-  flags.DEFINE_integer("eval_num_steps", 20, "PGD steps of the evaluation.",
-                       lower_bound=1)
-  DEFINE_budget("eval_step_size", None,
-                "PGD step size of the evaluation (default eval_epsilon/4).")
-  DEFINE_budget("eval_epsilon", None,
-                "Budget of the evaluations (default --epsilon). Train at a "
-                "larger --epsilon than this for an overdesigned budget.")
-  # Pictures (TensorBoard).
-  flags.DEFINE_integer("image_count", 8, "Test images (chosen by --seed) "
-                       "whose CAM, eps_map and adversarial example are "
-                       "logged to TensorBoard; 0: none.", lower_bound=0)
-  flags.DEFINE_integer("image_every", 0, "Log those pictures every N epochs "
-                       "and at the end of burn-in (0: at the end of burn-in "
-                       "and after every epoch after it).", lower_bound=0)
-  # Run.
-  flags.DEFINE_string("model_dir", None, "Run folder (created; a run that "
-                      "was killed resumes from it).")
-  flags.DEFINE_integer("seed", 0, "Seed of everything random.", lower_bound=0)
-  flags.DEFINE_enum("jit_compile", "auto", ("auto", "true", "false"),
-                    "XLA for the train step; auto = on when a GPU is present.")
-  flags.DEFINE_enum("mixed_precision", "none",
-                    ("none", "mixed_float16", "mixed_bfloat16"),
-                    "Keras mixed-precision policy: mixed_float16 on GPUs, "
-                    "mixed_bfloat16 on TPUs.")
-  flags.DEFINE_enum("strategy", "auto", STRATEGIES,
-                    "tf.distribute strategy. auto: multi_worker when "
-                    "TF_CONFIG names several workers, tpu with --tpu, "
-                    "mirrored with more than one GPU, else one_device.")
-  flags.DEFINE_string("tpu", None, "TPU address or name (local: the TPU VM "
-                      "this runs on); selects TPUStrategy.")
-  flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical "
-                       "devices, so that --strategy=mirrored has N replicas "
-                       "without GPUs (tests; adds no speed).", lower_bound=1)
-  flags.DEFINE_bool("deterministic", True, "Deterministic TF ops: the same "
-                    "--seed gives the same run on the same machine.")
-  flags.DEFINE_bool("export", True, "Export the SavedModel at the end.")
-  flags.mark_flag_as_required("model_dir")
-  FLAG_NAMES = tuple(sorted(set(flags.FLAGS) - before))
-  _register_validators()
+  flags.DEFINE_list("plugins", [], "Python modules to import before the "
+                    "flags are read (e.g. my_methods): methods, "
+                    "regularisers, models, datasets... they register become "
+                    "choices and flags like the built-in ones.",
+                    flag_values=flag_values)
+  import_plugins(argv if argv is not None else sys.argv, flag_values)
+  before = set(flag_values)
+  for setting in config_lib.all_settings().values():
+    _define(setting, flag_values)
+  flags.mark_flag_as_required("model_dir", flag_values=flag_values)
+  FLAG_NAMES = tuple(sorted(set(flag_values) - before))
+  _register_validators(flag_values)
 
 
-def _register_validators():
-  flags.register_validator(
-      "dataset", lambda v: v in DATASET_NAMES or (
-          v.startswith(TFDS_PREFIX) and len(v) > len(TFDS_PREFIX)),
-      message=f"--dataset must be one of {', '.join(DATASET_NAMES)}, or "
-              "tfds:NAME for a TFDS dataset")
-  for name in ("mean", "std"):
-    flags.register_validator(
-        name, lambda v, n=name: v is None or _all_floats(
-            v, positive=(n == "std")),
-        message=f"--{name} must be numbers in [0, 1], one per channel, "
-                "like 0.5,0.5,0.5" + (" (and > 0)" if name == "std" else ""))
-  flags.register_multi_flags_validator(
-      ["strategy", "tpu"],
-      lambda f: f["strategy"] != "tpu" or bool(f["tpu"]),
-      message="--strategy=tpu needs --tpu=ADDRESS or NAME")
-  flags.register_multi_flags_validator(
-      ["epsilon", "epsilon_low"],
-      lambda f: f["epsilon_low"] <= f["epsilon"],
-      message="--epsilon_low must not be larger than --epsilon")
-  flags.register_validator("epsilon", lambda v: 0 < v < 1,
-                           message="--epsilon must be > 0 and < 1 (images "
-                           "are in [0, 1], so a budget of 1 or more allows "
-                           "any image)")
-  flags.register_validator("step_size", lambda v: v > 0,
-                           message="--step_size must be > 0")
-  flags.register_validator("eval_step_size", lambda v: v is None or v > 0,
-                           message="--eval_step_size must be > 0")
-  flags.register_validator("eval_epsilon", lambda v: v is None or 0 < v < 1,
-                           message="--eval_epsilon must be > 0 and < 1")
-  flags.register_validator("act_temperature", lambda v: v > 0,
-                           message="--act_temperature must be > 0")
-  flags.register_validator("consistency_temperature", lambda v: v > 0,
-                           message="--consistency_temperature must be > 0")
-  flags.register_validator("center_lr", lambda v: 0 < v <= 1,
-                           message="--center_lr must be in (0, 1]")
-  flags.register_multi_flags_validator(
-      ["consistency_views", "consistency_weight"],
-      lambda f: f["consistency_views"] == "crop_flip" or bool(
-          f["consistency_weight"]),
-      message="--consistency_views augments consistency regularisation's "
-              "views: it needs --consistency_weight > 0")
-  flags.register_multi_flags_validator(
-      ["consistency_weight", "augment"],
-      lambda f: not f["consistency_weight"] or f["augment"],
-      message="--consistency_weight needs --augment: its two views are two "
-              "augmentations of each image")
-  flags.register_multi_flags_validator(
-      ["burn_in_epochs", "epochs", "method"],
-      lambda f: (f["method"] not in REWEIGHTED_METHODS
-                 or f["burn_in_epochs"] < f["epochs"]),
-      message="--burn_in_epochs must be smaller than --epochs, or the "
-              "pixel-reweighted budgets are never used")
-  refuse_urls("model_dir", "data_dir", "manual_dir")
-  flags.register_validator(
-      "validation_split", _validation_split_ok,
-      message="--validation_split must be auto, a count of images like "
-              "1000 (0: none), or a fraction like 0.02 (below 1)")
+def import_plugins(argv, flag_values=flags.FLAGS) -> list:
+  """Imports the modules of `--plugins` in `argv` (flagfiles read too), from
+  the current folder or the installed packages; returns their names.
+
+  Raises:
+    SystemExit: a plug-in that cannot be imported (one line).
+  """
+  names = []
+  expanded = flag_values.read_flags_from_files(list(argv[1:]),
+                                               force_gnu=False)
+  for i, arg in enumerate(expanded):
+    if arg == "--":
+      break
+    match = _PLUGINS.match(arg)
+    if match:
+      value = match.group(1)
+      if value is None and i + 1 < len(expanded):
+        value = expanded[i + 1]
+      names = [n.strip() for n in (value or "").split(",") if n.strip()]
+  if names and os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except
+      sys.exit(f"error: --plugins: cannot import {name}: "
+               f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+  return names
+
+
+def _define(setting, flag_values):
+  """One flag for a `part_tf.config.Setting`."""
+  name, kind, text = setting.name, setting.kind, setting.help or setting.name
+  default = setting.flag_default
+  if name in flag_values:
+    return  # a setting shared by several components (e.g. beta)
+  if kind == "budget":
+    DEFINE_budget(name, default, text, flag_values=flag_values)
+  elif kind == "enum":
+    flags.DEFINE_enum(name, default, setting.choices(), text,
+                      flag_values=flag_values)
+  elif kind in ("floats", "ints"):
+    flags.DEFINE_list(name, None if default is None else
+                      [str(v) for v in default], text,
+                      flag_values=flag_values)
+  else:
+    define = {"str": flags.DEFINE_string, "int": flags.DEFINE_integer,
+              "float": flags.DEFINE_float, "bool": flags.DEFINE_bool}[kind]
+    define(name, default, text, flag_values=flag_values)
+
+
+def flat_values(flag_values=flags.FLAGS) -> dict:
+  """{setting: value} of the parsed training flags."""
+  return {name: flag_values[name].value for name in FLAG_NAMES}
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> config_lib.TrainConfig:
+  """The run's `TrainConfig` from the parsed flags.
+
+  Raises:
+    ValueError: a value or combination the configs refuse (one line).
+  """
+  return config_lib.TrainConfig.from_flat(flat_values(flag_values))
+
+
+def check(flag_values=flags.FLAGS) -> None:
+  """After parsing: ValueError (one line) unless the flags make a run."""
+  config_from_flags(flag_values)
+
+
+def _register_validators(flag_values):
+  refuse_urls("model_dir", "data_dir", "manual_dir", flag_values=flag_values)
   flags.register_validator(
       "model_dir", lambda v: v is None or not os.path.isfile(v),
-      message="--model_dir names an existing file; it must be a folder")
+      message="--model_dir names an existing file; it must be a folder",
+      flag_values=flag_values)
   for name in ("data_dir", "manual_dir"):
     flags.register_validator(
         name, lambda v, n=name: v is None or not os.path.isfile(v) or (
             n == "manual_dir" and v.endswith(".zip")),
-        message=f"--{name} names an existing file; it must be a folder")
-  flags.register_validator(
-      "lr_decay_epochs", _all_positive_ints,
-      message="--lr_decay_epochs must be positive integers like 60,70")
-  flags.register_multi_flags_validator(
-      ["mask_rule", "dataset"],
-      lambda f: f["mask_rule"] != "official" or f["dataset"] not in (
-          "mnist", "mnist_offline", "fashion_mnist"),
-      message="--mask_rule=official needs RGB images (it maps CAMs through "
-              "an RGB colormap); use zscore or soft for grayscale datasets")
-
-
-def _validation_split_ok(value):
-  try:
-    parse_validation_split(value)
-  except ValueError:
-    return False
-  return True
-
-
-def _all_positive_ints(values):
-  try:
-    return all(int(v) > 0 for v in values)
-  except ValueError:
-    return False
-
-
-def _all_floats(values, positive=False):
-  try:
-    numbers = [float(v) for v in values]
-  except ValueError:
-    return False
-  return bool(numbers) and all(
-      0 <= v <= 1 and (v > 0 or not positive) for v in numbers)
+        message=f"--{name} names an existing file; it must be a folder",
+        flag_values=flag_values)

@@ -21,13 +21,17 @@ the blue channel `epsilon`, red and green `epsilon_low`: a budget that says
 nothing about the image; docs/method.md lists this difference.)
 """
 
+from __future__ import annotations
+
 import numpy as np
-import tensorflow as tf
 
-from part_tf.cam.maps import normalized_cam
-from part_tf.cam.maps import resize_like_pil
+from part_tf import lazy
+from part_tf import registry
 
-MASK_RULES = ("zscore", "official", "soft")
+# Imported when a budget is first computed: the flags list the rules without
+# loading TensorFlow (see part_tf/lazy.py).
+tf = lazy.load("tensorflow")
+maps = lazy.load("part_tf.cam.maps")
 # torchcam's guard against a constant map in its min-max normalisation.
 _TORCHCAM_EPS = 1e-8
 
@@ -52,7 +56,7 @@ def _jet_table() -> np.ndarray:
 _JET_TABLE = _jet_table()  # float64, like matplotlib's
 
 
-def jet_colormap(values: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+def jet_colormap(values: tf.Tensor, dtype=None) -> tf.Tensor:
   """matplotlib's `jet` for values in [0, 1]: [...] -> [..., 3] RGB.
 
   The index is matplotlib's: floor(values * 256) in the values' own
@@ -60,7 +64,7 @@ def jet_colormap(values: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
   """
   index = tf.clip_by_value(
       tf.cast(tf.floor(values * _JET_N), tf.int32), 0, _JET_N - 1)
-  return tf.gather(tf.constant(_JET_TABLE, dtype), index)
+  return tf.gather(tf.constant(_JET_TABLE, dtype or tf.float32), index)
 
 
 def _exact_dtype():
@@ -83,7 +87,7 @@ def official_map(cam: tf.Tensor, size, dtype=None) -> tf.Tensor:
   cam = tf.nn.relu(tf.cast(cam, tf.float32))
   cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)
   cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + _TORCHCAM_EPS)
-  return resize_like_pil(cam, size, dtype or _exact_dtype())
+  return maps.resize_like_pil(cam, size, dtype or _exact_dtype())
 
 
 def _official_budget(cam, height, width, epsilon, epsilon_low, dtype=None):
@@ -100,7 +104,7 @@ def rule_map(cam: tf.Tensor, size, rule: str = "zscore") -> tf.Tensor:
   (clipped to [0, 1]) for official."""
   if rule == "official":
     return tf.clip_by_value(official_map(cam, size), 0.0, 1.0)
-  return normalized_cam(cam, size, "bilinear")[0]
+  return maps.normalized_cam(cam, size, "bilinear")[0]
 
 
 def _informative(cam: tf.Tensor) -> tf.Tensor:
@@ -117,6 +121,43 @@ def _zscore(values: tf.Tensor, axes) -> tf.Tensor:
                                       tf.constant(1e-12, values.dtype))
 
 
+@registry.MASK_RULES.register("zscore")
+def zscore(cam, image_shape, epsilon, epsilon_low):
+  """Full `epsilon` where the squared map's per-image z-score is above 1,
+  `epsilon_low` elsewhere, the same for every channel. Returns (eps_map,
+  which maps are informative)."""
+  height, width, channels = image_shape
+  cam01, informative = maps.normalized_cam(cam, (height, width), "bilinear")
+  full = _zscore(tf.square(cam01), axes=[1, 2]) > 1.0          # [B, H, W]
+  eps = tf.where(full, epsilon, epsilon_low)[..., None]
+  eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])
+  return eps, informative
+
+
+@registry.MASK_RULES.register("official")
+def official(cam, image_shape, epsilon, epsilon_low):
+  """The reference code's rule, in its order (module doc); RGB only."""
+  height, width, channels = image_shape
+  if channels != 3:
+    raise ValueError("mask rule 'official' maps CAMs through an RGB colormap "
+                     f"and needs 3-channel images, got {channels} channel(s)")
+  eps = _official_budget(cam, height, width, epsilon, epsilon_low)
+  return eps, _informative(cam)
+
+
+official.channels = 3  # what the rule needs of the images
+
+
+@registry.MASK_RULES.register("soft")
+def soft(cam, image_shape, epsilon, epsilon_low):
+  """epsilon_low + (epsilon - epsilon_low) * the normalised map."""
+  height, width, channels = image_shape
+  cam01, informative = maps.normalized_cam(cam, (height, width), "bilinear")
+  eps = epsilon_low + (epsilon - epsilon_low) * cam01[..., None]
+  eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])
+  return eps, informative
+
+
 def eps_map_from_cam(cam: tf.Tensor, image_shape, epsilon, epsilon_low,
                      rule: str = "zscore") -> tf.Tensor:
   """Per-element budgets from raw CAMs.
@@ -127,28 +168,15 @@ def eps_map_from_cam(cam: tf.Tensor, image_shape, epsilon, epsilon_low,
     image_shape: (H, W, C) of the images being attacked.
     epsilon: full budget (important pixels).
     epsilon_low: reduced budget (the other pixels).
-    rule: one of `MASK_RULES`.
+    rule: a registered mask rule (`part_tf.registry.MASK_RULES`): a function
+      `(cam, image_shape, epsilon, epsilon_low) -> (eps_map, informative)`.
 
   Returns:
-    eps_map, float32 [B, H, W, C].
+    eps_map, float32 [B, H, W, C]: the rule's, and the uniform `epsilon`
+    for an image whose map carries no information.
   """
-  if rule not in MASK_RULES:
-    raise ValueError(f"unknown mask rule {rule!r}; choose one of {MASK_RULES}")
-  height, width, channels = image_shape
-  if rule == "official" and channels != 3:
-    raise ValueError("mask rule 'official' maps CAMs through an RGB colormap "
-                     f"and needs 3-channel images, got {channels} channel(s)")
+  eps_rule = registry.MASK_RULES.get(rule)
   epsilon = tf.cast(epsilon, tf.float32)
   epsilon_low = tf.cast(epsilon_low, tf.float32)
-  if rule == "official":
-    eps = _official_budget(cam, height, width, epsilon, epsilon_low)
-    return tf.where(_informative(cam)[:, None, None, None], eps, epsilon)
-  cam01, informative = normalized_cam(cam, (height, width), "bilinear")
-  if rule == "zscore":
-    full = _zscore(tf.square(cam01), axes=[1, 2]) > 1.0          # [B, H, W]
-    eps = tf.where(full, epsilon, epsilon_low)[..., None]
-    eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])
-  else:  # soft
-    eps = epsilon_low + (epsilon - epsilon_low) * cam01[..., None]
-    eps = tf.broadcast_to(eps, [tf.shape(cam01)[0], height, width, channels])
+  eps, informative = eps_rule(cam, tuple(image_shape), epsilon, epsilon_low)
   return tf.where(informative[:, None, None, None], eps, epsilon)

@@ -1,8 +1,8 @@
 """Class activation maps for a whole batch, inside the compiled train step.
 
 x -> CAM for the predicted class, the model in inference mode, at the layer
-named `CAM_LAYER` (the last convolutional block, before pooling) unless another
-layer is named:
+`layer.find_cam_layer` picks (the last convolutional block, before pooling)
+unless another layer is named; the methods are registered in `methods.py`:
 
   gradcam_plus_plus  GradCAM++ (Chattopadhay et al. 2018), from tf-keras-vis.
   gradcam            Grad-CAM (Selvaraju et al. 2017), from tf-keras-vis.
@@ -22,13 +22,13 @@ done here in TensorFlow, batched.
 import keras
 import numpy as np
 import tensorflow as tf
-from tf_keras_vis.gradcam import Gradcam
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-from tf_keras_vis.layercam import Layercam
+from tf_keras_vis.gradcam import Gradcam as _TfKerasVisGradcam
+from tf_keras_vis.layercam import Layercam as _TfKerasVisLayercam
 
-from part_tf.models import CAM_LAYER
+from part_tf import registry
+from part_tf.cam.layer import find_cam_layer
+from part_tf.cam.layer import warn_if_constant
 
-CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 RESIZE_METHODS = ("bilinear", "bicubic")
 
 
@@ -63,7 +63,7 @@ def _spatial_axes(t):
   return tuple(range(1, t.shape.rank - 1))
 
 
-class _Gradcam(Gradcam):
+class Gradcam(_TfKerasVisGradcam):
   """tf-keras-vis' Grad-CAM with its channel sum in TensorFlow (it is NumPy in
   0.8.7, which fails on symbolic tensors): same weights, mean of the gradients
   over space, and the same modifiers."""
@@ -79,7 +79,7 @@ class _Gradcam(Gradcam):
     return cam
 
 
-class _Layercam(Layercam):
+class Layercam(_TfKerasVisLayercam):
   """tf-keras-vis' LayerCAM with its channel sum in TensorFlow: the positive
   gradients (its default `gradient_modifier`) weight the features pixel-wise."""
 
@@ -93,67 +93,51 @@ class _Layercam(Layercam):
     return cam
 
 
-_VISUALIZERS = {"gradcam_plus_plus": GradcamPlusPlus, "gradcam": _Gradcam,
-                "layercam": _Layercam}
-
-
-class ClassActivationMaps:
-  """Batched, traceable CAMs of a functional classifier.
+class TfKerasVisCam:
+  """A tf-keras-vis visualiser called the way that traces on Keras 3.
 
   Args:
-    classifier: functional `keras.Model`, images in [0, 1] -> logits.
-    method: one of `CAM_METHODS`.
-    layer_name: name of the layer to take the maps at.
-
-  Example:
-    >>> cams = ClassActivationMaps(model)
-    >>> raw = cams(x)                      # [B, h, w] at the feature resolution
-    >>> cam01, ok = normalized_cam(raw, x.shape[1:3])
+    visualizer_class: GradcamPlusPlus, `Gradcam` or `Layercam`.
+    classifier: the classifier (live: no clone, no model_modifier, so the
+      maps always see the current weights).
+    layer_name: the layer the maps are taken at.
   """
 
-  def __init__(self, classifier, method: str = "gradcam_plus_plus",
-               layer_name: str = CAM_LAYER):
-    if method not in CAM_METHODS:
-      raise ValueError(f"unknown CAM method {method!r}; choose one of "
-                       f"{CAM_METHODS}")
-    try:
-      classifier.get_layer(layer_name)
-    except ValueError:
-      raise ValueError(f"model {classifier.name!r} has no layer named "
-                       f"{layer_name!r} to take class activation maps at"
-                       ) from None
-    self.method = method
+  def __init__(self, visualizer_class, classifier, layer_name: str):
     self.layer_name = layer_name
     # tf-keras-vis multiplies exp(score) into the layer's gradients: the
     # score must have the layer's dtype (bfloat16 under mixed_bfloat16).
     feature_dtype = classifier.get_layer(layer_name).compute_dtype
     self._score = lambda logits: tf.cast(batch_score(logits), feature_dtype)
-    if method == "xgradcam":
-      # Shares the classifier's layers, so it always sees the live weights.
-      self._features = keras.Model(
-          classifier.inputs,
-          [classifier.output, classifier.get_layer(layer_name).output])
-    else:
-      # clone=False and no model_modifier: the visualiser uses the live model.
-      # Not converted by AutoGraph: the library's control flow is plain Python
-      # (and LayerCAM forwards its arguments with `locals()`, which AutoGraph
-      # fills with its own variables).
-      visualizer = _VISUALIZERS[method](classifier, clone=False)
-      self._visualizer = tf.autograph.experimental.do_not_convert(visualizer)
+    # Not converted by AutoGraph: the library's control flow is plain Python
+    # (and LayerCAM forwards its arguments with `locals()`, which AutoGraph
+    # fills with its own variables).
+    self._visualizer = tf.autograph.experimental.do_not_convert(
+        visualizer_class(classifier, clone=False))
 
-  def __call__(self, x: tf.Tensor) -> tf.Tensor:
-    """Raw (ReLU'd, unnormalised) maps, shape [B, h, w], no gradient."""
-    if self.method == "xgradcam":
-      cam = self._xgradcam(x)
-    else:
-      cam = self._visualizer(
-          self._score, x,
-          penultimate_layer=self.layer_name,
-          seek_penultimate_conv_layer=False,
-          training=False, expand_cam=False, normalize_cam=False)
-    return tf.stop_gradient(tf.cast(cam, tf.float32))
+  def __call__(self, x):
+    return self._visualizer(
+        self._score, x, penultimate_layer=self.layer_name,
+        seek_penultimate_conv_layer=False, training=False, expand_cam=False,
+        normalize_cam=False)
 
-  def _xgradcam(self, x: tf.Tensor) -> tf.Tensor:
+
+class XGradCam:
+  """XGrad-CAM (Fu et al. 2020) as in pytorch-grad-cam: w_k = sum_ij A_k *
+  dS/dA_k over (sum_ij A_k + 1e-7), cam = ReLU(sum_k w_k A_k).
+
+  Args:
+    classifier: the classifier.
+    layer_name: the layer the maps are taken at.
+  """
+
+  def __init__(self, classifier, layer_name: str):
+    # Shares the classifier's layers, so it always sees the live weights.
+    self._features = keras.Model(
+        classifier.inputs,
+        [classifier.output, classifier.get_layer(layer_name).output])
+
+  def __call__(self, x):
     x = tf.convert_to_tensor(x)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(x)
@@ -165,6 +149,42 @@ class ClassActivationMaps:
     weights = (tf.reduce_sum(grads * features, axis=axes, keepdims=True)
                / (tf.reduce_sum(features, axis=axes, keepdims=True) + 1e-7))
     return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+
+
+class ClassActivationMaps:
+  """Batched, traceable CAMs of a functional classifier.
+
+  Args:
+    classifier: functional `keras.Model`, images in [0, 1] -> logits.
+    method: a registered CAM method (`part_tf.registry.CAM_METHODS`).
+    layer_name: the layer to take the maps at (None: `find_cam_layer`).
+
+  Example:
+    >>> cams = ClassActivationMaps(model)
+    >>> raw = cams(x)                      # [B, h, w] at the feature resolution
+    >>> cam01, ok = normalized_cam(raw, x.shape[1:3])
+  """
+
+  def __init__(self, classifier, method: str = "gradcam_plus_plus",
+               layer_name: str | None = None):
+    from part_tf import components  # pylint: disable=g-import-not-at-top,unused-import
+    make = registry.CAM_METHODS.get(method)
+    if layer_name is None:
+      layer_name = find_cam_layer(classifier)
+    try:
+      classifier.get_layer(layer_name)
+    except ValueError:
+      raise ValueError(f"model {classifier.name!r} has no layer named "
+                       f"{layer_name!r} to take class activation maps at"
+                       ) from None
+    warn_if_constant(classifier, layer_name)
+    self.method = method
+    self.layer_name = layer_name
+    self._maps = make(classifier, layer_name)
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """Raw (ReLU'd, unnormalised) maps, shape [B, h, w], no gradient."""
+    return tf.stop_gradient(tf.cast(self._maps(x), tf.float32))
 
 
 def _interpolation_matrix(n_in: int, n_out: int, method: str) -> np.ndarray:
@@ -230,7 +250,7 @@ def pil_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   return weights
 
 
-def resize_like_pil(cam: tf.Tensor, size, dtype=tf.float64) -> tf.Tensor:
+def resize_like_pil(cam: tf.Tensor, size, dtype=None) -> tf.Tensor:
   """Resizes float32 maps [B, h, w] to [B, H, W] as PIL resizes an 'F' image
   with `Image.BICUBIC`: the width first, the result rounded to float32, then
   the height, rounded to float32 (PIL sums in double precision, keeps its
@@ -241,6 +261,7 @@ def resize_like_pil(cam: tf.Tensor, size, dtype=tf.float64) -> tf.Tensor:
   but for the rounding of an exact tie, rare; `dtype=tf.float32` (for a
   TPU, which has no float64) rounds the sums to float32 too.
   """
+  dtype = dtype or tf.float64
   height, width = int(size[0]), int(size[1])
   rows = tf.constant(pil_bicubic_matrix(cam.shape[1], height), dtype)
   cols = tf.constant(pil_bicubic_matrix(cam.shape[2], width), dtype)

@@ -1,32 +1,29 @@
-"""Datasets of part_tf: registry, in-memory loading and tf.data pipelines."""
+"""Datasets of part_tf: the registry of dataset specs (`specs.py`, no
+TensorFlow), in-memory loading and tf.data pipelines (`datasets.py`, loaded
+on first use of its names here), streaming (`streaming.py`) and the
+TinyImageNet TFDS builder (`tiny_imagenet.py`, registered with TFDS when the
+pipelines load)."""
 
-from part_tf.data.datasets import ArrayData
-from part_tf.data.datasets import DATASET_NAMES
-from part_tf.data.datasets import DATASETS
-from part_tf.data.datasets import DatasetSpec
-from part_tf.data.datasets import eval_dataset
-from part_tf.data.datasets import prepare
-from part_tf.data.datasets import resolve_spec
-from part_tf.data.datasets import shard_by_data
-from part_tf.data.datasets import spec_of_run
-from part_tf.data.datasets import load
-from part_tf.data.datasets import steps_per_epoch
-from part_tf.data.datasets import train_dataset
-# Registers the TFDS builder "tiny_imagenet".
-from part_tf.data import tiny_imagenet  # pylint: disable=g-bad-import-order
+import importlib
 
-__all__ = [
-    "ArrayData",
-    "DATASET_NAMES",
-    "DATASETS",
-    "DatasetSpec",
-    "eval_dataset",
-    "load",
-    "prepare",
-    "resolve_spec",
-    "shard_by_data",
-    "spec_of_run",
-    "steps_per_epoch",
-    "tiny_imagenet",
-    "train_dataset",
-]
+from part_tf.data.specs import DatasetSpec
+from part_tf.data.specs import register
+from part_tf.registry import DATASETS
+
+_FROM_DATASETS = ("ArrayData", "DATASET_NAMES", "eval_dataset", "load",
+                  "prepare", "resolve_spec", "shard_by_data", "spec_of_run",
+                  "steps_per_epoch", "train_dataset")
+
+
+def __getattr__(name):
+  if name in _FROM_DATASETS:
+    return getattr(importlib.import_module("part_tf.data.datasets"), name)
+  if name == "tiny_imagenet":
+    return importlib.import_module("part_tf.data.tiny_imagenet")
+  raise AttributeError(f"module 'part_tf.data' has no attribute {name!r}")
+
+
+__all__ = ["ArrayData", "DATASET_NAMES", "DATASETS", "DatasetSpec",
+           "eval_dataset", "load", "prepare", "register", "resolve_spec",
+           "shard_by_data", "spec_of_run", "steps_per_epoch", "tiny_imagenet",
+           "train_dataset"]

@@ -5,7 +5,7 @@ the archive's words.txt; TFDS datasets' come from their label feature; the
 digit datasets' are the digits.
 """
 
-from part_tf.data.datasets import DatasetSpec
+from part_tf.data.specs import DatasetSpec
 
 _DIGITS = tuple(str(i) for i in range(10))
 # Those of the datasets that do not need their TFDS metadata to name them.

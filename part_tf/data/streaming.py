@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from part_tf.data import tfds_any
 from part_tf.data.datasets import augmented_views
-from part_tf.data.datasets import _no_missing_variant_warnings  # pylint: disable=protected-access
-from part_tf.data.datasets import DatasetSpec
-from part_tf.data.datasets import is_readable
+from part_tf.data.preparation import is_readable
+from part_tf.data.preparation import no_missing_variant_warnings
+from part_tf.data.specs import DatasetSpec
 
 INPUT_MODES = ("auto", "memory", "stream")
 # Decoded examples held by the shuffle buffer of a streamed pipeline.
@@ -62,7 +62,7 @@ def choose(mode: str, spec: DatasetSpec, data_dir=None, limit=None,
     return "memory"
   if mode != "auto":
     return mode
-  with _no_missing_variant_warnings():
+  with no_missing_variant_warnings():
     prepared = is_readable(tfds_any.builder(spec, data_dir), spec.train_split)
   if not prepared:
     # Loading prepares it (downloads or --manual_dir), with its own errors.

@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from part_tf.data import datasets
-from part_tf.data.datasets import DatasetSpec
+from part_tf.data import preparation
+from part_tf.data.specs import DatasetSpec
 
 PREFIX = "tfds:"
 # Training images measured for a mean and std that are not given.
@@ -117,7 +117,7 @@ def spec_for(name: str, data_dir=None, image_size=None, num_classes=None,
       resize=image_size is not None)
   if mean is None or std is None:
     # Downloads and prepares the data if needed (errors say how otherwise).
-    datasets.prepare(spec, data_dir, manual_dir)
+    preparation.prepare(spec, data_dir, manual_dir)
     measured_mean, measured_std = _statistics(spec, data_dir)
     mean = mean or measured_mean
     std = std or measured_std

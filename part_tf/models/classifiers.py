@@ -11,12 +11,19 @@ before pooling (for the WideResNets, the last residual sum before the final
 BN-ReLU, where the reference code takes its CAMs).
 """
 
+from __future__ import annotations
+
 import functools
 from typing import Sequence
 
-import keras
+from part_tf import lazy
+from part_tf import registry
 
-CAM_LAYER = "cam_features"
+# Imported when a model is first built: the flags list the models without
+# loading Keras (see part_tf/lazy.py).
+keras = lazy.load("keras")
+
+from part_tf.cam.layer import CAM_LAYER  # pylint: disable=g-bad-import-order
 # The WideResNets' final BN-ReLU: their CAM layer in runs written before the
 # CAM layer moved to the reference's (`block3`, before it).
 WRN_FINAL_RELU = "final_relu"
@@ -36,6 +43,7 @@ def _normalize(inputs, mean, std):
       mean=mean, variance=[s * s for s in std], name="normalize")(inputs)
 
 
+@registry.MODELS.register("small_cnn")
 def small_cnn(input_shape: Sequence[int],
               num_classes: int,
               mean: Sequence[float] | None = None,
@@ -149,6 +157,7 @@ def _basic_block(h, filters, stride, name, output_name=None):
   return keras.layers.ReLU(name=output_name or f"{name}_out")(out)
 
 
+@registry.MODELS.register("resnet18")
 def resnet18(input_shape: Sequence[int],
              num_classes: int,
              mean: Sequence[float] | None = None,
@@ -199,6 +208,7 @@ def resnet18(input_shape: Sequence[int],
   return keras.Model(inputs, logits, name="resnet18")
 
 
+@registry.MODELS.register("preact_resnet18")
 def preact_resnet18(input_shape: Sequence[int],
                     num_classes: int,
                     mean: Sequence[float] | None = None,
@@ -300,19 +310,15 @@ def wide_resnet(input_shape: Sequence[int],
   return keras.Model(inputs, logits, name=f"wrn{depth}_{widen_factor}")
 
 
-MODELS = {
-    "small_cnn": small_cnn,
-    "resnet18": resnet18,
-    "preact_resnet18": preact_resnet18,
-    "wrn28_10": functools.partial(wide_resnet, depth=28, widen_factor=10),
-    "wrn34_10": functools.partial(wide_resnet, depth=34, widen_factor=10),
-}
-MODEL_NAMES = tuple(sorted(MODELS))
+registry.MODELS.register(
+    "wrn28_10", functools.partial(wide_resnet, depth=28, widen_factor=10))
+registry.MODELS.register(
+    "wrn34_10", functools.partial(wide_resnet, depth=34, widen_factor=10))
 
 
 def build_model(name: str, input_shape, num_classes, mean=None,
                 std=None) -> keras.Model:
-  """Builds a classifier by name (see `MODEL_NAMES`)."""
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
-  return MODELS[name](input_shape, num_classes, mean=mean, std=std)
+  """Builds the classifier registered as `name` (`part_tf.registry.MODELS`;
+  a builder takes `(input_shape, num_classes, mean=, std=)`)."""
+  return registry.MODELS.get(name)(input_shape, num_classes, mean=mean,
+                                   std=std)

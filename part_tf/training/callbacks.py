@@ -1,18 +1,19 @@
-"""Keras callbacks of a PART run: the burn-in switch, and one copy of the
-batch-norm statistics for all replicas."""
+"""Keras callbacks of a PART run: one copy of the batch-norm statistics for
+all replicas, and the burn-in switch of earlier versions (deprecated)."""
+
+import dataclasses
+import warnings
 
 import keras
-from absl import logging
 
 from part_tf import distribution
 
 
 class BurnInSwitch(keras.callbacks.Callback):
-  """Turns the CAM budgets on at epoch `burn_in_epochs` (0-based).
+  """Deprecated: `PARTModel(burn_in_epochs=...)` switches the budgets itself.
 
-  Sets `model.part_active` at the start of every epoch from the epoch index
-  alone, so the state is right after a resume too (and it is also saved with
-  the weights). Flipping a variable does not retrace the compiled step.
+  Kept so that code written for earlier versions runs: it sets the model's
+  `burn_in_epochs` before the first step, with a DeprecationWarning.
 
   Args:
     burn_in_epochs: number of epochs trained with the uniform budget.
@@ -25,20 +26,15 @@ class BurnInSwitch(keras.callbacks.Callback):
     self.burn_in_epochs = burn_in_epochs
 
   def on_train_begin(self, logs=None):
-    if not hasattr(self.model, "part_active"):
+    if not hasattr(self.model, "budget_config"):
       raise ValueError("BurnInSwitch switches the budgets of a "
                        "part_tf.training.PARTModel; the model being trained "
                        f"is a {type(self.model).__name__}")
-
-  def on_epoch_begin(self, epoch, logs=None):
-    active = int(epoch >= self.burn_in_epochs)
-    # The base methods (at, trades, mart) have the switch too, but it changes
-    # nothing for them: say so only where it does.
-    if (getattr(self.model, "reweighted", True)
-        and int(self.model.part_active.numpy()) != active):
-      logging.info("epoch %d: pixel-reweighted budgets %s", epoch + 1,
-                   "on" if active else "off")
-    self.model.part_active.assign(active)
+    warnings.warn("BurnInSwitch is deprecated: pass burn_in_epochs to "
+                  "PARTModel, which counts its epochs itself",
+                  DeprecationWarning, stacklevel=2)
+    self.model.budget_config = dataclasses.replace(
+        self.model.budget_config, burn_in_epochs=self.burn_in_epochs)
 
 
 class SyncReplicaCopies(keras.callbacks.Callback):

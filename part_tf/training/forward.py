@@ -30,17 +30,19 @@ def penultimate_layer(classifier: keras.Model) -> str:
   return inputs._keras_history.operation.name  # pylint: disable=protected-access
 
 
-def feature_network(classifier: keras.Model, layer: str | None
-                    ) -> keras.Model:
-  """The classifier with a second output: the features of `layer` (default:
-  the penultimate layer). It shares the classifier's layers and weights."""
-  name = layer or penultimate_layer(classifier)
-  try:
-    features = classifier.get_layer(name).output
-  except ValueError:
-    raise ValueError(f"the classifier {classifier.name!r} has no layer "
-                     f"{name!r} to take the features at") from None
-  return keras.Model(classifier.inputs, [classifier.outputs[0], features],
+def feature_network(classifier: keras.Model, layers) -> keras.Model:
+  """The classifier with more outputs: the features of each of `layers`
+  (None: the penultimate layer). It shares the classifier's layers and
+  weights."""
+  features = []
+  for layer in layers:
+    name = layer or penultimate_layer(classifier)
+    try:
+      features.append(classifier.get_layer(name).output)
+    except ValueError:
+      raise ValueError(f"the classifier {classifier.name!r} has no layer "
+                       f"{name!r} to take the features at") from None
+  return keras.Model(classifier.inputs, [classifier.outputs[0], *features],
                      name=f"{classifier.name}_with_features")
 
 
@@ -52,17 +54,18 @@ class Forward:
       a loss needs features.
     x: the clean batch.
     natural_network: ACT's natural model, or None.
-    with_features: whether `network` has the feature output.
+    feature_layers: the layers `network`'s extra outputs are the features
+      of, in order (None: the penultimate layer); empty: no features.
     training: the mode the networks run in (False: crafting AEs outside a
       training step, e.g. for pictures).
   """
 
-  def __init__(self, network, x, natural_network=None, with_features=False,
+  def __init__(self, network, x, natural_network=None, feature_layers=(),
                training=True):
     self._network = network
     self._training = training
     self._natural_network = natural_network
-    self._with_features = with_features
+    self._feature_layers = tuple(feature_layers)
     self._inputs = {CLEAN: x, CLEAN_AGAIN: x}
     self._outputs = {}
     self._natural_logits = None
@@ -92,8 +95,8 @@ class Forward:
     if which not in self._outputs:
       self._check_not_frozen(f"the {which} outputs")
       outputs = self._network(self._inputs[which], training=self._training)
-      self._outputs[which] = (tuple(outputs) if self._with_features
-                              else (outputs, None))
+      self._outputs[which] = (tuple(outputs) if self._feature_layers
+                              else (outputs,))
     return self._outputs[which]
 
   def logits(self, which: str) -> tf.Tensor:
@@ -101,11 +104,14 @@ class Forward:
     `"clean_again"`: the clean batch in a pass of its own)."""
     return self._run(which)[0]
 
-  def features(self, which: str) -> tf.Tensor:
-    """Penultimate features (float32, flattened) on `"clean"` or `"adv"`."""
-    if not self._with_features:
-      raise ValueError("this model was built without a feature output")
-    features = tf.cast(self._run(which)[1], tf.float32)
+  def features(self, which: str, layer: str | None = None) -> tf.Tensor:
+    """Features (float32, flattened) of `layer` (None: the penultimate
+    layer) on `"clean"` or `"adv"`."""
+    if layer not in self._feature_layers:
+      raise ValueError(f"this model was built without the features of "
+                       f"{layer or 'the penultimate layer'}")
+    features = tf.cast(
+        self._run(which)[1 + self._feature_layers.index(layer)], tf.float32)
     return tf.reshape(features, [tf.shape(features)[0], -1])
 
   def natural_logits(self) -> tf.Tensor:

@@ -1,35 +1,34 @@
-"""`PARTModel`: a Keras model whose `train_step` is pixel-reweighted AT
-(or TRADES / MART / ACT, see `methods/`), plus any plug-in regularisers
-(`regularisers/`).
+"""`PARTModel`: a Keras model whose `train_step` is pixel-reweighted
+adversarial training with a registered method (AT, TRADES, MART, ACT, or one
+of your own) and any registered regularisers.
 
 One training step, top to bottom (all inside the compiled step):
 
-  x -> CAM of the predicted class -> eps_map -> weighted-budget PGD -> x_adv
-    -> base-method loss (AT / TRADES / MART / ACT) on x_adv
-    + regularisers -> SGD update (-> regulariser state, e.g. class centres)
+  x -> CAM of the predicted class -> eps_map -> weighted-budget attack
+    -> x_adv -> the method's loss on x_adv + the regularisers' terms
+    -> optimiser update (-> regulariser state, e.g. class centres)
 
 During burn-in (and always for the base methods) the budget is uniform. The
-switch is the non-trainable variable `part_active`, flipped by the
-`BurnInSwitch` callback without retracing and saved with the weights.
+model counts its own epochs (the non-trainable variable `epoch`, saved with
+the weights and set by `fit`), so `fit(x, y, epochs=E)` switches to the CAM
+budgets after `burn_in_epochs` with no callback, also when it resumes.
 """
+
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf import config as config_lib
 from part_tf import distribution
-from part_tf.cam import ClassActivationMaps
+from part_tf import registry
 from part_tf.cam import eps_map_from_cam
-from part_tf.cam import MASK_RULES
-from part_tf.models import CAM_LAYER
+from part_tf.cam.maps import ClassActivationMaps
+from part_tf.methods.base import Method
+from part_tf.regularisers.base import Regulariser
 from part_tf.training import forward
-from part_tf.training import regularisers as regularisers_lib
-from part_tf.training.methods import BASE_METHODS
-from part_tf.training.methods import ATTACKS
-from part_tf.training.methods import METHODS
-from part_tf.training.methods import MethodParams
-from part_tf.training.methods.trades import CLEAN_PASSES
 
 # What a training step and an evaluation step log (ACT adds its natural
 # model's loss and clean accuracy).
@@ -43,58 +42,55 @@ class PARTModel(keras.Model):
   """Wraps a functional classifier and trains it with (PART-)adversarial training.
 
   The wrapper's forward pass is the classifier's, so `predict`/`evaluate`
-  behave as usual (natural accuracy); `train_step` crafts AEs and trains on them.
+  behave as usual (natural accuracy); `train_step` crafts AEs and trains on
+  them. Settings not given take their defaults from `part_tf.config`
+  (`BudgetConfig`, `AttackConfig`), where each is written once.
 
   Args:
-    classifier: functional `keras.Model`, images in [0, 1] -> logits, with a
-      layer named `cam_layer`.
-    method: one of `part_tf.training.METHOD_NAMES`: "at", "part",
-      "trades", "part_t", "mart", "part_m", "act", "part_act" (see
-      `methods/`).
+    classifier: functional `keras.Model`, images in [0, 1] -> logits (e.g.
+      a `keras.applications` model with `classifier_activation=None`).
+    method: a registered method's name ("at", "part", "trades", "part_t",
+      "mart", "part_m", "act", "part_act", or your own), or a
+      `part_tf.methods.Method` with its hyper-parameters, e.g.
+      `part_tf.methods.PartT(beta=3.0)`.
     epsilon: full L-inf budget.
-    epsilon_low: budget of the unimportant pixels (PART only).
-    step_size: PGD step size.
-    num_steps: PGD steps when crafting training AEs.
-    cam: CAM method (see `part_tf.cam.CAM_METHODS`).
-    mask_rule: one of `part_tf.cam.MASK_RULES`.
-    cam_layer: name of the layer to take the CAMs at.
+    epsilon_low: budget of the unimportant pixels (PART variants).
+    burn_in_epochs: epochs trained with the uniform budget before the CAM
+      budgets start (PART variants). The model counts its epochs itself:
+      no callback is needed.
+    step_size: step size of the training attack.
+    num_steps: steps of the training attack.
+    attack: a registered attack that crafts training AEs ("pgd": the
+      method's own PGD, "mma").
+    cam: a registered CAM method.
+    cam_layer: the layer to take the CAMs at (default: a layer named
+      "cam_features", else the last layer with a spatial output before the
+      pooling; a warning says when its maps are 1x1, which makes PART equal
+      its base method).
+    mask_rule: a registered CAM -> eps_map rule.
+    regularisers: `part_tf.regularisers.Regulariser`s added to the loss, each
+      with its weight, e.g. `[part_tf.regularisers.Consistency(weight=1.0)]`.
     weight_decay: L2 penalty added to the gradients before the optimiser
       (PyTorch `SGD(weight_decay=...)` semantics, as in the reference code;
       Keras' own `weight_decay` is decoupled and behaves differently).
-    beta: weight of the robust (KL) term of TRADES and MART.
-    trades_clean_passes: TRADES and PART-T: training-mode passes of the
-      clean batch per step, 1, or 2 as the reference code does (its KL
-      target is a second pass, after the adversarial one). The loss and
-      gradient are the same; with 2, batch norm's moving statistics see
-      about 2/3 clean batches instead of 1/2 (see `methods/trades.py`).
-      The other methods ignore it.
-    attack: "pgd" (the base method's own attack) or "mma" (the worst of 3
-      targeted margin PGD runs against the top wrong classes).
     seed: base of the stateless seeds of the random starts (combined with the
       optimiser's step counter, so a resumed run continues the same sequence).
-    natural_classifier: ACT's natural model (functional, same inputs and
-      classes; "act" and "part_act" need it, the others take none). It trains
-      on the clean images beside the robust `classifier`, with the same
-      optimiser settings.
-    act_alpha, act_beta, act_temperature: ACT's distillation weights of the
-      robust and the natural model, and its temperature (paper: 0.9, 0.9, 4).
-    consistency_weight, consistency_temperature: consistency regularisation
-      (Tack et al.; paper: 1.0, 0.5). Batches must then hold two augmented
-      views per example, x of shape [B, 2, H, W, C].
-    feature_alignment_weight: weight of the clean/adversarial feature
-      distance (Liu & JaJa).
-    center_loss_weight, center_lr: centre loss on adversarial features and
-      the centres' update rate (Agarwal et al.; Wen et al.: 0.003, 0.5).
-    feature_layer: layer whose output the feature regularisers read
-      (default: the penultimate layer, the input of the last layer).
-    **kwargs: passed to `keras.Model` (e.g. `name`).
+    natural_classifier: the natural model of a method that trains one (ACT):
+      functional, same inputs and classes, its own weights.
+    **kwargs: passed to `keras.Model` (e.g. `name`). The settings of earlier
+      versions (`beta=`, `act_alpha=`, `consistency_weight=`, ...) are still
+      read, with a DeprecationWarning.
 
   Example:
     >>> classifier = part_tf.models.small_cnn((28, 28, 1), 10)
     >>> model = PARTModel(classifier, method="part", epsilon=0.1,
-    ...                   epsilon_low=0.07, step_size=0.025, num_steps=10)
+    ...                   epsilon_low=0.07, step_size=0.025, burn_in_epochs=3)
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> model.fit(train_ds, epochs=8, callbacks=[BurnInSwitch(3)])
+    >>> model.fit(train_ds, epochs=8)  # AT for 3 epochs, then PART
+
+    PART-T with its hyper-parameter and consistency regularisation:
+    >>> model = PARTModel(classifier, method=part_tf.methods.PartT(beta=3.0),
+    ...                   regularisers=[part_tf.regularisers.Consistency()])
 
     ACT, with a natural model of the same architecture:
     >>> model = PARTModel(classifier, method="act",
@@ -102,126 +98,48 @@ class PARTModel(keras.Model):
     ...                       classifier), epsilon=0.1, step_size=0.025)
   """
 
-  def __init__(self, classifier, method="part", epsilon=8 / 255,
-               epsilon_low=7 / 255, step_size=2 / 255, num_steps=10,
-               cam="gradcam_plus_plus", mask_rule="zscore",
-               cam_layer=CAM_LAYER, weight_decay=0.0, seed=0, beta=6.0,
-               attack="pgd", natural_classifier=None, act_alpha=0.9,
-               act_beta=0.9, act_temperature=4.0, consistency_weight=0.0,
-               consistency_temperature=0.5, feature_alignment_weight=0.0,
-               center_loss_weight=0.0, center_lr=0.5, feature_layer=None,
-               trades_clean_passes=1, **kwargs):
-    if method not in METHODS:
-      raise ValueError(f"unknown method {method!r}; choose one of "
-                       f"{tuple(METHODS)}")
-    if attack not in ATTACKS:
-      raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
-    if mask_rule not in MASK_RULES:
-      raise ValueError(f"unknown mask rule {mask_rule!r}; choose one of "
-                       f"{MASK_RULES}")
-    if not 0 <= epsilon_low <= epsilon:
-      raise ValueError(f"need 0 <= epsilon_low <= epsilon, got epsilon_low="
-                       f"{epsilon_low}, epsilon={epsilon}")
-    if trades_clean_passes not in CLEAN_PASSES:
-      raise ValueError(f"trades_clean_passes must be one of {CLEAN_PASSES}, "
-                       f"got {trades_clean_passes!r}")
-    if step_size <= 0 or num_steps < 0:
-      raise ValueError(f"need step_size > 0 and num_steps >= 0, got "
-                       f"{step_size}, {num_steps}")
-    concurrent = METHODS[method].concurrent
-    if concurrent and natural_classifier is None:
-      raise ValueError(f"method {method!r} trains a natural model beside the "
-                       "robust one: pass natural_classifier")
-    if natural_classifier is not None and not concurrent:
-      raise ValueError(f"method {method!r} trains no natural model; "
-                       "natural_classifier is for 'act' and 'part_act'")
-    if natural_classifier is not None and {
-        id(v) for v in natural_classifier.trainable_variables} & {
-            id(v) for v in classifier.trainable_variables}:
-      raise ValueError("the natural model shares weights with the robust "
-                       "one; give it its own (e.g. keras.models.clone_model)")
-    if natural_classifier is not None and (
-        tuple(natural_classifier.input_shape[1:])
-        != tuple(classifier.input_shape[1:])
-        or natural_classifier.output_shape[-1]
-        != classifier.output_shape[-1]):
-      raise ValueError(
-          f"the natural model maps {natural_classifier.input_shape} to "
-          f"{natural_classifier.output_shape}; the robust model maps "
-          f"{classifier.input_shape} to {classifier.output_shape}")
-    for name, value in (("act_alpha", act_alpha), ("act_beta", act_beta)):
-      if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    if act_temperature <= 0:
-      raise ValueError(f"act_temperature must be > 0, got {act_temperature}")
-    for name, value in (("consistency_weight", consistency_weight),
-                        ("feature_alignment_weight", feature_alignment_weight),
-                        ("center_loss_weight", center_loss_weight)):
-      if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+  def __init__(self, classifier, method="part", *, epsilon=None,
+               epsilon_low=None, burn_in_epochs=None, step_size=None,
+               num_steps=None, attack=None, cam=None, cam_layer=None,
+               mask_rule=None, regularisers=(), weight_decay=0.0, seed=0,
+               natural_classifier=None, **kwargs):
+    method, regularisers, kwargs = _read_earlier_settings(
+        method, regularisers, kwargs)
+    method = _as_method(method)
+    budget = config_lib.BudgetConfig(**_given(
+        epsilon=epsilon, epsilon_low=epsilon_low,
+        burn_in_epochs=burn_in_epochs, cam=cam, cam_layer=cam_layer,
+        mask_rule=mask_rule))
+    attack_config = config_lib.AttackConfig(**_given(
+        attack=attack, step_size=step_size, num_steps=num_steps))
+    _check_settings(budget, attack_config)
+    regularisers = tuple(_as_regulariser(r) for r in regularisers)
+    _check_natural_classifier(method, classifier, natural_classifier)
     inputs = keras.Input(shape=classifier.input_shape[1:], name="images")
     super().__init__(inputs=inputs, outputs=classifier(inputs), **kwargs)
-    self.classifier = classifier
     self.method = method
-    self.epsilon = float(epsilon)
-    self.epsilon_low = float(epsilon_low)
-    self.step_size = float(step_size)
-    self.num_steps = int(num_steps)
-    self.cam = cam
-    self.mask_rule = mask_rule
-    self.cam_layer = cam_layer
+    self.budget_config = budget
+    self.attack_config = attack_config
+    self.regularisers = regularisers
+    self.classifier = classifier
+    self.natural_classifier = natural_classifier
     self.weight_decay = float(weight_decay)
     self.seed = int(seed)
-    self.beta = float(beta)
-    self.attack = attack
-    self.natural_classifier = natural_classifier
-    self.act_alpha = float(act_alpha)
-    self.act_beta = float(act_beta)
-    self.act_temperature = float(act_temperature)
-    self.consistency_weight = float(consistency_weight)
-    self.consistency_temperature = float(consistency_temperature)
-    self.feature_alignment_weight = float(feature_alignment_weight)
-    self.center_loss_weight = float(center_loss_weight)
-    self.center_lr = float(center_lr)
-    self.feature_layer = feature_layer or None
-    self.trades_clean_passes = int(trades_clean_passes)
-    self._params = MethodParams(beta=self.beta, act_alpha=self.act_alpha,
-                                act_beta=self.act_beta,
-                                act_temperature=self.act_temperature,
-                                trades_clean_passes=self.trades_clean_passes)
-    self._base = BASE_METHODS[METHODS[method].base]
-    self._reweighted = METHODS[method].reweighted
-    self._cams = (ClassActivationMaps(classifier, cam, cam_layer)
-                  if self._reweighted else None)
-    self.part_active = self.add_weight(
-        name="part_active", shape=(), dtype="int32", initializer="zeros",
+    self._cams = (ClassActivationMaps(classifier, self.budget_config.cam,
+                                      self.budget_config.cam_layer)
+                  if self.method.reweighted else None)
+    # The epoch being trained (0-based), counted by `fit`: it switches the
+    # CAM budgets on after burn-in, and is saved (and resumed) with the
+    # weights. (Runs of earlier versions saved a 0/1 switch here; `fit` and
+    # `experiment` set it from the epoch they resume at.)
+    self.epoch = self.add_weight(
+        name="epoch", shape=(), dtype="int32", initializer="zeros",
         trainable=False)
-    # The regularisers of non-zero weight, as (weight, regulariser).
-    self._regularisers = []
-    if self.consistency_weight:
-      self._regularisers.append((self.consistency_weight,
-                                 regularisers_lib.Consistency(
-                                     self.consistency_temperature)))
-    if self.feature_alignment_weight:
-      self._regularisers.append((self.feature_alignment_weight,
-                                 regularisers_lib.FeatureAlignment()))
-    with_features = self.feature_alignment_weight or self.center_loss_weight
-    # The classifier with a feature output (a plain attribute of an untracked
-    # holder: its weights are the classifier's, saved once).
-    self._network = _Untracked(
-        forward.feature_network(classifier, self.feature_layer)
-        if with_features else classifier)
-    if self.center_loss_weight:
-      feature_dim = int(np.prod(self._network.value.outputs[1].shape[1:]))
-      # A tracked attribute: the centres are saved and resumed.
-      self.center_loss = regularisers_lib.CenterLoss(
-          classifier.output_shape[-1], feature_dim, self.center_lr,
-          name="center_loss")
-      self._regularisers.append((self.center_loss_weight, self.center_loss))
-    self._with_features = bool(with_features)
-    self._views = 2 if any(r.needs_views for _, r in self._regularisers) else 1
+    self._build_regularisers(classifier)
+    self._views = max([r.num_views for r in self.regularisers] + [1])
     self._evaluating = False
-    self._train_logs = _TRAIN_LOGS + (_NATURAL_LOGS if concurrent else ())
+    self._train_logs = _TRAIN_LOGS + (
+        _NATURAL_LOGS if self.method.trains_natural_model else ())
     self._trackers = {
         name: keras.metrics.Mean(name=name)
         for name in ("loss", "eps_mean", "full_eps_fraction",
@@ -233,21 +151,79 @@ class PARTModel(keras.Model):
     self._trackers["accuracy"] = keras.metrics.SparseCategoricalAccuracy(
         name="accuracy")
 
+  def _build_regularisers(self, classifier):
+    """The feature outputs the regularisers read, and their state (a
+    tracked attribute named after the regulariser, so it is saved)."""
+    layers = []
+    for r in self.regularisers:
+      if r.uses_features and r.feature_layer() not in layers:
+        layers.append(r.feature_layer())
+    self._feature_layers = tuple(layers)
+    # The classifier with feature outputs (a plain attribute of an untracked
+    # holder: its weights are the classifier's, saved once).
+    self._network = _Untracked(
+        forward.feature_network(classifier, layers) if layers else classifier)
+    self._states = {}
+    classes = classifier.output_shape[-1]
+    for r in self.regularisers:
+      dim = (int(np.prod(self._network.value.outputs[
+          1 + layers.index(r.feature_layer())].shape[1:]))
+             if r.uses_features else 0)
+      state = r.build(classes, dim)
+      if state is not None:
+        name = r.registered_name()
+        setattr(self, name, state)  # tracked: saved and resumed
+        self._states[name] = state
+
+  # --- settings, as attributes -----------------------------------------------
+
+  @property
+  def epsilon(self) -> float:
+    return self.budget_config.epsilon
+
+  @property
+  def epsilon_low(self) -> float:
+    return self.budget_config.epsilon_low
+
+  @property
+  def burn_in_epochs(self) -> int:
+    return self.budget_config.burn_in_epochs
+
+  @property
+  def step_size(self) -> float:
+    return self.attack_config.step_size
+
+  @property
+  def num_steps(self) -> int:
+    return self.attack_config.num_steps
+
+  @property
+  def reweighted(self) -> bool:
+    """Whether the method uses CAM budgets after burn-in (PART variants)."""
+    return self.method.reweighted
+
+  @property
+  def cam_layer(self) -> str | None:
+    """The layer the CAMs are taken at (None for a base method)."""
+    return self._cams.layer_name if self._cams is not None else None
+
   # --- the data flow, one named piece each ---------------------------------
 
   def budget(self, x):
-    """x -> eps_map: uniform, or from the CAMs once `part_active` is set."""
+    """x -> eps_map: uniform, or from the CAMs once burn-in is over."""
     uniform = tf.fill(tf.shape(x), tf.constant(self.epsilon, x.dtype))
-    if not self._reweighted:
+    if not self.method.reweighted:
       return uniform
     return tf.cond(
-        self.part_active > 0,
+        self.epoch >= self.burn_in_epochs,
         lambda: eps_map_from_cam(self._cams(x), x.shape[1:], self.epsilon,
-                                 self.epsilon_low, self.mask_rule),
+                                 self.epsilon_low,
+                                 self.budget_config.mask_rule),
         lambda: uniform)
 
   def craft(self, x, y, eps_map, seed, out=None):
-    """(x, eps_map) -> x_adv: the base method's attack with this budget.
+    """(x, eps_map) -> x_adv: the training attack with this budget and the
+    method's attack pieces.
 
     `out` (the step's `Forward`) gives ACT's attack the natural model's
     clean outputs (in inference mode when not given); the other methods do
@@ -257,16 +233,9 @@ class PARTModel(keras.Model):
     if out is None:
       out = forward.Forward(self.classifier, x, self.natural_classifier,
                             training=False)
-    if self.attack == "mma":
-      return attacks.mma(clean_fn, x, y, eps_map, self.step_size,
-                         self.num_steps, k=3,
-                         init_fn=self._base.attack_init, seed=seed)
-    return attacks.pgd(
-        clean_fn, x,
-        self._base.attack_target(out, clean_fn, x, y, self._params), eps_map,
-        step_size=self.step_size, num_steps=self.num_steps,
-        loss_fn=self._base.attack_loss, init_fn=self._base.attack_init,
-        seed=seed)
+    return registry.ATTACKS.get(self.attack_config.attack).craft(
+        clean_fn, x, y, eps_map, self.method, out, self.step_size,
+        self.num_steps, seed)
 
   def step_seed(self):
     """Stateless seed of this step's random starts: (seed, step[, replica])."""
@@ -290,6 +259,14 @@ class PARTModel(keras.Model):
     if self.optimizer is not None and not self.optimizer.built:
       self.optimizer.build(self._trained_variables())
 
+  def fit(self, *args, callbacks=None, **kwargs):
+    """`keras.Model.fit`, counting epochs in `self.epoch` (see the module
+    doc): the CAM budgets start after `burn_in_epochs`, also on a resume
+    (`initial_epoch`) and over several calls of `fit`. Warns when a PART
+    variant's whole fit lies inside burn-in (it trains its base method)."""
+    callbacks = [_EpochCounter(), *(callbacks or [])]
+    return super().fit(*args, callbacks=callbacks, **kwargs)
+
   def _trained_variables(self):
     """The robust classifier's trainable variables (then the natural
     model's, for ACT): one optimiser updates both models, each variable with
@@ -300,23 +277,11 @@ class PARTModel(keras.Model):
     return variables
 
   def train_step(self, data):
-    x, y, weights = self._unpack(data, views=self._views)
+    x, y, weights, present, count = self._training_batch(data)
     variables = self._trained_variables()
-    count = distribution.sum_over_replicas(
-        tf.cast(tf.shape(x)[0] * self._views, tf.float32))
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    # 1 for each real example, 0 for the stand-in of an empty replica.
-    present = tf.ones_like(weights)
-    if replicas > 1:
-      x, y, weights, present = _at_least_one_example(x, y, weights, present)
-    if self._views > 1:  # [B, V, ...] -> [V * B, ...], all first views first
-      x = tf.concat(tf.unstack(x, axis=1), axis=0)
-      y, weights, present = (tf.tile(t, [self._views])
-                             for t in (y, weights, present))
-
     with tf.GradientTape() as tape:
       out = forward.Forward(self._network.value, x, self.natural_classifier,
-                            with_features=self._with_features)
+                            feature_layers=self._feature_layers)
       if self.natural_classifier is not None:
         out.natural_logits()  # ACT: the natural model sees the clean batch
 
@@ -327,36 +292,70 @@ class PARTModel(keras.Model):
       out.set_adversarial(x_adv)
 
       # --- x_adv -> loss: the method's, plus the regularisers' -------------
-      per_example = self._base.train_loss(out, y, self._params)
-      for weight, regulariser in self._regularisers:
-        per_example += weight * regulariser(out, y)
-      natural_loss = None
-      if self._base.natural_loss is not None:
-        natural_loss = self._base.natural_loss(out, y, self._params)
-      # This replica's share of the mean over the global batch: gradients
-      # are summed over replicas, so the update follows the global mean
-      # (Keras' "sum_over_batch_size"), also when a partial last batch splits
-      # into replicas of unequal size.
-      total = tf.reduce_sum(per_example * weights) / count
-      if natural_loss is not None:  # its own variables: a separate gradient
-        total += tf.reduce_sum(natural_loss * weights) / count
-      if self.weight_decay:
-        # 0.5 * wd * |w|^2 adds exactly wd * w to the summed gradient
-        # (PyTorch's coupled SGD weight decay), and is loss-scaled like the
-        # rest; each replica adds its 1/replicas share.
-        total += 0.5 * self.weight_decay / replicas * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-             for v in variables])
+      per_example, natural_loss = self._per_example_losses(out, y)
+      total = self._total_loss(per_example, natural_loss, weights, count,
+                               variables)
       scaled = self.optimizer.scale_loss(total)
+
     # --- update -------------------------------------------------------------
     grads = tape.gradient(scaled, variables)
     self.optimizer.apply(grads, variables)
-    for _, regulariser in self._regularisers:
-      regulariser.update(out, y, weights * present)
+    for r in self.regularisers:
+      r.update(out, y, weights * present,
+               self._states.get(r.registered_name()))
+    return self._training_logs(out, y, weights, present, eps_map,
+                               per_example, natural_loss)
 
-    # --- metrics ---------------------------------------------------------
-    # Per-example values: the epoch averages weigh every example once,
-    # whatever the batch sizes.
+  def _training_batch(self, data):
+    """(x, y, weights, present, count) of a training batch: views flattened
+    ([B, V, ...] -> [V * B, ...], all first views first), a stand-in for an
+    empty replica (`present` 0), and the examples of the global batch."""
+    x, y, weights = self._unpack(data, views=self._views)
+    count = distribution.sum_over_replicas(
+        tf.cast(tf.shape(x)[0] * self._views, tf.float32))
+    # 1 for each real example, 0 for the stand-in of an empty replica.
+    present = tf.ones_like(weights)
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+      x, y, weights, present = _at_least_one_example(x, y, weights, present)
+    if self._views > 1:
+      x = tf.concat(tf.unstack(x, axis=1), axis=0)
+      y, weights, present = (tf.tile(t, [self._views])
+                             for t in (y, weights, present))
+    return x, y, weights, present, count
+
+  def _per_example_losses(self, out, y):
+    """(per-example loss of the trained model, the natural model's or
+    None)."""
+    per_example = self.method.train_loss(out, y)
+    for r in self.regularisers:
+      state = self._states.get(r.registered_name())
+      term = r.term(out, y) if state is None else r.term(out, y, state)
+      per_example += r.weight * term
+    return per_example, self.method.natural_loss(out, y)
+
+  def _total_loss(self, per_example, natural_loss, weights, count,
+                  variables):
+    """This replica's share of the mean over the global batch: gradients
+    are summed over replicas, so the update follows the global mean (Keras'
+    "sum_over_batch_size"), also when a partial last batch splits into
+    replicas of unequal size."""
+    total = tf.reduce_sum(per_example * weights) / count
+    if natural_loss is not None:  # its own variables: a separate gradient
+      total += tf.reduce_sum(natural_loss * weights) / count
+    if self.weight_decay:
+      # 0.5 * wd * |w|^2 adds exactly wd * w to the summed gradient
+      # (PyTorch's coupled SGD weight decay), and is loss-scaled like the
+      # rest; each replica adds its 1/replicas share.
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      total += 0.5 * self.weight_decay / replicas * tf.add_n(
+          [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+           for v in variables])
+    return total
+
+  def _training_logs(self, out, y, weights, present, eps_map, per_example,
+                     natural_loss):
+    """Per-example values: the epoch averages weigh every example once,
+    whatever the batch sizes."""
     self._trackers["loss"].update_state(per_example * weights, present)
     self._trackers["adv_accuracy"].update_state(y, out.logits("adv"),
                                                 weights * present)
@@ -412,55 +411,19 @@ class PARTModel(keras.Model):
   def _unpack(self, data, views=1):
     """(x float32, y int32 [B], sample weights float32 [B]) of a batch.
 
-    With `views` > 1 (consistency regularisation, training only) x holds that
-    many augmented views of each example: [B, views, H, W, C].
-
-    Accepts what `model.fit` / `evaluate` hand over: `(x, y)` or
-    `(x, y, sample_weight)` (Keras turns `class_weight` into the latter),
-    labels of shape [B] or [B, 1]. Anything else is a ValueError at trace
-    time that says what was expected.
+    With `views` > 1 (training only) x holds that many augmented views of
+    each example: [B, views, H, W, C]. Accepts what `model.fit` / `evaluate`
+    hand over: `(x, y)` or `(x, y, sample_weight)` (Keras turns
+    `class_weight` into the latter), labels of shape [B] or [B, 1]. Anything
+    else is a ValueError at trace time that says what was expected.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if y is None:
       raise ValueError("PARTModel trains and evaluates on labelled batches "
                        "(x, y) or (x, y, sample_weight); got images only")
-    x = tf.convert_to_tensor(x)
-    expected = tuple(self.classifier.input_shape[1:])
-    if views > 1:
-      expected = (views, *expected)
-    if not x.dtype.is_floating:
-      raise ValueError(f"PARTModel needs float images with values in [0, 1], "
-                       f"got {x.dtype.name} images; divide uint8 images by "
-                       "255")
-    if (x.shape.rank != len(expected) + 1
-        or not x.shape[1:].is_compatible_with(expected)):
-      if views > 1:
-        raise ValueError(
-            f"consistency regularisation trains on {views} augmented views "
-            f"of each example: images of shape {(None, *expected)}, got "
-            f"{tuple(x.shape)} (part_tf.data.train_dataset(..., views=2) "
-            "makes them)")
-      raise ValueError(f"images of shape {tuple(x.shape)} do not fit the "
-                       f"classifier's input shape {(None, *expected)}")
-    x = tf.cast(x, tf.float32)
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == 2 and y.shape[-1] == 1:  # e.g. keras.datasets.cifar10
-      y = tf.squeeze(y, axis=-1)
-    if y.shape.rank != 1:
-      raise ValueError(
-          f"labels must be integer class indices of shape (batch,) or "
-          f"(batch, 1), got shape {tuple(y.shape)}; for one-hot labels pass "
-          "np.argmax(y, axis=-1)")
-    y = tf.cast(y, tf.int32)
-    if sample_weight is None:
-      return x, y, tf.ones(tf.shape(y), tf.float32)
-    sample_weight = tf.convert_to_tensor(sample_weight)
-    if sample_weight.shape.rank == 2 and sample_weight.shape[-1] == 1:
-      sample_weight = tf.squeeze(sample_weight, axis=-1)
-    if sample_weight.shape.rank != 1:
-      raise ValueError(f"sample_weight must have shape (batch,), got shape "
-                       f"{tuple(sample_weight.shape)}")
-    return x, y, tf.cast(sample_weight, tf.float32)
+    x = _checked_images(tf.convert_to_tensor(x),
+                        tuple(self.classifier.input_shape[1:]), views)
+    return x, _labels(y), _sample_weights(sample_weight, y)
 
   def evaluate(self, *args, **kwargs):
     """`keras.Model.evaluate` (natural loss and accuracy)."""
@@ -479,43 +442,70 @@ class PARTModel(keras.Model):
     names = _TEST_LOGS if self._evaluating else self._train_logs
     return [self._trackers[name] for name in names]
 
-  @property
-  def reweighted(self) -> bool:
-    """Whether the method uses CAM budgets after burn-in (PART variants)."""
-    return self._reweighted
+  # --- saving ----------------------------------------------------------------
 
   def get_config(self):
     return {
         "classifier": keras.saving.serialize_keras_object(self.classifier),
-        "method": self.method, "epsilon": self.epsilon,
-        "epsilon_low": self.epsilon_low, "step_size": self.step_size,
-        "num_steps": self.num_steps, "cam": self.cam,
-        "mask_rule": self.mask_rule, "cam_layer": self.cam_layer,
+        "method": self.method.registered_name(),
+        "method_settings": self.method.settings(),
+        "budget": _plain(self.budget_config),
+        "attack_config": _plain(self.attack_config),
+        "regularisers": [{"name": r.registered_name(), **r.settings()}
+                         for r in self.regularisers],
         "weight_decay": self.weight_decay, "seed": self.seed,
-        "beta": self.beta, "attack": self.attack,
         "natural_classifier": (
             None if self.natural_classifier is None else
             keras.saving.serialize_keras_object(self.natural_classifier)),
-        "act_alpha": self.act_alpha, "act_beta": self.act_beta,
-        "act_temperature": self.act_temperature,
-        "consistency_weight": self.consistency_weight,
-        "consistency_temperature": self.consistency_temperature,
-        "feature_alignment_weight": self.feature_alignment_weight,
-        "center_loss_weight": self.center_loss_weight,
-        "center_lr": self.center_lr, "feature_layer": self.feature_layer,
-        "trades_clean_passes": self.trades_clean_passes,
         "name": self.name,
     }
 
   @classmethod
   def from_config(cls, config):
+    """The model of `get_config`'s dict, or of an earlier version's (flat
+    settings: `beta`, `act_alpha`, `consistency_weight`, ...)."""
     config = dict(config)
     config["classifier"] = keras.saving.deserialize_keras_object(
         config["classifier"])
     if config.get("natural_classifier") is not None:
       config["natural_classifier"] = keras.saving.deserialize_keras_object(
           config["natural_classifier"])
-    return cls(**config)
+    if "method_settings" not in config:  # an earlier version's config
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cls(**config)
+    name = config.pop("method")
+    method = config_lib.method_from_flat(name, config.pop("method_settings"))
+    regularisers = tuple(
+        config_lib.regulariser_from_flat(entry.pop("name"), entry)
+        for entry in map(dict, config.pop("regularisers")))
+    budget, attack = config.pop("budget"), config.pop("attack_config")
+    return cls(method=method, regularisers=regularisers, **budget,
+               **attack, **config)
+
+
+class _EpochCounter(keras.callbacks.Callback):
+  """Keeps `PARTModel.epoch` at the epoch being trained (see `fit`)."""
+
+  def on_train_begin(self, logs=None):
+    model, params = self.model, self.params or {}
+    if not model.method.reweighted:
+      return
+    last = int(params.get("epochs") or 0)
+    if last and last <= model.burn_in_epochs:
+      warnings.warn(
+          f"PARTModel(method={model.method.registered_name()!r}) with "
+          f"burn_in_epochs={model.burn_in_epochs} trains up to epoch {last}: "
+          "all of it inside burn-in, so these epochs train its base method "
+          "with the uniform budget; pass a smaller burn_in_epochs for CAM "
+          "budgets", stacklevel=4)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    current = int(self.model.epoch.numpy())
+    self.model.epoch.assign(max(current, int(epoch)))
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.model.epoch.assign_add(1)
 
 
 class _Untracked:
@@ -523,6 +513,142 @@ class _Untracked:
 
   def __init__(self, value):
     self.value = value
+
+
+def _given(**values):
+  """The arguments that were given (not None)."""
+  return {k: v for k, v in values.items() if v is not None}
+
+
+def _plain(config):
+  return {f: getattr(config, f) for f in config.__dataclass_fields__}
+
+
+def _as_method(method) -> Method:
+  if isinstance(method, Method):
+    method.registered_name()  # registered, or a one-line error
+    return method
+  if isinstance(method, type) and issubclass(method, Method):
+    return method()
+  return config_lib.method_from_name(method)
+
+
+def _as_regulariser(regulariser) -> Regulariser:
+  if isinstance(regulariser, Regulariser):
+    regulariser.registered_name()
+    return regulariser
+  if isinstance(regulariser, str):
+    return registry.REGULARISERS.get(regulariser)()
+  raise TypeError(f"regularisers must be part_tf.regularisers.Regulariser "
+                  f"objects, got {regulariser!r}")
+
+
+def _check_settings(budget, attack):
+  """The configs' own checks (bounds, choices), as the flags make them."""
+  for section in (budget, attack):
+    for s in config_lib.section_settings(type(section)):
+      s.check(getattr(section, s.field.name))
+    if hasattr(section, "validate"):
+      section.validate()
+
+
+def _check_natural_classifier(method, classifier, natural_classifier):
+  name = method.registered_name()
+  if method.trains_natural_model and natural_classifier is None:
+    raise ValueError(f"method {name!r} trains a natural model beside the "
+                     "robust one: pass natural_classifier")
+  if natural_classifier is None:
+    return
+  if not method.trains_natural_model:
+    raise ValueError(f"method {name!r} trains no natural model; "
+                     "natural_classifier is for methods like 'act'")
+  if {id(v) for v in natural_classifier.trainable_variables} & {
+      id(v) for v in classifier.trainable_variables}:
+    raise ValueError("the natural model shares weights with the robust "
+                     "one; give it its own (e.g. keras.models.clone_model)")
+  if (tuple(natural_classifier.input_shape[1:])
+      != tuple(classifier.input_shape[1:])
+      or natural_classifier.output_shape[-1]
+      != classifier.output_shape[-1]):
+    raise ValueError(
+        f"the natural model maps {natural_classifier.input_shape} to "
+        f"{natural_classifier.output_shape}; the robust model maps "
+        f"{classifier.input_shape} to {classifier.output_shape}")
+
+
+# The settings of earlier versions' PARTModel(...) and get_config, read into
+# the method's and the regularisers' settings.
+_EARLIER_METHOD_SETTINGS = ("beta", "act_alpha", "act_beta",
+                            "act_temperature", "trades_clean_passes")
+_EARLIER_REGULARISER_SETTINGS = (
+    "consistency_weight", "consistency_temperature", "consistency_views",
+    "feature_alignment_weight", "center_loss_weight", "center_lr",
+    "feature_layer")
+
+
+def _read_earlier_settings(method, regularisers, kwargs):
+  """(method, regularisers, the other kwargs) with an earlier version's
+  flat settings (`beta=`, `consistency_weight=`, ...) read, with a
+  DeprecationWarning."""
+  earlier = {k: kwargs.pop(k) for k in (*_EARLIER_METHOD_SETTINGS,
+                                        *_EARLIER_REGULARISER_SETTINGS)
+             if k in kwargs}
+  if not earlier:
+    return method, regularisers, kwargs
+  warnings.warn(
+      f"PARTModel({', '.join(f'{k}=' for k in earlier)}) is the interface of "
+      "part_tf 0.13: pass method=part_tf.methods.<Method>(...) and "
+      "regularisers=[part_tf.regularisers.<Regulariser>(weight=...)]",
+      DeprecationWarning, stacklevel=3)
+  if isinstance(method, str):
+    method = config_lib.method_from_flat(method, earlier)
+  regularisers = (*regularisers,
+                  *config_lib.regularisers_from_flat(earlier))
+  return method, regularisers, kwargs
+
+
+def _checked_images(x, expected, views):
+  if views > 1:
+    expected = (views, *expected)
+  if not x.dtype.is_floating:
+    raise ValueError(f"PARTModel needs float images with values in [0, 1], "
+                     f"got {x.dtype.name} images; divide uint8 images by "
+                     "255")
+  if (x.shape.rank != len(expected) + 1
+      or not x.shape[1:].is_compatible_with(expected)):
+    if views > 1:
+      raise ValueError(
+          f"a regulariser of this model trains on {views} augmented views "
+          f"of each example: images of shape {(None, *expected)}, got "
+          f"{tuple(x.shape)} (part_tf.data.train_dataset(..., views=2) "
+          "makes them)")
+    raise ValueError(f"images of shape {tuple(x.shape)} do not fit the "
+                     f"classifier's input shape {(None, *expected)}")
+  return tf.cast(x, tf.float32)
+
+
+def _labels(y):
+  y = tf.convert_to_tensor(y)
+  if y.shape.rank == 2 and y.shape[-1] == 1:  # e.g. keras.datasets.cifar10
+    y = tf.squeeze(y, axis=-1)
+  if y.shape.rank != 1:
+    raise ValueError(
+        f"labels must be integer class indices of shape (batch,) or "
+        f"(batch, 1), got shape {tuple(y.shape)}; for one-hot labels pass "
+        "np.argmax(y, axis=-1)")
+  return tf.cast(y, tf.int32)
+
+
+def _sample_weights(sample_weight, y):
+  if sample_weight is None:
+    return tf.ones(tf.shape(_labels(y)), tf.float32)
+  sample_weight = tf.convert_to_tensor(sample_weight)
+  if sample_weight.shape.rank == 2 and sample_weight.shape[-1] == 1:
+    sample_weight = tf.squeeze(sample_weight, axis=-1)
+  if sample_weight.shape.rank != 1:
+    raise ValueError(f"sample_weight must have shape (batch,), got shape "
+                     f"{tuple(sample_weight.shape)}")
+  return tf.cast(sample_weight, tf.float32)
 
 
 def _at_least_one_example(x, y, weights, present):
