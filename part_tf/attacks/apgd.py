@@ -139,12 +139,17 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
       x_adv=x_adv,
       x_prev=x_adv,
       grad=grad,
-      loss_prev=loss,
+      # AutoAttack keeps the losses of the iterations in a zero-filled array
+      # and its first oscillation count compares the first iteration's loss
+      # with the array's last row (index -1), still 0: not the start's loss.
+      loss_prev=tf.zeros_like(loss),
       scale=tf.ones([batch], tf.float32),          # step = 2 eps * scale
       increases=tf.zeros([batch], tf.float32),     # since last checkpoint
       x_best=x_adv, grad_best=grad, loss_best=loss,
       loss_best_last_check=loss,
-      reduced_last_check=tf.zeros([batch], tf.bool),
+      # True at first, as in AutoAttack: the first checkpoint never halves
+      # for lack of improvement.
+      reduced_last_check=tf.ones([batch], tf.bool),
       x_found=x_adv, found=wrong)
 
   def body(s):
@@ -171,7 +176,7 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
     # Checkpoint: halve the step where progress stalled, restart from best.
     is_ckpt = is_ckpt_table[i]
     length = length_table[i]
-    oscillating = increases < rho * length
+    oscillating = increases <= rho * length   # AutoAttack's test
     no_improvement = (~s["reduced_last_check"] &
                       (s["loss_best_last_check"] >= loss_best))
     halve = is_ckpt & (oscillating | no_improvement)
