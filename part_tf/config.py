@@ -250,6 +250,9 @@ class EvalConfig:
     eval_step_size: PGD step size of the evaluation (default eval_epsilon/4).
     eval_epsilon: budget of the evaluations (default epsilon). Train at a
       larger epsilon than this for an overdesigned budget.
+    eval_batch_size: batch size of the evaluations (the attacks' random
+      starts follow the batches: evaluate.py uses the run's, so that its
+      numbers equal metrics.json's).
   """
   eval_every: int = setting(0, kind="int", low=0, per_machine=True)
   validation_split: str = setting("auto", kind="str")
@@ -261,6 +264,7 @@ class EvalConfig:
                                          low_open=True)
   eval_epsilon: float | None = setting(kind="budget", low=0, high=1,
                                        low_open=True, high_open=True)
+  eval_batch_size: int = setting(256, kind="int", low=1, per_machine=True)
 
   def validate(self):
     try:
@@ -342,7 +346,7 @@ class Setting:
   field: dataclasses.Field
   owner: type
   help: str
-  off: typing.Any = dataclasses.MISSING
+  off: typing.Any = None
 
   @property
   def kind(self) -> str:
@@ -364,7 +368,7 @@ class Setting:
   def flag_default(self):
     """The flag's default: the field's, or the value that turns the
     component off (a regulariser's weight: 0)."""
-    return self.default if self.off is dataclasses.MISSING else self.off
+    return self.default if self.off is None else self.off
 
   @property
   def per_machine(self) -> bool:

@@ -1,193 +1,382 @@
-"""Natural and PGD robust accuracy of a classifier, batched and compiled."""
+"""The one evaluation loop: natural accuracy and accuracy under attacks.
 
-import os
+Every accuracy part_tf reports comes out of `Evaluator`: the PGD accuracy
+measured while a run trains (`part_tf.training.robust_evaluation`), a run's
+final and best metrics (`metrics.json`), `evaluate.py` (single attacks and
+AutoAttack's presets), `part_tf.AutoAttack` and the corruption sweep. So
+the PGD-20 accuracy of `metrics.json` and `evaluate.py --attacks=pgd
+--num_steps=20` on the same images and batch size agree example for
+example.
 
-import keras
+Batches are compiled once (any batch size) and reused across calls. Every
+random draw of an attack is tied to its example: the attack's seed is
+`(seed, batch index, attack, restart)` and an example takes the rows of a
+draw for its whole batch at its own position (`part_tf.attacks.noise`), so
+it draws the same whether it is attacked alone, in a sequence, or on
+another replica.
+
+Two ways to run several attacks:
+
+* independent (the default): every attack runs on every example; an
+  example is robust if it survives them all (`worst_case_accuracy`);
+* sequential (AutoAttack's `run_standard_evaluation`): each attack runs
+  only on the clean-correct examples that survived the attacks before it,
+  so the cost falls as robustness falls; `robust_accuracy` is the accuracy
+  after each attack, `worst_case_accuracy` the final one.
+
+Example:
+  evaluator = Evaluator(lambda x: model(x, training=False), epsilon=8 / 255,
+                        attacks=("pgd",), config=SuiteConfig(num_steps=20))
+  report = evaluator(dataset)   # {"natural_accuracy": ..., ...}
+"""
+
+import dataclasses
+import time
+
 import numpy as np
 import tensorflow as tf
 
-from part_tf import attacks
+from part_tf import registry
 from part_tf.attacks import noise
-from part_tf import distribution
-from part_tf.training import checkpointing
 
 
-class PGDEvaluator:
-  """Natural and PGD-`num_steps` accuracy under a uniform L-inf budget.
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+  """Attack settings shared by the evaluation attacks.
 
-  The per-batch step is traced once per evaluator and reused, so evaluating
-  every few epochs does not retrace. Under a strategy with several replicas
-  each replica attacks its share of every batch; the random start of an
-  example depends only on `(seed, batch index, position in the batch)`, so
-  the result equals the one-device result up to floating-point order.
+  Attributes:
+    num_steps: steps of PGD, CW and MMA runs.
+    step_size: PGD/CW/MMA step size; None: eps / 4.
+    restarts: random restarts of PGD (an example must survive all).
+    apgd_steps: iterations of APGD-CE / APGD-DLR and of each APGD-T target.
+    square_queries: query budget of Square.
+    apgd_restarts: restarts of APGD-CE and APGD-DLR.
+    num_targets: target classes of APGD-T and FAB-T.
+    fab_steps: iterations of each FAB run.
+    fab_restarts: runs of untargeted FAB (FAB-T makes one run per target,
+      as in AutoAttack).
+    square_rescale_schedule: stretch Square's schedule of square sizes to
+      `square_queries` (AutoAttack does not).
+  """
+  num_steps: int = 20
+  step_size: float | None = None
+  restarts: int = 1
+  apgd_steps: int = 100
+  square_queries: int = 1000
+  apgd_restarts: int = 1
+  num_targets: int = 9
+  fab_steps: int = 100
+  fab_restarts: int = 1
+  square_rescale_schedule: bool = True
+
+
+def available_attacks() -> tuple:
+  """The attacks that can evaluate a classifier, in catalogue order."""
+  from part_tf import attack_catalogue  # pylint: disable=g-import-not-at-top
+  return attack_catalogue.evaluation_attacks()
+
+
+def _check_names(names):
+  unknown = [n for n in names if n not in available_attacks()]
+  if unknown:
+    raise ValueError(f"unknown or unavailable attacks {unknown}; choose from "
+                     f"{available_attacks()}")
+
+
+def seed_pair(seed, batch_index, name, restart=0):
+  """The stateless seed of an attack on a batch: the same for an attack
+  whether it runs alone or in a sequence (keyed by its catalogue
+  position)."""
+  return tf.constant([seed, batch_index * 1_000_003
+                      + registry.ATTACKS.names().index(name) * 1_009
+                      + restart], tf.int64)
+
+
+class Evaluator:
+  """Natural accuracy and accuracy under attacks, batch by batch.
 
   Args:
-    classifier: images in [0, 1] -> logits (created under `strategy`).
-    epsilon: L-inf budget of the attack.
-    step_size: PGD step size (commonly epsilon / 4).
-    num_steps: PGD steps (20 for the standard PGD-20 evaluation).
-    seed: stateless seed of the random starts (the batch index is folded in).
-    random_start: start inside the budget at random (Madry et al.).
-    jit_compile: compile the step with XLA (use on GPU).
-    strategy: `tf.distribute` strategy to evaluate under (None: the current
-      one). With several workers, every worker must evaluate together.
+    model_fn: images in [0, 1] -> logits (inference mode).
+    epsilon: the L-inf budget of the attacks.
+    attacks: names of evaluation attacks (`part_tf.attack_catalogue`), in
+      order; none: natural accuracy only.
+    config: the attacks' settings.
+    seed: base of the stateless seeds (batch, attack and restart folded in).
+    sequential: run each attack only on the examples still robust
+      (AutoAttack's way; see the module doc).
+    strategy: a `tf.distribute` strategy whose replicas split every batch
+      between them (make `model_fn`'s model under its scope); each example
+      gets the draws it gets on one device. With several workers, all must
+      evaluate together.
+    jit_compile: compile the batches with XLA (GPU).
   """
 
-  def __init__(self, classifier, epsilon: float, step_size: float,
-               num_steps: int = 20, seed: int = 0, random_start: bool = True,
-               jit_compile: bool = False, strategy=None):
-    self._strategy = strategy or tf.distribute.get_strategy()
-    self._classifier = classifier
+  def __init__(self, model_fn, epsilon: float, attacks=(),
+               config: SuiteConfig = SuiteConfig(), seed: int = 0,
+               sequential: bool = False, strategy=None,
+               jit_compile: bool = False):
+    from part_tf import components  # pylint: disable=g-import-not-at-top,unused-import
+    model_fn = as_model_fn(model_fn)
+    self.attacks = tuple(attacks)
+    _check_names(self.attacks)
+    if len(set(self.attacks)) != len(self.attacks):
+      raise ValueError(f"an attack appears twice in {self.attacks}")
+    if sequential and not self.attacks:
+      raise ValueError("a sequential evaluation needs at least one attack")
+    self.epsilon = float(epsilon)
+    self.config = config
+    self.seed = int(seed)
+    self.sequential = sequential
+    compile_fn = lambda fn: _compiled(fn, strategy, jit_compile)
+    self._natural = compile_fn(_clean(model_fn))
+    self._attacks = {name: compile_fn(_attacked(name, config, model_fn,
+                                                epsilon))
+                     for name in self.attacks}
+    self._restarts = {name: config.restarts if name == "pgd" else 1
+                      for name in self.attacks}
 
-    def correct(x, y, position, size, batch_index):
-      model_fn = lambda z: classifier(z, training=False)
-      y = tf.cast(y, tf.int64)
-      batch_seed = tf.stack([tf.constant(seed, tf.int64), batch_index])
-      # The random start of the whole batch, taken at this replica's
-      # (contiguous) rows: the same start for an example whatever share of
-      # the batch it is in.
-      with noise.rows_of(position[0], tf.shape(y)[0], size[0]):
-        x_adv = attacks.pgd(
-            model_fn, x, y, epsilon, step_size, num_steps,
-            init_fn=attacks.uniform_init if random_start else attacks.no_init,
-            seed=batch_seed)
-      natural = tf.argmax(model_fn(x), axis=-1) == y
-      robust = tf.argmax(model_fn(x_adv), axis=-1) == y
-      return tf.stack([tf.reduce_sum(tf.cast(natural, tf.int64)),
-                       tf.reduce_sum(tf.cast(robust, tf.int64)),
-                       tf.size(y, out_type=tf.int64)])
+  def __call__(self, dataset, per_example: bool = False,
+               progress=None) -> dict:
+    """The report of `dataset` (batches of images in [0, 1] and labels).
 
-    self._traced = {}  # element spec -> the step traced for it
-    if self._strategy.num_replicas_in_sync == 1:
-      self._step = tf.function(correct, jit_compile=jit_compile)
-    else:
-      compiled = tf.function(correct, jit_compile=jit_compile,
-                             reduce_retracing=True)
+    Returns:
+      {"epsilon", "num_examples", "natural_accuracy", "robust_accuracy":
+      {attack: accuracy (after it and those before it, if sequential)},
+      "worst_case_accuracy"}; sequential: also "sequential": True,
+      "examples_attacked", "seconds" (including each attack's one-off
+      tracing) and "sequence" (the same as a list, in order); with a
+      minimum-norm attack (FAB) "minimum_norm": {attack: {"median_norm",
+      "num_examples", "found"}}; with `per_example`, the boolean arrays
+      "natural" and "robust" (per attack) with one entry per example.
+    """
+    tally = _Tally(self.attacks)
+    batches = enumerate(dataset)
+    for i, (x, y) in (progress(batches) if progress else batches):
+      self._batch(tally, i, tf.cast(x, tf.float32), tf.cast(y, tf.int32))
+    return tally.report(self.epsilon, self.sequential, per_example)
 
-      def replica_fn(x, y, position, size, batch_index):
-        # A partial last batch can leave a replica without examples, and
-        # TF's convolutions fail on an empty batch.
-        return tf.cond(tf.size(y) > 0,
-                       lambda: compiled(x, y, position, size, batch_index),
-                       lambda: tf.zeros([3], tf.int64))
-
-      def distributed(x, y, position, size, batch_index):
-        totals = self._strategy.run(
-            replica_fn, args=(x, y, position, size, batch_index))
-        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, totals,
-                                     axis=None)
-      self._step = distributed
-
-  def __call__(self, dataset) -> dict:
-    """Returns {"natural_accuracy", "pgd_accuracy", "num_examples"}."""
-    def with_positions(x, y):
-      n = tf.shape(y)[0]
-      return (tf.cast(x, tf.float32), y, tf.range(n), tf.fill([n], n))
-
-    dataset = dataset.map(with_positions)
-    if self._strategy.num_replicas_in_sync > 1:
-      distribution.broadcast_first_replica(
-          self._classifier.non_trainable_variables, self._strategy)
-      options = tf.data.Options()
-      options.experimental_distribute.auto_shard_policy = (
-          tf.data.experimental.AutoShardPolicy.DATA)
-      dataset = self._strategy.experimental_distribute_dataset(
-          dataset.with_options(options))
-    key = repr(dataset.element_spec)
-    if key not in self._traced:
-      # One trace for full and partial batches alike.
-      self._traced[key] = tf.function(self._step, input_signature=[
-          *dataset.element_spec, tf.TensorSpec([], tf.int64)])
-    step = self._traced[key]
-    totals = np.zeros(3, np.int64)
-    for i, batch in enumerate(dataset):
-      totals += step(*batch, tf.constant(i, tf.int64)).numpy()
-    natural, robust, count = totals
-    if count == 0:
-      raise ValueError("robust accuracy asked of an empty dataset")
-    return {"natural_accuracy": natural / count,
-            "pgd_accuracy": robust / count, "num_examples": int(count)}
+  def _batch(self, tally, i, x, y):
+    clean, _ = _call(self._natural, x, y,
+                     tf.constant([self.seed, 0], tf.int64), None)
+    tally.correct.append(clean)
+    still = clean.copy()
+    for name in self.attacks:
+      survived = still.copy() if self.sequential else clean.copy()
+      for r in range(self._restarts[name]):
+        rows = np.flatnonzero(survived) if self.sequential else None
+        if not survived.any():
+          break
+        start = time.perf_counter()
+        ok, norm = _call(self._attacks[name], x, y,
+                         seed_pair(self.seed, i, name, r), rows)
+        tally.seconds[name] += time.perf_counter() - start
+        if rows is None:
+          survived &= ok
+          norm = norm[clean]
+        else:
+          tally.attacked[name] += int(rows.size) if r == 0 else 0
+          survived[rows] = ok
+        if name in tally.norms:
+          tally.norms[name].append(norm)
+      tally.robust[name].append(survived)
+      if self.sequential:
+        still &= survived
 
 
-def robust_accuracy(classifier, dataset, epsilon: float, step_size: float,
-                    num_steps: int = 20, seed: int = 0,
-                    random_start: bool = True,
-                    jit_compile: bool = False, strategy=None) -> dict:
-  """One-off `PGDEvaluator(...)(dataset)`; see `PGDEvaluator` for the args."""
-  return PGDEvaluator(classifier, epsilon, step_size, num_steps, seed,
-                      random_start, jit_compile, strategy)(dataset)
+class _Tally:
+  """What the batches found, then the report."""
+
+  def __init__(self, names):
+    self.names = names
+    self.correct = []
+    self.robust = {name: [] for name in names}
+    self.attacked = dict.fromkeys(names, 0)
+    self.seconds = dict.fromkeys(names, 0.0)
+    self.norms = {name: [] for name in names
+                  if registry.ATTACKS.get(name).minimum_norm}
+
+  def report(self, epsilon, sequential, per_example) -> dict:
+    if not self.correct:
+      raise ValueError("the evaluation dataset is empty")
+    correct = np.concatenate(self.correct)
+    per_attack = {n: np.concatenate(self.robust[n]) for n in self.names}
+    after, cumulative = {}, correct
+    for name in self.names:
+      cumulative = cumulative & per_attack[name]
+      after[name] = float((cumulative if sequential
+                           else correct & per_attack[name]).mean())
+    report = {"epsilon": float(epsilon), "num_examples": int(correct.size),
+              "natural_accuracy": float(correct.mean()),
+              "robust_accuracy": after,
+              "worst_case_accuracy": float(cumulative.mean())}
+    if sequential:
+      report.update(
+          sequential=True, examples_attacked=self.attacked,
+          seconds={n: round(v, 3) for n, v in self.seconds.items()},
+          # The same, as a list in the order of the attacks (JSON files
+          # may sort the keys of the dicts above).
+          sequence=[{"attack": n, "robust_accuracy": after[n],
+                     "examples_attacked": self.attacked[n],
+                     "seconds": round(self.seconds[n], 3)}
+                    for n in self.names])
+    if self.norms:
+      report["minimum_norm"] = {
+          n: _norm_summary(np.concatenate(v) if v else [])
+          for n, v in self.norms.items()}
+    if per_example:
+      report["natural"], report["robust"] = correct, per_attack
+    return report
 
 
-BEST_STATE = "best.json"
+def robust_accuracy(model_fn, dataset, epsilon: float, step_size: float,
+                    num_steps: int = 20, seed: int = 0, strategy=None,
+                    jit_compile: bool = False, per_example: bool = False
+                    ) -> dict:
+  """Natural and PGD-`num_steps` accuracy (random start, one restart):
+  {"natural_accuracy", "pgd_accuracy", "num_examples"} (and "natural",
+  "robust" per example with `per_example`). The evaluation of a run's
+  metrics, the same as `evaluate.py --attacks=pgd`."""
+  report = Evaluator(model_fn, epsilon, ("pgd",),
+                     SuiteConfig(num_steps=num_steps, step_size=step_size),
+                     seed, strategy=strategy, jit_compile=jit_compile)(
+                         dataset, per_example=per_example)
+  result = {"natural_accuracy": report["natural_accuracy"],
+            "pgd_accuracy": report["robust_accuracy"]["pgd"],
+            "num_examples": report["num_examples"]}
+  if per_example:
+    result.update(natural=report["natural"], robust=report["robust"]["pgd"])
+  return result
 
 
-def read_best(best_dir: str):
-  """`{"epoch", "val_pgd_accuracy", "weights" (a path)}` of the best-robust
-  checkpoint in `best_dir`, or None."""
-  best = checkpointing.read_checkpoint_state(
-      best_dir, BEST_STATE, {"epoch": int, "val_pgd_accuracy": float},
-      "best-checkpoint")
-  if best is not None:
-    best["weights"] = os.path.join(best_dir, best["weights"])
-  return best
+def as_model_fn(model):
+  """`model` as images -> logits in inference mode: a Keras model is called
+  with `training=False`; a function is used as it is."""
+  if hasattr(model, "trainable_variables") and hasattr(model, "layers"):
+    return lambda x: model(x, training=False)
+  return model
 
 
-class RobustEvaluation(keras.callbacks.Callback):
-  """Logs PGD robust accuracy on fixed held-out data (the run's validation
-  split) every N epochs, and keeps the classifier of the most robust
-  evaluated epoch.
+# --- compiled batches ----------------------------------------------------------
 
-  Adds `val_pgd_accuracy` (NaN on epochs that are not evaluated, so CSV logs
-  keep one column) to the epoch logs; put it before loggers in the list.
-  Robust overfitting is real: with `best_dir`, the weights of the epoch with
-  the highest `val_pgd_accuracy` so far (the later epoch on a tie) are
-  written to `best_dir/best-epoch-NNNN.weights.h5`, made current by
-  `best.json` (both written atomically, and read back when a run resumes).
+def _attacked(name, config, model_fn, epsilon):
+  """The attack as `(x, y, seed_pair) -> [B, 2]`: (survives 0/1, the norm of
+  the smallest adversarial perturbation found, NaN unless minimum-norm)."""
+  attack = registry.ATTACKS.get(name)
 
-  Args:
-    dataset: fixed evaluation batches (images in [0, 1], labels).
-    every_n_epochs: evaluate after every N-th epoch and after the last one.
-    epsilon, step_size, num_steps, seed, jit_compile: the attack (see
-      `PGDEvaluator`).
-    best_dir: where to keep the best-robust checkpoint (None: don't).
-  """
+  def run(x, y, seed_pair):
+    out = attack.evaluate(config, model_fn, x, y, epsilon, seed_pair)
+    x_adv, norm = out if attack.minimum_norm else (
+        out, tf.fill(tf.shape(y), float("nan")))
+    ok = tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32) == y
+    return tf.stack([tf.cast(ok, tf.float32), tf.cast(norm, tf.float32)], 1)
+  return run
 
-  def __init__(self, dataset, every_n_epochs, epsilon, step_size,
-               num_steps=20, seed=0, jit_compile=False, best_dir=None):
-    super().__init__()
-    self.dataset = dataset
-    self.every_n_epochs = every_n_epochs
-    self.attack = dict(epsilon=epsilon, step_size=step_size,
-                       num_steps=num_steps, seed=seed, jit_compile=jit_compile)
-    self.best_dir = best_dir
-    self._evaluator = None
-    self._best = -1.0
 
-  def on_train_begin(self, logs=None):
-    best = read_best(self.best_dir) if self.best_dir else None
-    self._best = best["val_pgd_accuracy"] if best else -1.0
+def _clean(model_fn):
+  def run(x, y, seed_pair):
+    del seed_pair
+    ok = tf.argmax(model_fn(x), axis=-1, output_type=tf.int32) == y
+    return tf.stack([tf.cast(ok, tf.float32),
+                     tf.fill(tf.shape(ok), float("nan"))], 1)
+  return run
 
-  def on_epoch_end(self, epoch, logs=None):
-    if logs is None:
-      return
-    last = epoch + 1 == self.params.get("epochs")
-    due = self.every_n_epochs > 0 and (epoch + 1) % self.every_n_epochs == 0
-    value = float("nan")
-    if due or last:
-      if self._evaluator is None:
-        self._evaluator = PGDEvaluator(
-            self.model.classifier, strategy=self.model.distribute_strategy,
-            **self.attack)
-      value = float(self._evaluator(self.dataset)["pgd_accuracy"])
-      # A tie goes to the later epoch: it has trained longer at the same
-      # measured robustness.
-      if self.best_dir and value >= self._best:
-        self._best = value
-        self._save_best(epoch + 1, value)
-    logs["val_pgd_accuracy"] = value
 
-  def _save_best(self, epoch, value):
-    checkpointing.write_checkpoint(
-        self.best_dir, BEST_STATE, f"best-epoch-{epoch:04d}.weights.h5",
-        self.model.classifier,
-        {"epoch": epoch, "val_pgd_accuracy": value})
+def _call(fn, x, y, seed_pair, rows):
+  """Runs `fn` on the rows `rows` (numpy int; None: all) of the batch
+  `(x, y)`: (survives bool [n], norms [n])."""
+  total = tf.constant(int(y.shape[0]), tf.int32)
+  if rows is None:
+    out = fn(x, y, seed_pair, tf.range(total), total)
+  else:
+    rows_t = tf.constant(rows, tf.int32)
+    out = fn(tf.gather(x, rows_t), tf.gather(y, rows_t), seed_pair, rows_t,
+             total)
+  out = out.numpy()
+  return out[:, 0] > 0.5, out[:, 1]
+
+
+def _norm_summary(norms):
+  """Median (and the share found) of the smallest adversarial L-inf norms
+  found for the examples a minimum-norm attack ran on (inf where none was
+  found; for an example fooled inside the budget, the first successful
+  run's: an upper bound)."""
+  norms = np.asarray(norms, np.float64)
+  if not norms.size:
+    return {"median_norm": None, "num_examples": 0, "found": None}
+  median = float(np.median(norms))
+  # None when over half have none (JSON has no infinity).
+  return {"median_norm": median if np.isfinite(median) else None,
+          "num_examples": int(norms.size),
+          "found": float(np.isfinite(norms).mean())}
+
+
+def _compiled(fn, strategy, jit_compile=False):
+  """`fn(x, y, seed_pair) -> float32 [B, 2]` compiled, and with several
+  replicas run on each replica's share. Called as `(x, y, seed_pair, rows,
+  total)`: the examples are the rows `rows` of a batch of `total`, and draw
+  what they draw in a run on that whole batch (`noise.rows_at`)."""
+  if strategy is None or strategy.num_replicas_in_sync == 1:
+    def one_device(x, y, seed_pair, rows, total):
+      with noise.rows_at(rows, total):
+        return fn(x, y, seed_pair)
+    return _any_batch_size(one_device, jit_compile)
+  return _split_between_replicas(fn, strategy, jit_compile)
+
+
+class _OwnRetracingFilter:
+  """Drops TF's "triggered tf.function retracing" warning about this
+  module's functions: each traces exactly once (one input signature), but
+  every attack and every evaluator makes its own, and TF counts the traces
+  by the Python code they share."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not ("triggered tf.function retracing" in message and (
+        "_compiled.<locals>.one_device" in message
+        or "_split_between_replicas.<locals>.step" in message))
+
+
+tf.get_logger().addFilter(_OwnRetracingFilter())
+
+
+def _any_batch_size(fn, jit_compile=False):
+  """`fn(x, y, seed_pair, rows, total)` compiled once for every batch size
+  (traced on first use with an unknown batch dimension): batches of the
+  still-robust examples have every size, and a trace for a batch of 1 split
+  between 2 replicas would have a static empty share (TF's graph optimiser
+  then divides by zero estimating a convolution's cost)."""
+  traced = {}
+
+  def call(x, y, seed_pair, rows, total):
+    key = (tuple(x.shape[1:]), x.dtype)
+    if key not in traced:
+      traced[key] = tf.function(fn, jit_compile=jit_compile, input_signature=[
+          tf.TensorSpec([None, *x.shape[1:]], x.dtype),
+          tf.TensorSpec([None], y.dtype), tf.TensorSpec([2], tf.int64),
+          tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)])
+    return traced[key](x, y, seed_pair, rows, total)
+  return call
+
+
+def _split_between_replicas(fn, strategy, jit_compile=False):
+  """`fn(x, y, seed_pair) -> float32 [B, 2]` run with each replica on its
+  share of the batch, the results gathered back in batch order."""
+  replicas = strategy.num_replicas_in_sync
+
+  def on_replica(x, y, seed_pair, rows, total):
+    # Every replica gets the whole batch and attacks its contiguous share.
+    size = tf.shape(y)[0]
+    r = tf.distribute.get_replica_context().replica_id_in_sync_group
+    start, end = size * r // replicas, size * (r + 1) // replicas
+    x, y = x[start:end], y[start:end]
+    with noise.rows_at(rows[start:end], total):
+      # A share can be empty (a batch smaller than the replica count), and
+      # TF's convolutions fail on an empty batch.
+      return tf.cond(end > start, lambda: fn(x, y, seed_pair),
+                     lambda: tf.zeros([0, 2], tf.float32))
+
+  def step(x, y, seed_pair, rows, total):
+    out = strategy.run(on_replica, args=(x, y, seed_pair, rows, total))
+    return strategy.gather(out, axis=0)
+
+  return _any_batch_size(step, jit_compile)

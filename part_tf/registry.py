@@ -70,6 +70,10 @@ class Registry:
       raise ValueError(f"unknown {self.kind} {name!r}; choose one of "
                        f"{', '.join(self._entries)}") from None
 
+  def remove(self, name: str) -> None:
+    """Unregisters `name` (tests that register components of their own)."""
+    self._entries.pop(name, None)
+
   def names(self) -> tuple:
     """The registered names, in registration order."""
     return tuple(self._entries)

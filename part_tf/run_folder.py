@@ -43,6 +43,7 @@ BEST_DIR = "best"
 EXPORT_DIR = "export"
 EXPORT_BEST_DIR = "export_best"
 TENSORBOARD_DIR = "tensorboard"
+NATURAL_CLASSIFIER_FILE = "natural_classifier.keras"
 # Folders whose stale temporary entries (`.tmp-*`, `.old-*`, left by a kill
 # during an atomic write) are removed when a run starts.
 _WRITTEN_DIRS = ("", BACKUP_DIR, BEST_DIR, EXPORT_DIR, EXPORT_BEST_DIR)
@@ -179,7 +180,7 @@ def _acquire(lock_path: str) -> int:
 # link (the folder itself may be).
 _WRITTEN_ENTRIES = (CONFIG_FILE, LOG_FILE, METRICS_FILE, BACKUP_DIR,
                     BEST_DIR, EXPORT_DIR, EXPORT_BEST_DIR, TENSORBOARD_DIR,
-                    "classifier.keras", "natural_classifier.keras",
+                    "classifier.keras", NATURAL_CLASSIFIER_FILE,
                     "best_classifier.keras",
                     os.path.join(BACKUP_DIR, "state.json"),
                     os.path.join(BEST_DIR, "best.json"))
@@ -380,6 +381,169 @@ def disk_full_line(model_dir: str, filename) -> str:
   backup = ("no epoch is backed up yet" if not done else
             f"the last complete backup is epoch {done}")
   return f"no space left on device{where}; {backup}"
+
+
+# --- the folder as an object -----------------------------------------------------
+
+class RunFolder:
+  """A run folder: where everything of a run goes, and every write to it.
+
+    .lock              who is using the folder (an flock while they are)
+    config.json        the settings (a resumed run must match them)
+    backup/            resumable epoch-end backups (weights, optimiser, epoch)
+    log.csv            one row per epoch (loss, adv_accuracy, eps_mean, ...)
+    tensorboard/       the same as TensorBoard events, PART's pictures
+                       (pictures/) and the run's hparams entry (hparams/)
+    classifier.keras   the trained classifier (the robust one for ACT)
+    natural_classifier.keras  ACT's natural model
+    export/<epochs>/   SavedModel of the last epoch's classifier
+    best/              backups of the most robust epoch's classifier,
+                       chosen on the validation split
+    best_classifier.keras   that classifier, once training ends
+    export_best/<epoch>/    its SavedModel: point TF Serving at export_best/
+    metrics.json       the final and the best model's accuracy
+
+  Args:
+    path: the run folder (`--model_dir`).
+    write_path: where this process writes: the folder itself, or, on a
+      worker other than the chief of a multi-worker job, a private copy of
+      its backups that is removed at the end.
+  """
+
+  def __init__(self, path: str, write_path: str | None = None):
+    self.path = os.path.abspath(os.path.expanduser(path))
+    self.write_path = os.path.abspath(write_path or self.path)
+
+  @property
+  def is_chief(self) -> bool:
+    """Whether this process writes the folder itself."""
+    return self.write_path == self.path
+
+  def _in(self, *parts):
+    return os.path.join(self.write_path, *parts)
+
+  @property
+  def backup_dir(self):
+    return self._in(BACKUP_DIR)
+
+  @property
+  def best_dir(self):
+    return self._in(BEST_DIR)
+
+  @property
+  def tensorboard_dir(self):
+    return self._in(TENSORBOARD_DIR)
+
+  @property
+  def log_path(self):
+    return self._in(LOG_FILE)
+
+  @property
+  def metrics_path(self):
+    return self._in(METRICS_FILE)
+
+  def classifier_path(self, which: str = "final") -> str:
+    """The classifier file: "final", "best" or "natural" (ACT)."""
+    return self._in({**CLASSIFIER_FILES,
+                     "natural": NATURAL_CLASSIFIER_FILE}[which])
+
+  def export_path(self, version, best: bool = False) -> str:
+    """export/<version>/ (or export_best/<version>/): a TF Serving layout."""
+    return self._in(EXPORT_BEST_DIR if best else EXPORT_DIR, str(version))
+
+  def relative(self, path: str) -> str:
+    return os.path.relpath(path, self.write_path)
+
+  # --- reading ---------------------------------------------------------------
+
+  def inspect(self) -> RunState:
+    return inspect(self.path)
+
+  def read_best(self):
+    """The best-robust checkpoint of best/, or None (see
+    `part_tf.training.robust_evaluation.read_best`)."""
+    from part_tf.training import robust_evaluation  # pylint: disable=g-import-not-at-top
+    return robust_evaluation.read_best(self.best_dir)
+
+  # --- writing ---------------------------------------------------------------
+
+  def prepare(self, export: bool) -> list:
+    """Makes the folders a run writes into (best/ is made when a validation
+    split keeps a best epoch) and checks they are writable; returns the
+    ones it made, which a start that fails removes again."""
+    if self.is_chief:
+      remove_stale_temporaries(self.path)
+    folders = [self.write_path, self.backup_dir, self.tensorboard_dir]
+    if export:
+      folders.append(self._in(EXPORT_DIR))
+      if os.path.isdir(self._in(EXPORT_BEST_DIR)):
+        folders.append(self._in(EXPORT_BEST_DIR))
+    made = []
+    for folder in folders:
+      if not os.path.isdir(folder):
+        made.append(folder)
+      check_writable(folder)
+    return made
+
+  def start(self, values: dict, state: RunState, start_epoch: int) -> None:
+    """From here on the folder holds this run: its settings, the backup
+    state of a new run, and a log without the rows a resume redoes."""
+    from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+    from part_tf.training import checkpointing  # pylint: disable=g-import-not-at-top
+    io_utils.atomic_write_json(self._in(CONFIG_FILE), values)
+    if state.backup_epoch is None or not os.path.exists(
+        os.path.join(self.backup_dir, "state.json")):
+      checkpointing.start_backups(self.backup_dir)
+    self.drop_log_rows_from(start_epoch)
+
+  def drop_log_rows_from(self, epoch: int) -> None:
+    """Keeps the rows of epochs before `epoch`: the ones a resume won't
+    redo (the CSV row of an epoch is written before its backup, so a kill in
+    between leaves a row that the resumed run writes again). Every line
+    ends in LF (older versions wrote CRLF)."""
+    from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+    path = self.log_path
+    if not os.path.exists(path):
+      return
+    epochs = logged_epochs(path)  # checks every row
+    with open(path, encoding="utf-8", newline="") as f:
+      text = f.read()
+    lines = [line + "\n" for line in text.splitlines()]
+    rows = [line for line in lines[1:] if line.strip()]
+    kept = lines[:1] + [line for line, e in zip(rows, epochs) if e < epoch]
+    if epoch == 0:
+      kept = []
+    if "".join(kept) != text:
+      io_utils.atomic_write_text(path, "".join(kept))
+
+  def save_classifier(self, model, which: str = "final") -> str:
+    """Saves a Keras model as the `which` classifier file, atomically."""
+    from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+    path = self.classifier_path(which)
+    io_utils.atomic_file(path, model.save)
+    return path
+
+  def export(self, classifier, version, names, best: bool = False) -> str:
+    """The classifier's SavedModel at export/<version>/ (or, for the most
+    robust epoch, export_best/<version>/, keeping no other epoch there)."""
+    from part_tf.export import export_classifier  # pylint: disable=g-import-not-at-top
+    target = export_classifier(classifier, self.export_path(version, best),
+                               names)
+    if best:
+      self.prune_export_best(version)
+    return target
+
+  def prune_export_best(self, epoch) -> None:
+    """Removes the exports in export_best/ of epochs other than `epoch`."""
+    base = self._in(EXPORT_BEST_DIR)
+    if os.path.isdir(base):
+      for name in os.listdir(base):
+        if name.isdigit() and name != str(epoch):
+          shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+  def write_metrics(self, metrics: dict) -> None:
+    from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+    io_utils.atomic_write_json(self.metrics_path, metrics)
 
 
 # --- the trained classifier ----------------------------------------------------

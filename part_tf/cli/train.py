@@ -12,14 +12,13 @@ Each --dataset brings its own defaults (printed in one line at the start);
 flags given on the command line or in a flagfile win.
 """
 
-import dataclasses
-import os
 import sys
 
 from absl import app
 from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
+from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import dataset_defaults  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
@@ -31,17 +30,11 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = train_flags.config_from_flags()  # checked while parsing
   # Imported here so that flag errors come back before TensorFlow loads.
-  from part_tf import experiment  # pylint: disable=g-import-not-at-top
-  values = {f.name: FLAGS[f.name].value
-            for f in dataclasses.fields(experiment.TrainConfig)}
-  values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
-  for name in ("mean", "std"):
-    if values[name] is not None:
-      values[name] = tuple(float(v) for v in values[name])
-  config = experiment.TrainConfig(**values)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from part_tf import distribution  # pylint: disable=g-import-not-at-top
+  from part_tf import experiment  # pylint: disable=g-import-not-at-top
   try:
     line = dataset_defaults.defaults_line()
     if line and distribution.cluster().is_chief:  # only the chief prints
@@ -63,7 +56,8 @@ def run():
   """The `part-train` command (and `python scripts/train.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  run_command(main, interrupted=_interrupted)
+  run_command(main, lambda argv: parse_flags_or_exit(
+      argv, check=train_flags.check), interrupted=_interrupted)
 
 
 if __name__ == "__main__":

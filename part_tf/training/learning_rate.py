@@ -1,5 +1,6 @@
-"""The learning rate per epoch: the PART reference code's schedule, and the
-rate of every epoch in the logs (log.csv's `learning_rate` column)."""
+"""The optimiser and its learning rate: the schedules (the PART reference
+code's per epoch among them), and the rate of every epoch in the logs
+(log.csv's `learning_rate` column)."""
 
 from typing import Callable, Sequence
 
@@ -73,3 +74,76 @@ class EpochLearningRate(keras.callbacks.Callback):
       # The rate variable is float32: its 7 significant digits (0.001, not
       # 0.0010000000474974513).
       logs[LOG_KEY] = float(f"{rate:.7g}")
+
+
+def optimizer(config, burn_in_epochs: int, steps_per_epoch: int):
+  """The Keras optimiser of an `OptimizerConfig` (weight decay is the
+  model's, see `PARTModel`)."""
+  rate = _rate(config, steps_per_epoch)
+  if config.optimizer == "sgd":
+    return keras.optimizers.SGD(rate, momentum=config.momentum)
+  if config.optimizer == "adam":
+    return keras.optimizers.Adam(rate)
+  raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def _rate(config, steps_per_epoch):
+  """The optimiser's rate: a number, or a schedule of the step."""
+  if config.lr_schedule in ("constant", "reference"):
+    return config.learning_rate  # reference: set per epoch by `epoch_rule`
+  if config.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
+  epochs = sorted(int(e) for e in config.lr_decay_epochs)
+  if not epochs:
+    return config.learning_rate
+  return keras.optimizers.schedules.PiecewiseConstantDecay(
+      boundaries=[e * steps_per_epoch for e in epochs],
+      values=[config.learning_rate * config.lr_decay_factor ** i
+              for i in range(len(epochs) + 1)])
+
+
+def epoch_rule(config, burn_in_epochs: int):
+  """0-based epoch -> rate of a schedule set per epoch (reference), else
+  None."""
+  if config.lr_schedule != "reference":
+    return None
+  decay_epochs = tuple(int(e) for e in config.lr_decay_epochs)
+  return lambda epoch: reference_rate(
+      epoch, config.learning_rate, burn_in_epochs, decay_epochs,
+      config.lr_decay_factor)
+
+
+def decay_note(config, burn_in_epochs: int) -> str | None:
+  """A note when decay epochs lie beyond the run, or None."""
+  count = lambda n, what: f"{n} {what}" + ("" if n == 1 else "s")
+  if config.lr_schedule == "piecewise":
+    late = [e for e in config.lr_decay_epochs if int(e) >= config.epochs]
+    if late:
+      return (f"note: the learning rate does not decay after epoch"
+              f"{'s' if len(late) > 1 else ''} "
+              f"{','.join(str(e) for e in late)} within "
+              f"{count(config.epochs, 'epoch')} (--lr_decay_epochs)")
+  if config.lr_schedule == "reference":
+    part_epochs = config.epochs - burn_in_epochs
+    late = [e for e in config.lr_decay_epochs if int(e) > part_epochs]
+    if late:
+      return (f"note: --lr_schedule=reference counts the decay epochs "
+              f"after the {count(burn_in_epochs, 'burn-in epoch')}:"
+              f" the rate does not decay at PART epoch"
+              f"{'s' if len(late) > 1 else ''} "
+              f"{','.join(str(e) for e in late)} of {part_epochs} "
+              "(--lr_decay_epochs)")
+  return None
+
+
+def logs_rate(log_path: str) -> bool:
+  """Whether a run's log.csv gets the learning-rate column: a new (or
+  empty) log does; the log of a run resumed from before the column existed
+  keeps its header, so its rows keep their columns."""
+  try:
+    with open(log_path, encoding="utf-8") as f:
+      header = f.readline()
+  except FileNotFoundError:
+    return True
+  return not header.strip() or LOG_KEY in header.strip().split(",")

@@ -203,9 +203,20 @@ class PARTModel(keras.Model):
     return self.method.reweighted
 
   @property
+  def cam(self) -> str:
+    return self.budget_config.cam
+
+  @property
+  def mask_rule(self) -> str:
+    return self.budget_config.mask_rule
+
+  @property
   def cam_layer(self) -> str | None:
-    """The layer the CAMs are taken at (None for a base method)."""
-    return self._cams.layer_name if self._cams is not None else None
+    """The layer the CAMs are taken at (None: found as
+    `part_tf.cam.find_cam_layer` finds it)."""
+    if self._cams is not None:
+      return self._cams.layer_name
+    return self.budget_config.cam_layer
 
   # --- the data flow, one named piece each ---------------------------------
 

@@ -101,3 +101,63 @@ class EpochLog(keras.callbacks.Callback):
     out.write(f"{line}  {format_logs(logs or {})}  "
               f"({_duration(time.time() - self._start)})\n")
     out.flush()
+
+
+def _count(n, what):
+  return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def settings_line(config, model_dir: str, where: str) -> str:
+  """The first line of a run: what it trains, how, and where."""
+  method = config.method_name
+  budget = config.budget
+  if config.method.reweighted:
+    method += (f" (epsilon {budget.epsilon:.4g}, epsilon_low "
+               f"{budget.epsilon_low:.4g}, {budget.cam} CAM, "
+               f"{budget.mask_rule} mask, "
+               f"{_count(budget.burn_in_epochs, 'burn-in epoch')})")
+  else:
+    method += f" (epsilon {budget.epsilon:.4g})"
+  hyper = [f"{name} {value:g}" if isinstance(value, float) else
+           f"{name} {value}" for name, value in config.method.settings().items()
+           if value is not None]
+  if hyper:
+    method += f" with {', '.join(hyper)}"
+  if config.regularisers:
+    method += " + " + ", ".join(f"{r.registered_name()} {r.weight:g}"
+                                for r in config.regularisers)
+  d, a, o = config.data, config.attack, config.optimizer
+  return (f"training {config.model.model} on {d.dataset} with {method}, "
+          f"PGD-{a.num_steps} step {a.step_size:.4g}, "
+          f"{_count(o.epochs, 'epoch')} of batch {d.batch_size}, "
+          f"{o.optimizer} lr {o.learning_rate:g}, seed {config.run.seed}, "
+          f"{where}, in {model_dir}")
+
+
+def where_line(kind: str, replicas: int, workers: int = 1) -> str:
+  """Where a run trains: "on one device", "mirrored over 2 replicas"..."""
+  if kind == "one_device":
+    return "on one device"
+  if kind == "multi_worker":
+    return (f"on {_count(workers, 'worker')} "
+            f"({_count(replicas, 'replica')})")
+  return f"{kind} over {_count(replicas, 'replica')}"
+
+
+def results_line(metrics: dict, steps: int) -> str:
+  """The test results of a run (and of its most robust epoch, and ACT's
+  natural model)."""
+  line = (f"test: natural accuracy {metrics['natural_accuracy']:.4f}, "
+          f"PGD-{steps} accuracy {metrics[f'pgd{steps}_accuracy']:.4f} "
+          f"({metrics['num_test_examples']} examples, epsilon "
+          f"{metrics['epsilon']:.4g})")
+  best = metrics.get("best")
+  if best:
+    line += (f"; most robust epoch {best['epoch']}: natural "
+             f"{best['natural_accuracy']:.4f}, PGD-{steps} "
+             f"{best[f'pgd{steps}_accuracy']:.4f}")
+  natural = metrics.get("natural_model")
+  if natural:
+    line += (f"; natural model: natural {natural['natural_accuracy']:.4f}, "
+             f"PGD-{steps} {natural[f'pgd{steps}_accuracy']:.4f}")
+  return line
