@@ -11,7 +11,9 @@ import dataclasses
 
 from part_tf import evaluation
 from part_tf.evaluation import available_attacks  # pylint: disable=unused-import
-from part_tf.evaluation import SuiteConfig
+from part_tf.evaluation_config import Preset  # pylint: disable=unused-import
+from part_tf.evaluation_config import PRESETS
+from part_tf.evaluation_config import SuiteConfig
 
 
 
@@ -20,62 +22,6 @@ def white_box_attacks() -> tuple:
   from part_tf import registry  # pylint: disable=g-import-not-at-top
   return tuple(n for n in available_attacks()
                if registry.ATTACKS.get(n).white_box)
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-  """A named sequence of attacks with its settings (`evaluate_sequence`).
-
-  Attributes:
-    attacks: the attacks, in order.
-    config: their settings.
-    description: what the preset is, for reports.
-    final: the name of the accuracy after the last attack, for reports.
-  """
-  attacks: tuple
-  config: SuiteConfig
-  description: str
-  final: str = "AutoAttack"
-
-
-# AutoAttack's versions, L-inf (autoattack.py, set_version): every attack at
-# its published defaults, seed 0.
-PRESETS = {
-    "aa_standard": Preset(
-        ("apgd_ce", "apgd_t", "fab_t", "square"),
-        SuiteConfig(apgd_steps=100, apgd_restarts=1, num_targets=9,
-                    fab_steps=100, fab_restarts=1, square_queries=5000,
-                    square_rescale_schedule=False),
-        "AutoAttack standard: APGD-CE (100 iterations, 1 restart), APGD-T "
-        "(9 targets x 100 iterations), FAB-T (9 targets x 100 iterations), "
-        "Square (5,000 queries)"),
-    "aa_plus": Preset(
-        ("apgd_ce", "apgd_dlr", "fab", "square", "apgd_t", "fab_t"),
-        SuiteConfig(apgd_steps=100, apgd_restarts=5, num_targets=9,
-                    fab_steps=100, fab_restarts=5, square_queries=5000,
-                    square_rescale_schedule=False),
-        "AutoAttack plus: APGD-CE and APGD-DLR (5 restarts each), FAB "
-        "(5 restarts), Square (5,000 queries), APGD-T (9 targets), FAB-T "
-        "(9 targets)"),
-    # The PART reference code's AA column: craft_ae.py calls torchattacks
-    # 3.4.0's AutoAttack(model, norm='Linf', eps=epsilon, version='standard'),
-    # whose attacks keep their classes' defaults (autoattack.py, apgd.py,
-    # apgdt.py, fab.py, square.py): 10 iterations, 9 targets (n_classes=10;
-    # capped here at num_classes - 1), Square's schedule rescaled to its
-    # 5,000 queries. Each attack runs on the survivors (MultiAttack).
-    "aa_reference": Preset(
-        ("apgd_ce", "apgd_t", "fab_t", "square"),
-        SuiteConfig(apgd_steps=10, apgd_restarts=1, num_targets=9,
-                    fab_steps=10, fab_restarts=1, square_queries=5000,
-                    square_rescale_schedule=True),
-        "The PART reference code's AA evaluation, torchattacks 3.4.0 "
-        "AutoAttack(version='standard'): APGD-CE (10 iterations, 1 restart), "
-        "APGD-T (9 targets x 10 iterations), FAB-T (9 targets x 10 "
-        "iterations), Square (5,000 queries, schedule rescaled). NOT "
-        "AutoAttack standard, which runs 100 iterations: use it beside the "
-        "paper's AA column only, and report aa_standard",
-        final="reference AA (not AutoAttack)"),
-}
 
 
 def evaluate(model_fn, dataset, epsilon: float, names=None,

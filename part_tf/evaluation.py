@@ -38,36 +38,7 @@ import tensorflow as tf
 
 from part_tf import registry
 from part_tf.attacks import noise
-
-
-@dataclasses.dataclass(frozen=True)
-class SuiteConfig:
-  """Attack settings shared by the evaluation attacks.
-
-  Attributes:
-    num_steps: steps of PGD, CW and MMA runs.
-    step_size: PGD/CW/MMA step size; None: eps / 4.
-    restarts: random restarts of PGD (an example must survive all).
-    apgd_steps: iterations of APGD-CE / APGD-DLR and of each APGD-T target.
-    square_queries: query budget of Square.
-    apgd_restarts: restarts of APGD-CE and APGD-DLR.
-    num_targets: target classes of APGD-T and FAB-T.
-    fab_steps: iterations of each FAB run.
-    fab_restarts: runs of untargeted FAB (FAB-T makes one run per target,
-      as in AutoAttack).
-    square_rescale_schedule: stretch Square's schedule of square sizes to
-      `square_queries` (AutoAttack does not).
-  """
-  num_steps: int = 20
-  step_size: float | None = None
-  restarts: int = 1
-  apgd_steps: int = 100
-  square_queries: int = 1000
-  apgd_restarts: int = 1
-  num_targets: int = 9
-  fab_steps: int = 100
-  fab_restarts: int = 1
-  square_rescale_schedule: bool = True
+from part_tf.evaluation_config import SuiteConfig
 
 
 def available_attacks() -> tuple:
