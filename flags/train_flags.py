@@ -25,6 +25,8 @@ CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TFDS_PREFIX = "tfds:"
+# part_tf.distribution.DEFAULT_CLUSTER_TIMEOUT (tests/test_flags.py checks).
+DEFAULT_CLUSTER_TIMEOUT = 300.0
 
 
 # Names of the flags `define_flags` defines (filled in by it).
@@ -202,12 +204,24 @@ def define_flags():
   flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical "
                        "devices, so that --strategy=mirrored has N replicas "
                        "without GPUs (tests; adds no speed).", lower_bound=1)
+  define_cluster_timeout()
   flags.DEFINE_bool("deterministic", True, "Deterministic TF ops: the same "
                     "--seed gives the same run on the same machine.")
   flags.DEFINE_bool("export", True, "Export the SavedModel at the end.")
   flags.mark_flag_as_required("model_dir")
   FLAG_NAMES = tuple(sorted(set(flags.FLAGS) - before))
   _register_validators()
+
+
+def define_cluster_timeout():
+  """Defines --cluster_timeout (train.py and evaluate.py)."""
+  flags.DEFINE_float(
+      "cluster_timeout", DEFAULT_CLUSTER_TIMEOUT, "Seconds each task of a "
+      "multi-worker job (TF_CONFIG) waits for all the others to start, and "
+      "a run for its --data_service dispatcher to answer, before it stops "
+      "with an error naming the addresses that did not answer.")
+  flags.register_validator("cluster_timeout", lambda v: v > 0,
+                           message="--cluster_timeout must be > 0 seconds")
 
 
 def _register_validators():

@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from part_tf import addresses
 from part_tf import data
 from part_tf import distribution
 from part_tf import evaluation
@@ -129,6 +130,7 @@ class TrainConfig:
   input: str = "auto"
   input_memory_budget: float = 4.0
   data_service: str | None = None
+  cluster_timeout: float = distribution.DEFAULT_CLUSTER_TIMEOUT
   image_size: int | None = None
   num_classes: int | None = None
   mean: tuple | None = None
@@ -139,7 +141,13 @@ class TrainConfig:
   RESUMABLE_CHANGES = ("epochs", "eval_every", "export", "jit_compile",
                        "data_dir", "manual_dir", "image_count", "image_every",
                        "strategy", "tpu", "cpu_devices",
-                       "input_memory_budget", "data_service")
+                       "input_memory_budget", "data_service",
+                       "cluster_timeout")
+  # Settings of one machine, which the workers of a multi-worker job need
+  # not share (where its data are, its devices and memory, its tf.data
+  # service, how long it waits); the others must be equal on every worker.
+  PER_WORKER = ("data_dir", "manual_dir", "strategy", "tpu", "cpu_devices",
+                "input_memory_budget", "data_service", "cluster_timeout")
 
 # Settings added after runs were first written, with the value that
 # reproduces what those runs did (their config.json lacks them).
@@ -150,6 +158,7 @@ _ADDED_SETTINGS = {"input": "auto", "image_size": None, "num_classes": None,
                    "consistency_temperature": 0.5,
                    "feature_alignment_weight": 0.0, "center_loss_weight": 0.0,
                    "center_lr": 0.5, "feature_layer": None,
+                   "cluster_timeout": distribution.DEFAULT_CLUSTER_TIMEOUT,
                    # Before the validation split, the best epoch was chosen
                    # on the first 512 test images (see `_upgrade`).
                    "validation_split": "0"}
@@ -258,17 +267,31 @@ def train(config: TrainConfig, out=None) -> dict:
       line during long epochs if it is a terminal) and the results, e.g.
       `sys.stdout`; None prints nothing. Only the chief prints.
 
+  A multi-worker job checks that it can start before the folder is touched:
+  every worker's TF_CONFIG port is free, all of them join within
+  `config.cluster_timeout` seconds, and they run with the same settings
+  (all but `TrainConfig.PER_WORKER`); so does a run with a tf.data service,
+  whose dispatcher must answer within that time.
+
   Raises:
     ValueError: bad settings, data or run folder (one-line messages;
-      `run_folder.RunFolderError` for the folder).
+      `run_folder.RunFolderError` for the folder), or a job that cannot
+      start (see above).
     OSError: the folder cannot be written.
   """
   for name in ("model_dir", "data_dir", "manual_dir"):
     check_local_path(name, getattr(config, name))
   model_dir = os.path.abspath(os.path.expanduser(config.model_dir))
+  if config.data_service:
+    _check_data_service(config.data_service, config.cluster_timeout)
   distribution.split_cpu(config.cpu_devices)
-  strategy = distribution.create(config.strategy, config.tpu)
+  strategy = distribution.create(config.strategy, config.tpu,
+                                 config.cluster_timeout)
   worker = distribution.cluster()
+  if distribution.kind(strategy) == "multi_worker":
+    distribution.check_same_everywhere(
+        {name: value for name, value in settings(config).items()
+         if name not in TrainConfig.PER_WORKER}, config.cluster_timeout)
   if distribution.kind(strategy) != "multi_worker" or worker.is_chief:
     with run_folder.locked(model_dir) as created:
       made = []  # folders this start created, removed again if it fails
@@ -718,6 +741,21 @@ def _check_resolved_settings(state, values, start_epoch):
         f"{state.path} was trained on data with image shape, classes, mean "
         f"and std {spec}; these data give {values['dataset_spec']} (pass "
         "the run's --image_size, --num_classes, --mean and --std)")
+
+
+def _check_data_service(address, timeout):
+  """Raises ValueError unless a tf.data service dispatcher answers at
+  `address` within `timeout` seconds (the service waits for one for ever,
+  without a word)."""
+  try:
+    addresses.split(address)
+  except ValueError:
+    raise ValueError(f"--data_service={address} is not an address like "
+                     "grpc://host:5000") from None
+  if not addresses.wait_until_answers(address, timeout):
+    raise ValueError(f"--data_service={address}: no tf.data service "
+                     f"dispatcher answers there within {timeout:g} s "
+                     "(--cluster_timeout); start it first")
 
 
 def _with_data_service(dataset, address):

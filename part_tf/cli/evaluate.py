@@ -37,6 +37,7 @@ from absl import flags
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
+from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import parse_budget  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
@@ -76,6 +77,7 @@ flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored",
 flags.DEFINE_string("tpu", None, "TPU address or name (selects TPUStrategy).")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices "
                      "(tests).", lower_bound=1)
+train_flags.define_cluster_timeout()
 flags.DEFINE_enum("checkpoint", "final", ("final", "best"), "For a run "
                   "folder: final: the last epoch's classifier; best: the "
                   "most robust epoch on the run's validation split (reports "
@@ -176,7 +178,8 @@ def main(argv):
   try:
     # Before TensorFlow runs anything (multi-worker and TPU need that).
     distribution.split_cpu(FLAGS.cpu_devices)
-    strategy = distribution.create(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribution.create(FLAGS.strategy, FLAGS.tpu,
+                                   FLAGS.cluster_timeout)
     # Only the chief writes the results of a multi-worker evaluation.
     writes = (distribution.kind(strategy) != "multi_worker"
               or distribution.cluster().is_chief)
@@ -297,7 +300,9 @@ def main(argv):
   except (ValueError, OSError) as e:
     if made_output:
       shutil.rmtree(output_dir, ignore_errors=True)
-    sys.exit(f"error: {one_line(e)}")
+    print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+    distribution.quiet_teardown()  # TF's multi-worker runtime logs at exit
+    sys.exit(1)
   print(text)
   for report in reports:
     if report.get("sequential"):

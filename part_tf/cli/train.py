@@ -47,10 +47,19 @@ def main(argv):
       print(line, flush=True)
     experiment.train(config, out=sys.stdout)
   except (ValueError, OSError) as e:
-    sys.exit(f"error: {one_line(e)}")
+    _exit_with(f"error: {one_line(e)}", distribution)
   except tf.errors.OpError as e:  # e.g. a worker of the job is gone
     first = (e.message.strip().splitlines() or [""])[0][:300]
-    sys.exit(f"error: {type(e).__name__}: {first}")
+    _exit_with(f"error: {type(e).__name__}: {first}", distribution)
+
+
+def _exit_with(line, distribution):
+  """Exits with status 1 after `line` on stderr, the last line there (what
+  TensorFlow's multi-worker runtime logs at exit is dropped)."""
+  print(line, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  distribution.quiet_teardown()
+  sys.exit(1)
 
 
 def run():
