@@ -25,8 +25,6 @@ CAM_METHODS = ("gradcam_plus_plus", "gradcam", "layercam", "xgradcam")
 MASK_RULES = ("zscore", "official", "soft")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 TFDS_PREFIX = "tfds:"
-# part_tf.distribution.DEFAULT_CLUSTER_TIMEOUT (tests/test_flags.py checks).
-DEFAULT_CLUSTER_TIMEOUT = 300.0
 
 
 # Names of the flags `define_flags` defines (filled in by it).
@@ -213,15 +211,18 @@ def define_flags():
   _register_validators()
 
 
-def define_cluster_timeout():
-  """Defines --cluster_timeout (train.py and evaluate.py)."""
+def define_cluster_timeout(flag_values=flags.FLAGS):
+  """Defines --cluster_timeout (train.py and evaluate.py); its default is
+  part_tf.distribution.DEFAULT_CLUSTER_TIMEOUT (tests/test_flags.py)."""
   flags.DEFINE_float(
-      "cluster_timeout", DEFAULT_CLUSTER_TIMEOUT, "Seconds each task of a "
+      "cluster_timeout", 300.0, "Seconds each task of a "
       "multi-worker job (TF_CONFIG) waits for all the others to start, and "
       "a run for its --data_service dispatcher to answer, before it stops "
-      "with an error naming the addresses that did not answer.")
+      "with an error naming the addresses that did not answer.",
+      flag_values=flag_values)
   flags.register_validator("cluster_timeout", lambda v: v > 0,
-                           message="--cluster_timeout must be > 0 seconds")
+                           message="--cluster_timeout must be > 0 seconds",
+                           flag_values=flag_values)
 
 
 def _register_validators():

@@ -43,6 +43,7 @@ from part_tf import data
 from part_tf import distribution
 from part_tf import evaluation
 from part_tf import io_utils
+from part_tf import multi_worker
 from part_tf import pictures
 from part_tf import run_folder
 from part_tf.data import class_names
@@ -289,9 +290,10 @@ def train(config: TrainConfig, out=None) -> dict:
                                  config.cluster_timeout)
   worker = distribution.cluster()
   if distribution.kind(strategy) == "multi_worker":
-    distribution.check_same_everywhere(
-        {name: value for name, value in settings(config).items()
-         if name not in TrainConfig.PER_WORKER}, config.cluster_timeout)
+    multi_worker.check_same_everywhere(
+        worker, {name: value for name, value in settings(config).items()
+                 if name not in TrainConfig.PER_WORKER},
+        config.cluster_timeout)
   if distribution.kind(strategy) != "multi_worker" or worker.is_chief:
     with run_folder.locked(model_dir) as created:
       made = []  # folders this start created, removed again if it fails

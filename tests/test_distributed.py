@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from part_tf import distribution
+from part_tf import multi_worker
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -380,6 +381,7 @@ class DistributedEvaluationTest(tf.test.TestCase):
     code = textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
         from part_tf import distribution
+from part_tf import multi_worker
         distribution.split_cpu(2)
         import keras
         from part_tf import attack_suite
@@ -464,6 +466,7 @@ class DistributedEvaluationTest(tf.test.TestCase):
     code = textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
         from part_tf import distribution
+from part_tf import multi_worker
         distribution.split_cpu(2)
         import keras
         from part_tf import evaluation
@@ -564,10 +567,10 @@ class StrategyChoiceTest(tf.test.TestCase):
 
   def test_task_types_part_tf_does_not_run_are_refused_by_name(self):
     workers = ["127.0.0.1:1", "127.0.0.1:2"]
-    refused = "tasks, which part_tf does not run"
+    refused = ("tasks, which part_tf does not run: it trains with "
+               "MultiWorkerMirroredStrategy, whose tasks are \"chief\" and "
+               "\"worker\" only")
     for tf_config, named in (
-        ({"cluster": {"worker": workers[:1], "ps": ["127.0.0.1:3"]},
-          "task": {"type": "worker", "index": 0}}, "ps"),
         ({"cluster": {"worker": workers, "ps": ["127.0.0.1:3"]},
           "task": {"type": "ps", "index": 0}}, "ps"),
         ({"cluster": {"chief": ["127.0.0.1:4"], "worker": workers,
@@ -579,12 +582,17 @@ class StrategyChoiceTest(tf.test.TestCase):
         with mock.patch.dict(os.environ,
                              {"TF_CONFIG": json.dumps(tf_config)}):
           with self.assertRaisesRegex(
-              ValueError, f"^TF_CONFIG names {named} {refused}: it trains "
-              "with MultiWorkerMirroredStrategy, whose tasks are \"chief\" "
-              "and \"worker\" only$"):
-            distribution.create("auto")  # on main: a one-device run
+              ValueError, f"^TF_CONFIG names {named} {refused}$"):
+            distribution.cluster()
           with self.assertRaisesRegex(ValueError, refused):
             distribution.create("one_device")
+    # One worker and a parameter server: on main, a one-device run.
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": workers[:1], "ps": ["127.0.0.1:3"]},
+         "task": {"type": "worker", "index": 0}})}):
+      with self.assertRaisesRegex(ValueError, f"^TF_CONFIG names ps "
+                                  f"{refused}$"):
+        distribution.create("auto")
 
   def test_tasks_the_cluster_lacks_are_refused(self):
     for tf_config, message in (
@@ -614,14 +622,14 @@ class StrategyChoiceTest(tf.test.TestCase):
     self.assertEqual((task.name, task.address), ("worker 1", "h:3"))
 
   def test_differing_settings_are_named_with_every_value(self):
-    self.assertEqual(distribution.differing_settings(
+    self.assertEqual(multi_worker.differing_settings(
         {"chief": {"a": 1, "b": 0.001, "c": "x", "d": [1]},
          "worker 0": {"a": 1, "b": 0.01, "d": [1]},
          "worker 1": {"a": 1, "b": 0.001, "c": "x", "d": [2]}}),
         '--b (chief: 0.001, worker 0: 0.01, worker 1: 0.001); '
         '--c (chief: "x", worker 0: unset, worker 1: "x"); '
         '--d (chief: [1], worker 0: [1], worker 1: [2])')
-    self.assertEqual(distribution.differing_settings(
+    self.assertEqual(multi_worker.differing_settings(
         {"worker 0": {"a": 1.0}, "worker 1": {"a": 1}}), "")
 
   def test_per_worker_settings_are_settings(self):

@@ -53,7 +53,10 @@ class FlagNamesTest(tf.test.TestCase):
 
   def test_cluster_timeout_default_is_the_library_one(self):
     from part_tf import distribution, experiment  # pylint: disable=g-import-not-at-top
-    self.assertEqual(train_flags.DEFAULT_CLUSTER_TIMEOUT,
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    values = flags.FlagValues()
+    train_flags.define_cluster_timeout(values)
+    self.assertEqual(values["cluster_timeout"].default,
                      distribution.DEFAULT_CLUSTER_TIMEOUT)
     self.assertEqual(experiment.TrainConfig(model_dir="x").cluster_timeout,
                      distribution.DEFAULT_CLUSTER_TIMEOUT)

@@ -172,6 +172,7 @@ def main(argv):
   from part_tf import data  # pylint: disable=g-import-not-at-top
   from part_tf import distribution  # pylint: disable=g-import-not-at-top
   from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+  from part_tf import multi_worker  # pylint: disable=g-import-not-at-top
   from part_tf import run_folder  # pylint: disable=g-import-not-at-top
 
   made_output = False
@@ -301,7 +302,7 @@ def main(argv):
     if made_output:
       shutil.rmtree(output_dir, ignore_errors=True)
     print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
-    distribution.quiet_teardown()  # TF's multi-worker runtime logs at exit
+    multi_worker.quiet_teardown()  # TF's multi-worker runtime logs at exit
     sys.exit(1)
   print(text)
   for report in reports:
