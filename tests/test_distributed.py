@@ -381,7 +381,6 @@ class DistributedEvaluationTest(tf.test.TestCase):
     code = textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
         from part_tf import distribution
-from part_tf import multi_worker
         distribution.split_cpu(2)
         import keras
         from part_tf import attack_suite
@@ -466,7 +465,6 @@ from part_tf import multi_worker
     code = textwrap.dedent("""
         import json, numpy as np, tensorflow as tf
         from part_tf import distribution
-from part_tf import multi_worker
         distribution.split_cpu(2)
         import keras
         from part_tf import evaluation
