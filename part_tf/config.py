@@ -299,6 +299,10 @@ class RunConfig:
       TPUStrategy.
     cpu_devices: split the CPU into N logical devices, so that
       strategy=mirrored has N replicas without GPUs (tests; adds no speed).
+    cluster_timeout: seconds each task of a multi-worker job (TF_CONFIG)
+      waits for all the others to start, and a run for its data_service
+      dispatcher to answer, before it stops with an error naming the
+      addresses that did not answer.
   """
   model_dir: str | None = setting(kind="str")
   seed: int = setting(0, kind="int", low=0)
@@ -316,6 +320,8 @@ class RunConfig:
                           per_machine=True)
   tpu: str | None = setting(kind="str", per_machine=True)
   cpu_devices: int = setting(1, kind="int", low=1, per_machine=True)
+  cluster_timeout: float = setting(300.0, kind="float", low=0, low_open=True,
+                                   per_machine=True)
 
   def validate(self):
     if self.strategy == "tpu" and not self.tpu:
@@ -661,6 +667,14 @@ class TrainConfig:
     epsilon) and eval_step_size (default a quarter of that budget)."""
     epsilon = self.evaluation.eval_epsilon or self.budget.epsilon
     return epsilon, self.evaluation.eval_step_size or epsilon / 4
+
+  def per_worker_settings(self) -> tuple:
+    """Settings of one machine, which the workers of a multi-worker job
+    need not share (where its data are, its devices and memory, its tf.data
+    service, how long it waits); the others must be equal on every
+    worker."""
+    return ("data_dir", "manual_dir", "strategy", "tpu", "cpu_devices",
+            "input_memory_budget", "data_service", "cluster_timeout")
 
   def per_machine_settings(self) -> tuple:
     """Settings that may differ on a resume (hardware, paths, reporting):

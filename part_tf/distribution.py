@@ -10,6 +10,11 @@
 Only the chief writes the run folder (Keras' convention): the worker with
 `task.type == "chief"`, or worker 0 of a cluster without one. Other workers
 write to temporary folders that they remove (see `part_tf.experiment`).
+part_tf runs "chief" and "worker" tasks only: a TF_CONFIG naming others
+("ps", "evaluator") is refused.
+
+A job that cannot assemble ends in one line on every task instead of
+waiting for ever (`part_tf.multi_worker`).
 
 Keras 3 (3.15) does not train under `MultiWorkerMirroredStrategy` as it is:
 its `fit` reduces a first batch to build the model (a cross-worker reduce of
@@ -25,7 +30,16 @@ import os
 
 import tensorflow as tf
 
+from part_tf import config as config_lib
+
+from part_tf import multi_worker
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+# The TF_CONFIG task types part_tf runs (MultiWorkerMirroredStrategy's).
+TASK_TYPES = ("chief", "worker")
+# Seconds a multi-worker task waits for the others to start (and a run for
+# its tf.data service dispatcher to answer) before it gives up.
+DEFAULT_CLUSTER_TIMEOUT = config_lib.RunConfig.cluster_timeout  # its one default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +48,27 @@ class Cluster:
 
   Attributes:
     num_workers: tasks that train (chief included); 1 without TF_CONFIG.
-    task_type: "chief", "worker", ... or None without TF_CONFIG.
+    task_type: "chief" or "worker", or None without TF_CONFIG.
     task_index: index within `task_type`.
     has_chief: whether the cluster names a "chief" task.
+    tasks: ((name, address), ...) of every task, the chief first, then the
+      workers in order; names as `name` gives them ("chief", "worker 1").
   """
   num_workers: int = 1
   task_type: str | None = None
   task_index: int = 0
   has_chief: bool = False
+  tasks: tuple = ()
+
+  @property
+  def name(self) -> str:
+    """This task as messages name it: "chief" or "worker N"."""
+    return _task_name(self.task_type, self.task_index)
+
+  @property
+  def address(self) -> str | None:
+    """This task's host:port in TF_CONFIG (None without TF_CONFIG)."""
+    return dict(self.tasks).get(self.name)
 
   @property
   def is_chief(self) -> bool:
@@ -52,30 +79,57 @@ class Cluster:
             and not self.has_chief)
 
 
+def _task_name(task_type, index) -> str:
+  return "chief" if task_type == "chief" else f"{task_type} {index}"
+
+
 def cluster() -> Cluster:
   """This process' `Cluster`, from the `TF_CONFIG` environment variable.
 
   Raises:
-    ValueError: TF_CONFIG is not JSON or lacks `cluster` / `task`.
+    ValueError: TF_CONFIG is not JSON, lacks `cluster` / `task`, names task
+      types other than "chief" and "worker" (parameter servers, a side-car
+      evaluator: part_tf does not run them), or a task it has not.
   """
   text = os.environ.get("TF_CONFIG", "").strip()
   if not text:
     return Cluster()
   try:
     config = json.loads(text)
-    spec = config.get("cluster") or {}
+    spec = {job: list(tasks) for job, tasks in
+            (config.get("cluster") or {}).items()}
     task = config.get("task") or {}
-    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
     task_type = task.get("type")
     task_index = int(task.get("index", 0))
   except (ValueError, AttributeError, TypeError) as e:
     raise ValueError(f"TF_CONFIG is not a valid cluster description: {e}"
                      ) from None
+  others = sorted(({job for job, tasks in spec.items() if tasks}
+                   | {task_type} - {None}) - set(TASK_TYPES))
+  if others:
+    raise ValueError(
+        f"TF_CONFIG names {' and '.join(others)} tasks, which part_tf does "
+        "not run: it "
+        "trains with MultiWorkerMirroredStrategy, whose tasks are "
+        "\"chief\" and \"worker\" only")
+  workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
   if workers and task_type is None:
     raise ValueError("TF_CONFIG names a cluster but no task (\"task\": "
                      "{\"type\": \"worker\", \"index\": N})")
+  if len(spec.get("chief", [])) > 1:
+    raise ValueError(f"TF_CONFIG names {len(spec['chief'])} chief tasks; "
+                     "a cluster has at most one")
+  if workers and not 0 <= task_index < len(spec.get(task_type, [])):
+    raise ValueError(
+        f"TF_CONFIG's task is {_task_name(task_type, task_index)}, but its "
+        f"cluster names {len(spec.get(task_type, []))} {task_type} task"
+        f"{'' if len(spec.get(task_type, [])) == 1 else 's'}")
+  tasks = tuple((_task_name(job, i), str(address))
+                for job in TASK_TYPES
+                for i, address in enumerate(spec.get(job, [])))
   return Cluster(num_workers=max(workers, 1), task_type=task_type,
-                 task_index=task_index, has_chief=bool(spec.get("chief")))
+                 task_index=task_index, has_chief=bool(spec.get("chief")),
+                 tasks=tasks)
 
 
 def resolve(name: str, tpu: str | None = None) -> str:
@@ -111,15 +165,26 @@ def split_cpu(count: int) -> None:
                      "(split it before TensorFlow runs anything)") from None
 
 
-def create(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
+def create(name: str, tpu: str | None = None,
+           cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT
+           ) -> tf.distribute.Strategy:
   """The strategy `resolve(name, tpu)` names.
 
   Must run before TF executes any op (MultiWorkerMirroredStrategy and TPU
   initialisation need that).
 
+  Args:
+    name: one of `STRATEGIES`.
+    tpu: TPU address or name, for "tpu".
+    cluster_timeout: "multi_worker": seconds to wait for every task of the
+      TF_CONFIG cluster to start.
+
   Raises:
-    ValueError: the strategy cannot run here (one line, says why).
+    ValueError: the strategy cannot run here, e.g. TF_CONFIG names tasks
+      part_tf does not run, this task's port is taken, or the other tasks
+      did not join within `cluster_timeout` (one line, says why).
   """
+  cluster()  # refuses a TF_CONFIG part_tf cannot run, whatever the strategy
   name = resolve(name, tpu)
   if name == "one_device":
     return tf.distribute.get_strategy()
@@ -129,10 +194,11 @@ def create(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker":
-    if cluster().num_workers < 2:
+    worker = cluster()
+    if worker.num_workers < 2:
       raise ValueError("--strategy=multi_worker needs a TF_CONFIG naming "
                        "the job's workers (see the README, 'Scaling out')")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return multi_worker.start(worker, cluster_timeout)
   if not tpu:
     raise ValueError("--strategy=tpu needs --tpu=ADDRESS or NAME (use "
                      "--tpu=local on a TPU VM)")

@@ -29,8 +29,10 @@ import time
 import keras
 import tensorflow as tf
 
+from part_tf import addresses
 from part_tf import distribution
 from part_tf import evaluation
+from part_tf import multi_worker
 from part_tf import pictures
 from part_tf import run_folder
 from part_tf import run_settings
@@ -72,9 +74,16 @@ def train(config: TrainConfig, out=None) -> dict:
       line during long epochs if it is a terminal) and the results, e.g.
       `sys.stdout`; None prints nothing. Only the chief prints.
 
+  A multi-worker job checks that it can start before the folder is touched:
+  every worker's TF_CONFIG port is free, all of them join within
+  `config.run.cluster_timeout` seconds, and they run with the same settings
+  (all but `TrainConfig.per_worker_settings`); so does a run with a tf.data
+  service, whose dispatcher must answer within that time.
+
   Raises:
     ValueError: bad settings, data or run folder (one-line messages;
-      `run_folder.RunFolderError` for the folder).
+      `run_folder.RunFolderError` for the folder), or a job that cannot
+      start (see above).
     OSError: the folder cannot be written.
   """
   for name in ("model_dir", "data_dir", "manual_dir"):
@@ -83,14 +92,38 @@ def train(config: TrainConfig, out=None) -> dict:
   if config.run.model_dir is None:
     raise ValueError("model_dir is required: the run folder")
   model_dir = os.path.abspath(os.path.expanduser(config.run.model_dir))
-  distribution.split_cpu(config.run.cpu_devices)
-  strategy = distribution.create(config.run.strategy, config.run.tpu)
+  run = config.run
+  if config.data.data_service:
+    _check_data_service(config.data.data_service, run.cluster_timeout)
+  distribution.split_cpu(run.cpu_devices)
+  strategy = distribution.create(run.strategy, run.tpu, run.cluster_timeout)
   worker = distribution.cluster()
+  if distribution.kind(strategy) == "multi_worker":
+    multi_worker.check_same_everywhere(
+        worker, {name: value for name, value in
+                 run_settings.settings(config).items()
+                 if name not in config.per_worker_settings()},
+        run.cluster_timeout)
   if distribution.kind(strategy) != "multi_worker" or worker.is_chief:
     with run_folder.locked(model_dir) as created:
       return _as_chief(config, strategy, run_folder.RunFolder(model_dir),
                        created, out)
   return _as_worker(config, strategy, model_dir, worker)
+
+
+def _check_data_service(address, timeout):
+  """Raises ValueError unless a tf.data service dispatcher answers at
+  `address` within `timeout` seconds (the service waits for one for ever,
+  without a word)."""
+  try:
+    addresses.split(address)
+  except ValueError:
+    raise ValueError(f"--data_service={address} is not an address like "
+                     "grpc://host:5000") from None
+  if not addresses.wait_until_answers(address, timeout):
+    raise ValueError(f"--data_service={address}: no tf.data service "
+                     f"dispatcher answers there within {timeout:g} s "
+                     "(--cluster_timeout); start it first")
 
 
 def _as_chief(config, strategy, folder, created, out) -> dict:

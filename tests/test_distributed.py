@@ -3,6 +3,7 @@ MirroredStrategy on two logical CPUs, a worker killed mid-run, distributed
 PGD evaluation, and the strategy choice from TF_CONFIG."""
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -21,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from part_tf import distribution
+from part_tf import multi_worker
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,6 +265,117 @@ class TwoWorkerTest(tf.test.TestCase):
                     one["natural_accuracy"])
 
 
+class JobThatCannotStartTest(tf.test.TestCase):
+  """Multi-worker jobs that can never start: every task ends within
+  --cluster_timeout in one line on stderr naming what is wrong, and
+  --model_dir is left as it was (here: never made)."""
+
+  # Seconds any one process may take: start-up (TensorFlow loads in 5-30 s
+  # on this shared machine) plus --cluster_timeout. A task that hangs is
+  # killed then, which fails the test.
+  DEADLINE = 150
+
+  def setUp(self):
+    super().setUp()
+    self.root = tempfile.mkdtemp(prefix="part_tf_start_")
+    self.addCleanup(subprocess.run, ["rm", "-rf", self.root], check=False)
+    self.processes = []
+
+  def tearDown(self):
+    for p in self.processes:
+      if p.poll() is None:
+        p.kill()
+      p.wait(timeout=30)
+    super().tearDown()
+
+  def _start(self, ports, index, *flags):
+    """train.py as task `index` of a cluster of workers on `ports`."""
+    name = f"{index}-{len(self.processes)}"
+    out = open(os.path.join(self.root, f"{name}.out"), "w+")
+    err = open(os.path.join(self.root, f"{name}.err"), "w+")
+    self.addCleanup(out.close)
+    self.addCleanup(err.close)
+    env = dict(os.environ, TMPDIR=self.root, TF_CONFIG=json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+         "task": {"type": "worker", "index": index}}))
+    p = subprocess.Popen([sys.executable, TRAIN, *RUN, *flags],
+                         stdout=out, stderr=err, env=env)
+    p.err = err
+    self.processes.append(p)
+    return p
+
+  def _stderr_lines(self, process):
+    """The exit code and stderr lines of `process` (killed at DEADLINE)."""
+    try:
+      code = process.wait(timeout=self.DEADLINE)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      code = "killed: still running after %d s" % self.DEADLINE
+    process.err.seek(0)
+    return code, process.err.read().strip().splitlines()
+
+  def _assert_one_line(self, process, line):
+    code, lines = self._stderr_lines(process)
+    self.assertEqual((code, lines), (1, [line]))
+
+  def test_a_missing_worker_is_named_by_the_others(self):
+    model_dir = os.path.join(self.root, "run")
+    ports = _free_ports(4)
+    # Worker 0 (the coordination leader) without worker 1, and worker 1
+    # of another job without its worker 0: both give up after 5 s.
+    started = time.monotonic()
+    leader = self._start(ports[:2], 0, "--cluster_timeout=5",
+                         f"--model_dir={model_dir}")
+    follower = self._start(ports[2:], 1, "--cluster_timeout=5",
+                           f"--model_dir={model_dir}")
+    hint = ("start every task that TF_CONFIG names, or give the slow ones a "
+            "longer --cluster_timeout")
+    self._assert_one_line(leader, (
+        f"error: worker 0 could not reach worker 1 at 127.0.0.1:{ports[1]} "
+        f"within 5 s (--cluster_timeout): {hint}"))
+    self._assert_one_line(follower, (
+        f"error: worker 1 could not reach worker 0 at 127.0.0.1:{ports[2]} "
+        f"within 5 s (--cluster_timeout): {hint}"))
+    self.assertLess(time.monotonic() - started, self.DEADLINE)
+    self.assertFalse(os.path.exists(model_dir))
+    self.assertEqual(_worker_folders(self.root), [])
+
+  def test_a_taken_port_is_named_and_its_peer_stops_too(self):
+    model_dir = os.path.join(self.root, "run")
+    ports = _free_ports(2)
+    with socket.socket() as squatter:  # another program on worker 0's port
+      squatter.bind(("127.0.0.1", ports[0]))
+      squatter.listen()
+      chief = self._start(ports, 0, "--cluster_timeout=5",
+                          f"--model_dir={model_dir}")
+      worker = self._start(ports, 1, "--cluster_timeout=5",
+                           f"--model_dir={model_dir}")
+      self._assert_one_line(chief, (
+          f"error: cannot start worker 0: port {ports[0]} of its TF_CONFIG "
+          f"address 127.0.0.1:{ports[0]} is in use by another program"))
+      self._assert_one_line(worker, (
+          f"error: worker 1: worker 0 at 127.0.0.1:{ports[0]} answers but "
+          "did not join the job within 5 s (--cluster_timeout): is another "
+          "program using its port, or a task started with another "
+          "TF_CONFIG?"))
+    self.assertFalse(os.path.exists(model_dir))
+
+  def test_differing_settings_stop_every_worker_before_the_first_step(self):
+    model_dir = os.path.join(self.root, "run")
+    ports = _free_ports(2)
+    # --cluster_timeout is a setting of each machine: it may differ.
+    first = self._start(ports, 0, "--learning_rate=0.001", "--epochs=4",
+                        "--cluster_timeout=60", f"--model_dir={model_dir}")
+    second = self._start(ports, 1, "--learning_rate=0.01", "--epochs=5",
+                         "--cluster_timeout=90", f"--model_dir={model_dir}")
+    line = ("error: the workers' settings differ: --epochs (worker 0: 4, "
+            "worker 1: 5); --learning_rate (worker 0: 0.001, worker 1: 0.01)")
+    self._assert_one_line(first, line)
+    self._assert_one_line(second, line)
+    self.assertFalse(os.path.exists(model_dir))
+    self.assertEqual(_worker_folders(self.root), [])
+
+
 class DistributedEvaluationTest(tf.test.TestCase):
 
   def test_every_attack_and_sequence_on_two_replicas_equal_one_device(self):
@@ -450,6 +563,82 @@ class StrategyChoiceTest(tf.test.TestCase):
         distribution.create("tpu")
     with self.assertRaisesRegex(ValueError, "unknown strategy"):
       distribution.resolve("gpus")
+
+  def test_task_types_part_tf_does_not_run_are_refused_by_name(self):
+    workers = ["127.0.0.1:1", "127.0.0.1:2"]
+    refused = ("tasks, which part_tf does not run: it trains with "
+               "MultiWorkerMirroredStrategy, whose tasks are \"chief\" and "
+               "\"worker\" only")
+    for tf_config, named in (
+        ({"cluster": {"worker": workers, "ps": ["127.0.0.1:3"]},
+          "task": {"type": "ps", "index": 0}}, "ps"),
+        ({"cluster": {"chief": ["127.0.0.1:4"], "worker": workers,
+                      "evaluator": ["127.0.0.1:5"], "ps": ["127.0.0.1:3"]},
+          "task": {"type": "worker", "index": 1}}, "evaluator and ps"),
+        ({"cluster": {"worker": workers},
+          "task": {"type": "evaluator", "index": 0}}, "evaluator")):
+      with self.subTest(named=named, task=tf_config["task"]["type"]):
+        with mock.patch.dict(os.environ,
+                             {"TF_CONFIG": json.dumps(tf_config)}):
+          with self.assertRaisesRegex(
+              ValueError, f"^TF_CONFIG names {named} {refused}$"):
+            distribution.cluster()
+          with self.assertRaisesRegex(ValueError, refused):
+            distribution.create("one_device")
+    # One worker and a parameter server: on main, a one-device run.
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": workers[:1], "ps": ["127.0.0.1:3"]},
+         "task": {"type": "worker", "index": 0}})}):
+      with self.assertRaisesRegex(ValueError, f"^TF_CONFIG names ps "
+                                  f"{refused}$"):
+        distribution.create("auto")
+
+  def test_tasks_the_cluster_lacks_are_refused(self):
+    for tf_config, message in (
+        ({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+          "task": {"type": "worker", "index": 2}},
+         "TF_CONFIG's task is worker 2, but its cluster names 2 worker "
+         "tasks"),
+        ({"cluster": {"worker": ["127.0.0.1:1"]},
+          "task": {"type": "chief", "index": 0}},
+         "TF_CONFIG's task is chief, but its cluster names 0 chief tasks"),
+        ({"cluster": {"chief": ["127.0.0.1:1", "127.0.0.1:2"]},
+          "task": {"type": "chief", "index": 0}},
+         "TF_CONFIG names 2 chief tasks; a cluster has at most one")):
+      with self.subTest(message=message):
+        with mock.patch.dict(os.environ,
+                             {"TF_CONFIG": json.dumps(tf_config)}):
+          with self.assertRaisesRegex(ValueError, f"^{message}$"):
+            distribution.cluster()
+
+  def test_tasks_are_named_with_their_addresses(self):
+    tf_config = {"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]},
+                 "task": {"type": "worker", "index": 1}}
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(tf_config)}):
+      task = distribution.cluster()
+    self.assertEqual(task.tasks, (("chief", "h:1"), ("worker 0", "h:2"),
+                                  ("worker 1", "h:3")))
+    self.assertEqual((task.name, task.address), ("worker 1", "h:3"))
+
+  def test_differing_settings_are_named_with_every_value(self):
+    self.assertEqual(multi_worker.differing_settings(
+        {"chief": {"a": 1, "b": 0.001, "c": "x", "d": [1]},
+         "worker 0": {"a": 1, "b": 0.01, "d": [1]},
+         "worker 1": {"a": 1, "b": 0.001, "c": "x", "d": [2]}}),
+        '--b (chief: 0.001, worker 0: 0.01, worker 1: 0.001); '
+        '--c (chief: "x", worker 0: unset, worker 1: "x"); '
+        '--d (chief: [1], worker 0: [1], worker 1: [2])')
+    self.assertEqual(multi_worker.differing_settings(
+        {"worker 0": {"a": 1.0}, "worker 1": {"a": 1}}), "")
+
+  def test_per_worker_settings_are_settings(self):
+    from part_tf import experiment  # pylint: disable=g-import-not-at-top
+    fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
+    self.assertLessEqual(set(experiment.TrainConfig.PER_WORKER), fields)
+    # What makes workers train differently must be compared.
+    for name in ("epochs", "learning_rate", "batch_size", "model", "method",
+                 "seed", "image_every", "eval_every", "jit_compile"):
+      self.assertNotIn(name, experiment.TrainConfig.PER_WORKER)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,16 @@ class FlagNamesTest(tf.test.TestCase):
     self.assertEqual(train_flags.VIEW_AUGMENTATIONS,
                      view_augmentation.VIEW_AUGMENTATIONS)
 
+  def test_cluster_timeout_default_is_the_library_one(self):
+    from part_tf import distribution, experiment  # pylint: disable=g-import-not-at-top
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    values = flags.FlagValues()
+    train_flags.define_cluster_timeout(values)
+    self.assertEqual(values["cluster_timeout"].default,
+                     distribution.DEFAULT_CLUSTER_TIMEOUT)
+    self.assertEqual(experiment.TrainConfig(model_dir="x").cluster_timeout,
+                     distribution.DEFAULT_CLUSTER_TIMEOUT)
+
 
 class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
@@ -92,6 +102,8 @@ class BadFlagsTest(tf.test.TestCase, parameterized.TestCase):
       ("center_lr_above_one", ["--center_lr=2"], "--center_lr must be in"),
       ("zero_eval_epsilon", ["--eval_epsilon=0"],
        "--eval_epsilon must be > 0 and < 1"),
+      ("zero_cluster_timeout", ["--cluster_timeout=0"],
+       "--cluster_timeout must be > 0 seconds"),
   )
   def test_one_line_error(self, args, message):
     model_dir = os.path.join(tempfile.mkdtemp(), "run")

@@ -256,6 +256,29 @@ class DataServiceTest(tf.test.TestCase):
     tf_config.disable_op_determinism()  # experiment.train turned it on
     super().tearDownClass()
 
+  def test_a_dispatcher_that_does_not_answer_is_named_in_one_line(self):
+    with socket.socket() as s:  # a port nothing listens on
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+    root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, root)
+    model_dir = os.path.join(root, "run")
+    try:  # killed after its timeout if it hangs (as it did)
+      result = subprocess.run(
+          [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+           *tiny_runs.TINY_TRAIN, "--epochs=1", "--burn_in_epochs=0",
+           f"--data_service=grpc://127.0.0.1:{port}", "--cluster_timeout=2",
+           f"--model_dir={model_dir}"],
+          capture_output=True, text=True, timeout=120, check=False)
+      outcome = (result.returncode, result.stderr.strip().splitlines())
+    except subprocess.TimeoutExpired:
+      outcome = "still running after 120 s"
+    self.assertEqual(outcome, (1, [
+        f"error: --data_service=grpc://127.0.0.1:{port}: no tf.data service "
+        "dispatcher answers there within 2 s (--cluster_timeout); start it "
+        "first"]))
+    self.assertFalse(os.path.exists(model_dir))
+
   def test_training_through_the_service_equals_the_local_pipeline(self):
     dispatcher = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=0))

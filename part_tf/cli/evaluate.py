@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 
 from part_tf import attack_catalogue
+from part_tf.config import RunConfig
 from part_tf.evaluation_config import PRESETS
 from part_tf.parsing import parse_budget
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
@@ -84,6 +85,11 @@ flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored",
 flags.DEFINE_string("tpu", None, "TPU address or name (selects TPUStrategy).")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices "
                      "(tests).", lower_bound=1)
+flags.DEFINE_float("cluster_timeout", RunConfig.cluster_timeout,
+                   "Seconds each task of a multi-worker evaluation waits for "
+                   "the others to start (see train.py).")
+flags.register_validator("cluster_timeout", lambda v: v > 0,
+                         message="--cluster_timeout must be > 0 seconds")
 flags.DEFINE_enum("checkpoint", "final", ("final", "best"), "For a run "
                   "folder: final: the last epoch's classifier; best: the "
                   "most robust epoch on the run's validation split (reports "
@@ -157,7 +163,8 @@ def main(argv):
   try:
     # Before TensorFlow runs anything (multi-worker and TPU need that).
     distribution.split_cpu(FLAGS.cpu_devices)
-    strategy = distribution.create(FLAGS.strategy, FLAGS.tpu)
+    strategy = distribution.create(FLAGS.strategy, FLAGS.tpu,
+                                   FLAGS.cluster_timeout)
     # Only the chief writes the results of a multi-worker evaluation.
     if distribution.kind(strategy) == "multi_worker" and (
         not distribution.cluster().is_chief):
@@ -176,7 +183,10 @@ def main(argv):
   except (ValueError, OSError) as e:
     if made_output:
       shutil.rmtree(output_dir, ignore_errors=True)
-    sys.exit(f"error: {one_line(e)}")
+    from part_tf import multi_worker  # pylint: disable=g-import-not-at-top
+    print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+    multi_worker.quiet_teardown()  # TF's multi-worker runtime logs at exit
+    sys.exit(1)
   except KeyboardInterrupt:
     if made_output and not _WRITTEN:
       shutil.rmtree(output_dir, ignore_errors=True)

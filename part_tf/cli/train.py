@@ -41,10 +41,20 @@ def main(argv):
       print(line, flush=True)
     experiment.train(config, out=sys.stdout)
   except (ValueError, OSError) as e:
-    sys.exit(f"error: {one_line(e)}")
+    _exit_with(f"error: {one_line(e)}")
   except tf.errors.OpError as e:  # e.g. a worker of the job is gone
     first = (e.message.strip().splitlines() or [""])[0][:300]
-    sys.exit(f"error: {type(e).__name__}: {first}")
+    _exit_with(f"error: {type(e).__name__}: {first}")
+
+
+def _exit_with(line):
+  """Exits with status 1 after `line` on stderr, the last line there (what
+  TensorFlow's multi-worker runtime logs at exit is dropped)."""
+  from part_tf import multi_worker  # pylint: disable=g-import-not-at-top
+  print(line, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  multi_worker.quiet_teardown()
+  sys.exit(1)
 
 
 def _interrupted() -> str:
