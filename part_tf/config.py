@@ -38,14 +38,14 @@ from part_tf import parsing
 from part_tf import registry
 
 # Metadata keys of a setting (see `setting`).
-_KIND, _CHOICES, _FLAG, _PER_MACHINE, _BOUNDS = (
-    "kind", "choices", "flag", "per_machine", "bounds")
+_KIND, _CHOICES, _FLAG, _PER_MACHINE, _BOUNDS, _PART_ONLY = (
+    "kind", "choices", "flag", "per_machine", "bounds", "part_only")
 KINDS = ("str", "int", "float", "bool", "budget", "floats", "ints", "enum")
 
 
 def setting(default=None, *, kind: str, choices=None, flag: str | None = None,
-            per_machine: bool = False, low=None, high=None,
-            low_open: bool = False, high_open: bool = False):
+            per_machine: bool = False, part_only: bool = False, low=None,
+            high=None, low_open: bool = False, high_open: bool = False):
   """A config field: its default, how a flag reads it and what it allows.
 
   The help text is the field's entry in its class' `Attributes:` docstring.
@@ -61,13 +61,12 @@ def setting(default=None, *, kind: str, choices=None, flag: str | None = None,
     flag: the flag's name, if not the field's own (see the module doc).
     per_machine: the setting may change when a run is resumed (hardware,
       paths, how often to report): it is not compared with `config.json`.
+    part_only: only the PART variants use it (the base methods ignore it).
     low, high: inclusive bounds (exclusive with `low_open`/`high_open`).
   """
   metadata = {_KIND: kind, _CHOICES: choices, _FLAG: flag,
-              _PER_MACHINE: per_machine,
+              _PER_MACHINE: per_machine, _PART_ONLY: part_only,
               _BOUNDS: (low, high, low_open, high_open)}
-  if kind == "floats" or kind == "ints":
-    return dataclasses.field(default=default, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -168,11 +167,13 @@ class BudgetConfig:
   """
   epsilon: float = setting(8 / 255, kind="budget", low=0, high=1,
                            low_open=True, high_open=True)
-  epsilon_low: float = setting(7 / 255, kind="budget", low=0)
-  burn_in_epochs: int = setting(20, kind="int", low=0)
-  cam: str = setting("gradcam_plus_plus", kind="enum", choices="CAM_METHODS")
-  cam_layer: str | None = setting(kind="str")
-  mask_rule: str = setting("zscore", kind="enum", choices="MASK_RULES")
+  epsilon_low: float = setting(7 / 255, kind="budget", low=0, part_only=True)
+  burn_in_epochs: int = setting(20, kind="int", low=0, part_only=True)
+  cam: str = setting("gradcam_plus_plus", kind="enum", choices="CAM_METHODS",
+                     part_only=True)
+  cam_layer: str | None = setting(kind="str", part_only=True)
+  mask_rule: str = setting("zscore", kind="enum", choices="MASK_RULES",
+                           part_only=True)
 
   def validate(self):
     if self.epsilon_low > self.epsilon:
@@ -508,6 +509,29 @@ def all_settings() -> dict:
         s = dataclasses.replace(s, off=0.0)
       _add_shared(found, s)
   return found
+
+
+def used_by(method_name: str, name: str) -> bool:
+  """Whether the method registered as `method_name` uses the setting
+  `name`: PART's budget settings only the PART variants use, a method's
+  hyper-parameters only that method (and methods sharing them, like
+  TRADES' and MART's `beta`); the rest every method."""
+  reg = _loaded_registry()
+  method = reg.METHODS.get(method_name)
+  for s in section_settings(BudgetConfig):
+    if s.name == name and s.field.metadata.get(_PART_ONLY):
+      return method.reweighted
+  owners = [cls for n, cls in reg.METHODS.items()
+            if name in {s.name for s in component_settings(cls, n)}]
+  if owners:
+    return name in {s.name for s in component_settings(method, method_name)}
+  return True
+
+
+def paper_weight(regulariser_name: str):
+  """The weight a regulariser's class gives it (its paper's), or None."""
+  cls = _loaded_registry().REGULARISERS.get(regulariser_name)
+  return next(f for f in dataclasses.fields(cls) if f.name == "weight").default
 
 
 def _add_shared(found, new):

@@ -9,6 +9,8 @@ over all of them.
 import numpy as np
 import tensorflow as tf
 
+from part_tf import evaluation
+
 
 def corruption_names() -> list[str]:
   """The corruptions of TFDS' `cifar10_corrupted`, in its order."""
@@ -52,12 +54,8 @@ def corruption_accuracy(model_fn, corruptions=None, severities=(1, 2, 3, 4, 5),
   if any(s not in (1, 2, 3, 4, 5) for s in severities):
     raise ValueError(f"severities must be in 1..5, got {list(severities)}")
 
-  @tf.function(reduce_retracing=True)
-  def correct(x, y):
-    x = tf.cast(x, tf.float32) / 255.0
-    predicted = tf.argmax(model_fn(x), axis=-1, output_type=tf.int64)
-    return tf.reduce_sum(tf.cast(predicted == tf.cast(y, tf.int64), tf.int64))
-
+  # The loop behind every accuracy part_tf reports, natural accuracy only.
+  natural = evaluation.Evaluator(model_fn, 0.0)
   accuracy = {}
   for name in corruptions:
     accuracy[name] = {}
@@ -73,13 +71,14 @@ def corruption_accuracy(model_fn, corruptions=None, severities=(1, 2, 3, 4, 5),
             f"downloaded ({type(e).__name__})") from e
       if max_examples:
         ds = ds.take(max_examples)
-      hits = count = 0
-      for x, y in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE):
-        hits += int(correct(x, y))
-        count += int(tf.size(y))
-      if count == 0:
-        raise ValueError(f"cifar10_corrupted/{name}_{severity} is empty")
-      accuracy[name][severity] = hits / count
+      ds = ds.batch(batch_size).map(
+          lambda x, y: (tf.cast(x, tf.float32) / 255.0, y)).prefetch(
+              tf.data.AUTOTUNE)
+      try:
+        accuracy[name][severity] = natural(ds)["natural_accuracy"]
+      except ValueError:
+        raise ValueError(f"cifar10_corrupted/{name}_{severity} is empty"
+                         ) from None
   per_corruption = {n: float(np.mean(list(a.values())))
                     for n, a in accuracy.items()}
   return {"accuracy": accuracy, "per_corruption": per_corruption,

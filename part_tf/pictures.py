@@ -246,3 +246,46 @@ def render_grid(panels, class_names=None, title: str | None = None,
 def figure_array(fig: mfigure.Figure) -> np.ndarray:
   """The figure as an RGB uint8 array [H, W, 3]."""
   return tf.io.decode_png(figure_png(fig), channels=3).numpy()
+
+
+def part_model_of_run(classifier, run: dict, overrides: dict, natural=None):
+  """A PARTModel of `classifier` with the settings of the run that trained
+  it (`config.json`, read as this version reads it), else the configs'
+  defaults; `overrides` (flat settings, e.g. {"epsilon": 0.1}) win. Only
+  its attack pieces and budgets are used: pictures ask for the CAM budget
+  whatever the method."""
+  from part_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from part_tf import run_settings  # pylint: disable=g-import-not-at-top
+  from part_tf.training import PARTModel  # pylint: disable=g-import-not-at-top
+  values = dict(run)
+  run_settings.upgrade(values if values else None)
+  values.update({k: v for k, v in overrides.items() if v is not None})
+  config = config_lib.TrainConfig.from_flat(
+      {k: v for k, v in values.items()
+       if k in config_lib.all_settings() or k == "method"})
+  budget, attack = config.budget, config.attack
+  if budget.epsilon_low > budget.epsilon:
+    raise ValueError(f"need epsilon_low <= epsilon, got {budget.epsilon_low} "
+                     f"and {budget.epsilon}")
+  return PARTModel(
+      classifier, method=config.method, epsilon=budget.epsilon,
+      epsilon_low=budget.epsilon_low, step_size=attack.step_size,
+      num_steps=attack.num_steps, attack=attack.attack, cam=budget.cam,
+      cam_layer=budget.cam_layer, mask_rule=budget.mask_rule,
+      natural_classifier=natural, seed=config.run.seed)
+
+
+def run_grid(model, dataset: str, test, cams, num_images: int, seed: int,
+             where: str):
+  """The figure of `num_images` test images (chosen by `seed`) with a row
+  of panels per CAM method in `cams`."""
+  chosen = np.sort(np.random.default_rng(seed).choice(
+      len(test.labels), min(num_images, len(test.labels)), replace=False))
+  images = test.images[chosen].astype(np.float32) / 255.0
+  panels = [compute_panel(model, images, test.labels[chosen], cam=cam,
+                          reweighted=True, seed=(seed, 0)) for cam in cams]
+  title = (f"{dataset}, {where}: {model.mask_rule} budget, epsilon "
+           f"{model.epsilon:.3g} / {model.epsilon_low:.3g}, "
+           f"PGD-{model.num_steps}")
+  return render_grid(panels, CLASS_NAMES.get(dataset), title=title,
+                     row_labels=list(cams)), len(chosen)

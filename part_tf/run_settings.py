@@ -38,6 +38,7 @@ _EARLIER_VALUES = {
     "validation_split": "0",
     # One clean pass per TRADES step, as before #23.
     "trades_clean_passes": 1,
+    "consistency_views": "crop_flip",
 }
 
 
@@ -66,6 +67,12 @@ def upgrade(old: dict | None) -> None:
     old.update(validation_split="auto", eval_subset=None)
   for name, value in _EARLIER_VALUES.items():
     old.setdefault(name, value)
+  if old.get("settings_version", 1) < 3:
+    # A setting that did not exist yet did what its default does now.
+    for name, s in config_lib.all_settings().items():
+      default = s.flag_default
+      old.setdefault(name, list(default) if isinstance(default, tuple)
+                     else default)
   if isinstance(old.get("mixed_precision"), bool):
     old["mixed_precision"] = ("mixed_float16" if old["mixed_precision"]
                               else "none")

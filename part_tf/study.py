@@ -10,6 +10,7 @@ to both methods, so the paired difference removes that shared noise.
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 from scipy import stats
@@ -145,3 +146,72 @@ def markdown(summary: dict, metrics, labels: dict, sweep_name: str | None,
           f"({_signed(d['mean'])}, 95% interval [{_signed(d['low'])}, "
           f"{_signed(d['high'])}] over {len(d['seeds'])} paired seeds).")
   return "\n".join(lines) + "\n"
+
+
+def read_log(path: str) -> dict:
+  """{column: [value per epoch]} of a run's log.csv (NaN for blanks)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  return {key: [float(r[key]) if r[key] not in ("", "nan") else float("nan")
+                for r in rows] for key in (rows[0] if rows else {})}
+
+
+def mean_log(parts) -> dict:
+  """The per-epoch mean of several runs' log columns (runs of equal length)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  length = min(len(p.get("epoch", [])) for p in parts)
+  keys = set.intersection(*(set(p) for p in parts))
+  with warnings.catch_warnings():  # epochs without a PGD measurement: NaN
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return {k: list(np.nanmean([p[k][:length] for p in parts], axis=0))
+            if k != "epoch" else parts[0][k][:length] for k in keys}
+
+
+def write_report(out: str, runs, logs: dict, metric_names, labels: dict,
+                 reference: str, sweep_name, header: str, burn_in,
+                 facts: dict) -> str:
+  """Writes study.json, study.md, comparison.md, study.png and
+  comparison.png to `out`; returns study.md's text.
+
+  Args:
+    out: the study's folder.
+    runs: its `Run`s.
+    logs: {label: [each seed's `read_log`]}.
+    metric_names, labels: the metrics compared, and their labels.
+    reference: the method the differences are taken to.
+    sweep_name: the swept setting, or None.
+    header: the first line of the report and the charts' title.
+    burn_in: the epoch to mark on the curves, or None.
+    facts: more of study.json (dataset, methods, seeds, sweep).
+  """
+  from part_tf import io_utils  # pylint: disable=g-import-not-at-top
+  from part_tf import plots  # pylint: disable=g-import-not-at-top
+  summary = summarize(runs, metric_names, reference=reference)
+  text = markdown(summary, metric_names, labels, sweep_name,
+                  header=header + "\n")
+  io_utils.atomic_write_json(os.path.join(out, "study.json"), {
+      **facts, "runs": [{"method": r.method, "setting": r.setting,
+                         "seed": r.seed, **r.metrics} for r in runs],
+      **summary})
+  io_utils.atomic_write_text(os.path.join(out, "study.md"), text)
+  table = text.split("\n\n")[0] if summary["differences"] else text
+  io_utils.atomic_write_text(os.path.join(out, "comparison.md"),
+                             table.rstrip("\n") + "\n")
+  groups = [(g["method"] + (f"\n{sweep_name}={g['setting']}"
+                            if g["setting"] else ""),
+             {m: g[m]["values"] for m in metric_names})
+            for g in summary["groups"]]
+  io_utils.atomic_write_bytes(os.path.join(out, "study.png"),
+                              plots.figure_png(plots.study_figure(
+                                  groups, [(m, labels[m])
+                                           for m in metric_names],
+                                  title=header)))
+  seeds = len({r.seed for r in runs})
+  io_utils.atomic_write_bytes(
+      os.path.join(out, "comparison.png"),
+      plots.figure_png(plots.training_curves_figure(
+          {label: mean_log(parts) for label, parts in logs.items()},
+          burn_in, title=header + (
+              f" (mean over {seeds} seeds)" if seeds > 1 else ""))))
+  return text

@@ -18,9 +18,9 @@ Every flag of scripts/train.py is accepted and passed on. Each run trains in
 already is skipped, and a killed one resumes (the run folder's own resume),
 so a killed study started again goes on where it stopped. A base method
 (at, trades, mart, act) ignores PART's settings (epsilon_low, mask_rule,
-cam, cam_layer, burn_in_epochs), and a method other than act and part_act
-ignores ACT's (act_alpha, act_beta, act_temperature, act_natural_model), so
-a sweep over one of them trains it once per seed. Writes to `<model_dir>`:
+cam, cam_layer, burn_in_epochs), and a method ignores the hyper-parameters
+of the others (act_alpha, beta, ...: `part_tf.config.used_by`), so a sweep
+over one of them trains it once per seed. Writes to `<model_dir>`:
 
   study.md, study.json   mean ± sd over seeds per method and setting, and the
                          paired difference to the first method with a 95%
@@ -33,7 +33,6 @@ a sweep over one of them trains it once per seed. Writes to `<model_dir>`:
                          seeds), burn-in marked
 """
 
-import csv
 import json
 import os
 import signal
@@ -43,9 +42,12 @@ import sys
 from absl import app
 from absl import flags
 
+from part_tf import config as config_lib
+from part_tf import presets
+from part_tf import registry
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
+from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
-from part_tf_flags.dataset_defaults import DATASET_DEFAULTS  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
 flags.DEFINE_list("methods", ["at", "part"], "Methods to compare; the first "
@@ -61,47 +63,29 @@ flags.DEFINE_string("sweep", None, "One setting to vary, as name:v1,v2,... "
 FLAGS = flags.FLAGS
 OWN_FLAGS = ("--model_dir", "--methods", "--method", "--seeds", "--seed",
              "--sweep")
-# Settings that only the PART variants use.
-PART_ONLY = ("epsilon_low", "mask_rule", "cam", "cam_layer", "burn_in_epochs")
-# Settings that only ACT (act, part_act) uses.
-ACT_ONLY = ("act_alpha", "act_beta", "act_temperature", "act_natural_model")
-
-
-def _uses(method, setting):
-  """Whether a --methods entry's base method uses `setting`."""
-  base = parse_method(method)[0]
-  if setting in PART_ONLY:
-    return base in train_flags.REWEIGHTED_METHODS
-  if setting in ACT_ONLY:
-    return base in train_flags.CONCURRENT_METHODS
-  return True
-NOT_SWEPT = ("model_dir", "method", "seed", "flagfile", "epochs")
-
-
-# The plug-in regularisers a --methods entry may add, with the paper's weight
-# (None: the weight must be given).
-REGULARISERS = {"consistency": 1.0, "feature_alignment": None,
-                "center_loss": 0.003}
+NOT_SWEPT = ("model_dir", "method", "seed", "flagfile", "epochs", "plugins")
 
 
 def parse_method(entry):
-  """(base method, {weight flag: value}) of a --methods entry such as
-  `at+consistency` or `part+center_loss=0.01`; ValueError if malformed."""
+  """(method, {weight setting: value}) of a --methods entry such as
+  `at+consistency` or `part+center_loss=0.01` (a regulariser's weight
+  defaults to its paper's); ValueError if malformed."""
   method, *extras = entry.split("+")
-  if method not in train_flags.METHOD_NAMES:
+  if method not in registry.METHODS:
     raise ValueError(f"unknown method {method!r} in --methods entry "
-                     f"{entry!r}; choose from {train_flags.METHOD_NAMES}")
+                     f"{entry!r}; choose from {registry.METHODS.names()}")
   weights = {}
   for extra in extras:
     name, _, value = extra.partition("=")
-    if name not in REGULARISERS:
+    if name not in registry.REGULARISERS:
       raise ValueError(f"unknown regulariser {name!r} in --methods entry "
-                       f"{entry!r}; choose from {tuple(REGULARISERS)}")
+                       f"{entry!r}; choose from "
+                       f"{registry.REGULARISERS.names()}")
     if not value:
-      if REGULARISERS[name] is None:
+      value = config_lib.paper_weight(name)
+      if value is None:
         raise ValueError(f"{name} has no paper default: give its weight, "
                          f"e.g. {method}+{name}=0.1")
-      value = REGULARISERS[name]
     try:
       weight = float(value)
     except ValueError:
@@ -113,10 +97,6 @@ def parse_method(entry):
   return method, weights
 
 
-def _own_flag(arg):
-  return arg.split("=")[0] in OWN_FLAGS
-
-
 def passed_on(argv):
   """The command line without this script's own flags (and their values)."""
   args, skip_value = [], False
@@ -125,7 +105,7 @@ def passed_on(argv):
       skip_value = False
     elif arg in OWN_FLAGS:
       skip_value = True
-    elif not _own_flag(arg):
+    elif arg.split("=")[0] not in OWN_FLAGS:
       args.append(arg)
   return args
 
@@ -153,20 +133,38 @@ def parse_sweep(text):
 
 
 def plan(methods, seeds, sweep_name, sweep_values):
-  """[(method, setting, seed, run folder relative to --model_dir)]."""
+  """[(entry, setting, seed, run folder relative to --model_dir)]."""
   runs = []
-  for method in methods:
-    affected = sweep_name is not None and _uses(method, sweep_name)
+  for entry in methods:
+    affected = sweep_name is not None and config_lib.used_by(
+        parse_method(entry)[0], sweep_name)
     for value in (sweep_values if affected else [""]):
       for seed in seeds:
-        parts = [method] + ([f"{sweep_name}={value}"] if value else [])
-        runs.append((method, value, seed,
+        parts = [entry] + ([f"{sweep_name}={value}"] if value else [])
+        runs.append((entry, value, seed,
                      os.path.join(*parts, f"seed{seed}")))
   return runs
 
 
+def expected_settings(entry, seed, sweep_name, value) -> dict:
+  """What config.json holds for a run of the study (as train.py writes it:
+  the run's `TrainConfig` from these flags)."""
+  from part_tf import run_settings  # pylint: disable=g-import-not-at-top
+  values = train_flags.flat_values()
+  if sweep_name == "dataset" and value:
+    # Each swept dataset's run gets that dataset's defaults.
+    values.update({name: default for name, default in
+                   presets.preset(value).items() if not FLAGS[name].present})
+  method, weights = parse_method(entry)
+  values.update(method=method, seed=seed, **weights)
+  if value:
+    values[sweep_name] = FLAGS[sweep_name].parser.parse(value)
+  return run_settings.settings(config_lib.TrainConfig.from_flat(values))
+
+
 def finished_metrics(model_dir, expected):
   """The run's metrics.json if it finished with the `expected` settings."""
+  from part_tf import run_settings  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
       metrics = json.load(f)
@@ -174,166 +172,107 @@ def finished_metrics(model_dir, expected):
       config = json.load(f)
   except (OSError, ValueError):
     return None
-  from part_tf import experiment  # pylint: disable=g-import-not-at-top
-  experiment._upgrade(config)  # pylint: disable=protected-access
-  changeable = set(experiment.TrainConfig.RESUMABLE_CHANGES) - {"epochs"}
-  for name, value in config.items():
-    if name in changeable or name not in expected:
+  run_settings.upgrade(config)
+  changeable = set(config_lib.TrainConfig().per_machine_settings()) - {
+      "epochs"}
+  for name, value in expected.items():
+    if name in changeable or name == "settings_version":
       continue
-    if json.loads(json.dumps(expected[name])) != value:
+    if json.loads(json.dumps(value)) != config.get(name):
       return None
   return metrics if metrics.get("epochs") == expected["epochs"] else None
 
 
-def expected_settings(method, seed, sweep_name, value):
-  """What config.json holds for a run of the study (without data folders)."""
-  settings = {name: FLAGS[name].value for name in train_flags.FLAG_NAMES
-              if name != "model_dir"}
-  if sweep_name == "dataset" and value:
-    # Each swept dataset's run gets that dataset's defaults.
-    settings.update({name: default for name, default
-                     in DATASET_DEFAULTS.get(value, {}).items()
-                     if not FLAGS[name].present})
-  settings["lr_decay_epochs"] = [int(e) for e in settings["lr_decay_epochs"]]
-  for name in ("mean", "std"):
-    if settings.get(name) is not None:
-      settings[name] = [float(v) for v in settings[name]]
-  base, weights = parse_method(method)
-  settings.update(method=base, seed=seed, **weights)
-  if value:
-    settings[sweep_name] = FLAGS[sweep_name].parser.parse(value)
-  settings["validation_split"] = train_flags.canonical_validation_split(
-      settings["validation_split"])
-  return settings
-
-
-def read_log(path):
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  return {key: [float(r[key]) if r[key] not in ("", "nan") else float("nan")
-                for r in rows] for key in (rows[0] if rows else {})}
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    variants = {entry: parse_method(entry) for entry in FLAGS.methods}
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  if len(set(FLAGS.methods)) != len(FLAGS.methods):
-    sys.exit(f"error: --methods repeats a method: {FLAGS.methods}")
+def _seeds():
   try:
     seeds = [int(s) for s in FLAGS.seeds] or [FLAGS.seed]
     if min(seeds) < 0 or len(set(seeds)) != len(seeds):
       raise ValueError
   except ValueError:
-    sys.exit(f"error: --seeds must be distinct integers >= 0, got "
-             f"{','.join(FLAGS.seeds)}")
-  try:
-    sweep_name, sweep_values = parse_sweep(FLAGS.sweep)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
+    raise ValueError(f"--seeds must be distinct integers >= 0, got "
+                     f"{','.join(FLAGS.seeds)}") from None
+  return seeds
+
+
+def _check_entries(sweep_name):
+  """The --methods entries, parsed; ValueError for a bad study."""
+  variants = {entry: parse_method(entry) for entry in FLAGS.methods}
+  if len(set(FLAGS.methods)) != len(FLAGS.methods):
+    raise ValueError(f"--methods repeats a method: {FLAGS.methods}")
   clashing = [entry for entry, (_, weights) in variants.items()
               if sweep_name in weights]
   if clashing:
-    sys.exit(f"error: --sweep={sweep_name} and the --methods entries "
-             f"{clashing} both set {sweep_name}: sweep it on the plain "
-             "method instead")
-  from part_tf import io_utils  # pylint: disable=g-import-not-at-top
-  from part_tf import plots  # pylint: disable=g-import-not-at-top
+    raise ValueError(f"--sweep={sweep_name} and the --methods entries "
+                     f"{clashing} both set {sweep_name}: sweep it on the "
+                     "plain method instead")
+  return variants
+
+
+def _one_run(entry, value, seed, folder, sweep_name, variants, common):
+  """The metrics of one run of the study: trained now, or found finished."""
+  model_dir = os.path.join(FLAGS.model_dir, folder)
+  metrics = finished_metrics(model_dir, expected_settings(
+      entry, seed, sweep_name, value))
+  if metrics is not None:
+    print(f"=== {folder}: finished already", flush=True)
+    return metrics, model_dir
+  print(f"=== {folder}: training in {model_dir}", flush=True)
+  method, weights = variants[entry]
+  extra = [f"--{sweep_name}={value}"] if value else []
+  extra += [f"--{name}={weight}" for name, weight in weights.items()]
+  _CURRENT[:] = [folder]
+  returncode = _train_run(
+      [sys.executable, "-m", "part_tf.cli.train", *common, *extra,
+       f"--method={method}", f"--seed={seed}", f"--model_dir={model_dir}"])
+  _CURRENT[:] = []
+  if returncode != 0:
+    raise ValueError(f"training {folder} failed (exit {returncode}); the "
+                     "runs before it are kept, start the same command again "
+                     "to go on")
+  with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
+    return json.load(f), model_dir
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from part_tf import study  # pylint: disable=g-import-not-at-top
-
-  # --- Runs: each in its own folder, skipped when finished ---------------------
-  common = passed_on(sys.argv[1:])
-  steps = FLAGS.eval_num_steps
-  metric_names = ("natural_accuracy", f"pgd{steps}_accuracy")
-  runs, logs = [], {}
-  for method, value, seed, folder in plan(FLAGS.methods, seeds, sweep_name,
-                                          sweep_values):
-    model_dir = os.path.join(FLAGS.model_dir, folder)
-    expected = expected_settings(method, seed, sweep_name, value)
-    metrics = finished_metrics(model_dir, expected)
-    if metrics is None:
-      print(f"=== {folder}: training in {model_dir}", flush=True)
-      extra = [f"--{sweep_name}={value}"] if value else []
-      base, weights = variants[method]
-      extra += [f"--{name}={weight}" for name, weight in weights.items()]
-      _CURRENT[:] = [folder]
-      returncode = _train_run(
-          [sys.executable, "-m", "part_tf.cli.train", *common,
-           *extra, f"--method={base}", f"--seed={seed}",
-           f"--model_dir={model_dir}"])
-      _CURRENT[:] = []
-      if returncode != 0:
-        sys.exit(f"error: training {folder} failed (exit "
-                 f"{returncode}); the runs before it are kept, start "
-                 "the same command again to go on")
-      with open(os.path.join(model_dir, "metrics.json"),
-                encoding="utf-8") as f:
-        metrics = json.load(f)
-    else:
-      print(f"=== {folder}: finished already", flush=True)
-    runs.append(study.Run(method, value, seed,
-                          {m: metrics[m] for m in metric_names}))
-    label = method + (f" {sweep_name}={value}" if value else "")
-    logs.setdefault(label, []).append(
-        read_log(os.path.join(model_dir, "log.csv")))
-
-  # --- Report ---------------------------------------------------------------
-  labels = {"natural_accuracy": "natural accuracy",
-            f"pgd{steps}_accuracy": f"PGD-{steps} accuracy"}
-  summary = study.summarize(runs, metric_names, reference=FLAGS.methods[0])
+  try:
+    seeds = _seeds()
+    sweep_name, sweep_values = parse_sweep(FLAGS.sweep)
+    variants = _check_entries(sweep_name)
+    steps = FLAGS.eval_num_steps
+    metric_names = ("natural_accuracy", f"pgd{steps}_accuracy")
+    runs, logs, common = [], {}, passed_on(sys.argv[1:])
+    for entry, value, seed, folder in plan(FLAGS.methods, seeds, sweep_name,
+                                           sweep_values):
+      metrics, model_dir = _one_run(entry, value, seed, folder, sweep_name,
+                                    variants, common)
+      runs.append(study.Run(entry, value, seed,
+                            {m: metrics[m] for m in metric_names}))
+      label = entry + (f" {sweep_name}={value}" if value else "")
+      logs.setdefault(label, []).append(
+          study.read_log(os.path.join(model_dir, "log.csv")))
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   header = (f"{FLAGS.dataset}, epsilon={FLAGS.epsilon:.4g}, "
             f"epsilon_low={FLAGS.epsilon_low:.4g}, {FLAGS.epochs} epochs, "
             f"seeds {','.join(map(str, seeds))}"
             + (f", sweep {sweep_name}" if sweep_name else ""))
-  text = study.markdown(summary, metric_names, labels, sweep_name,
-                        header=header + "\n")
-  out = FLAGS.model_dir
-  io_utils.atomic_write_json(os.path.join(out, "study.json"), {
-      "dataset": FLAGS.dataset, "methods": FLAGS.methods, "seeds": seeds,
-      "sweep": {"name": sweep_name, "values": sweep_values}
-      if sweep_name else None,
-      "runs": [{"method": r.method, "setting": r.setting, "seed": r.seed,
-                **r.metrics} for r in runs], **summary})
-  io_utils.atomic_write_text(os.path.join(out, "study.md"), text)
-  table = text.split("\n\n")[0] if summary["differences"] else text
-  io_utils.atomic_write_text(os.path.join(out, "comparison.md"),
-                             table.rstrip("\n") + "\n")
-  groups = [(g["method"] + (f"\n{sweep_name}={g['setting']}"
-                            if g["setting"] else ""),
-             {m: g[m]["values"] for m in metric_names})
-            for g in summary["groups"]]
-  io_utils.atomic_write_bytes(os.path.join(out, "study.png"),
-                              plots.figure_png(plots.study_figure(
-                                  groups, [(m, labels[m])
-                                           for m in metric_names],
-                                  title=header)))
-  mean_logs = {label: _mean_log(parts) for label, parts in logs.items()}
   burn_in = (FLAGS.burn_in_epochs if sweep_name != "burn_in_epochs" and any(
-      base in train_flags.REWEIGHTED_METHODS
-      for base, _ in variants.values()) else None)
-  io_utils.atomic_write_bytes(
-      os.path.join(out, "comparison.png"),
-      plots.figure_png(plots.training_curves_figure(
-          mean_logs, burn_in, title=header + (
-              f" (mean over {len(seeds)} seeds)" if len(seeds) > 1 else ""))))
+      registry.METHODS.get(m).reweighted for m, _ in variants.values())
+             else None)
+  text = study.write_report(
+      FLAGS.model_dir, runs, logs, metric_names,
+      {"natural_accuracy": "natural accuracy",
+       f"pgd{steps}_accuracy": f"PGD-{steps} accuracy"},
+      FLAGS.methods[0], sweep_name, header, burn_in,
+      {"dataset": FLAGS.dataset, "methods": FLAGS.methods, "seeds": seeds,
+       "sweep": {"name": sweep_name, "values": sweep_values}
+       if sweep_name else None})
   print("\n" + text.rstrip("\n"))
-  print(f"wrote {os.path.join(out, 'study.md')}, study.json, study.png and "
-        "comparison.png")
-
-
-def _mean_log(parts):
-  """The per-epoch mean of several runs' log columns (runs of equal length)."""
-  import warnings  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  length = min(len(p.get("epoch", [])) for p in parts)
-  keys = set.intersection(*(set(p) for p in parts))
-  with warnings.catch_warnings():  # epochs without a PGD measurement: NaN
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return {k: list(np.nanmean([p[k][:length] for p in parts], axis=0))
-            if k != "epoch" else parts[0][k][:length] for k in keys}
+  print(f"wrote {os.path.join(FLAGS.model_dir, 'study.md')}, study.json, "
+        "study.png and comparison.png")
 
 
 # The run being trained now (for Ctrl-C's last line).
@@ -376,7 +315,8 @@ def run():
   """The `part-compare` command (and `python scripts/compare.py`)."""
   # absl prints the main module's docstring as the usage: this one.
   sys.modules["__main__"].__doc__ = __doc__
-  run_command(main, interrupted=_interrupted)
+  run_command(main, lambda argv: parse_flags_or_exit(
+      argv, check=train_flags.check), interrupted=_interrupted)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def preact_resnet18(input_shape: Sequence[int],
 
   This was part_tf's `resnet18` until `resnet18` became the reference code's
   network (runs of that time rebuild this one: see
-  `part_tf.experiment.SETTINGS_VERSION`). Four stages of two pre-activation
+  `part_tf.run_settings.SETTINGS_VERSION`). Four stages of two pre-activation
   basic blocks (64, 128, 256, 512 filters; strides 1, 2, 2, 2), a final
   BN-ReLU (the `CAM_LAYER`), global average pooling and a linear layer:
   11,172,170 trainable parameters for 10 classes.

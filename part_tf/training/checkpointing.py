@@ -5,7 +5,7 @@ epoch counter separately, so a kill at the wrong moment leaves a torn file or
 weights one epoch ahead of the counter. Here each backup is written to a new
 file, renamed into place, and only then made current by atomically replacing
 a small `state.json` that names it; older backups are deleted afterwards.
-The backup holds the model weights (with the `part_active` switch) and the
+The backup holds the model weights (with the model's epoch counter) and the
 optimiser state (moments and step counter, which also seeds the attacks).
 """
 
