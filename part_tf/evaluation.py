@@ -80,12 +80,15 @@ class Evaluator:
       gets the draws it gets on one device. With several workers, all must
       evaluate together.
     jit_compile: compile the batches with XLA (GPU).
+    keep_adversarial: also return the adversarial images found: each
+      example's clean image, replaced by the first attack's image that
+      fools the model (report key "adversarial").
   """
 
   def __init__(self, model_fn, epsilon: float, attacks=(),
                config: SuiteConfig = SuiteConfig(), seed: int = 0,
                sequential: bool = False, strategy=None,
-               jit_compile: bool = False):
+               jit_compile: bool = False, keep_adversarial: bool = False):
     from part_tf import components  # pylint: disable=g-import-not-at-top,unused-import
     model_fn = as_model_fn(model_fn)
     self.attacks = tuple(attacks)
@@ -100,8 +103,9 @@ class Evaluator:
     self.sequential = sequential
     compile_fn = lambda fn: _compiled(fn, strategy, jit_compile)
     self._natural = compile_fn(_clean(model_fn))
+    self.keep_adversarial = keep_adversarial
     self._attacks = {name: compile_fn(_attacked(name, config, model_fn,
-                                                epsilon))
+                                                epsilon, keep_adversarial))
                      for name in self.attacks}
     self._restarts = {name: config.restarts if name == "pgd" else 1
                       for name in self.attacks}
@@ -124,12 +128,17 @@ class Evaluator:
     batches = enumerate(dataset)
     for i, (x, y) in (progress(batches) if progress else batches):
       self._batch(tally, i, tf.cast(x, tf.float32), tf.cast(y, tf.int32))
-    return tally.report(self.epsilon, self.sequential, per_example)
+    report = tally.report(self.epsilon, self.sequential, per_example)
+    if self.keep_adversarial:
+      report["adversarial"] = np.concatenate(tally.adversarial)
+    return report
 
   def _batch(self, tally, i, x, y):
     clean, _ = _call(self._natural, x, y,
                      tf.constant([self.seed, 0], tf.int64), None)
     tally.correct.append(clean)
+    if self.keep_adversarial:
+      tally.adversarial.append(x.numpy().copy())
     still = clean.copy()
     for name in self.attacks:
       survived = still.copy() if self.sequential else clean.copy()
@@ -138,9 +147,12 @@ class Evaluator:
         if not survived.any():
           break
         start = time.perf_counter()
-        ok, norm = _call(self._attacks[name], x, y,
-                         seed_pair(self.seed, i, name, r), rows)
+        ok, norm, x_adv = _call(self._attacks[name], x, y,
+                                seed_pair(self.seed, i, name, r), rows,
+                                with_images=self.keep_adversarial)
         tally.seconds[name] += time.perf_counter() - start
+        if self.keep_adversarial:
+          tally.keep(x_adv, ok, rows, survived)
         if rows is None:
           survived &= ok
           norm = norm[clean]
@@ -160,11 +172,22 @@ class _Tally:
   def __init__(self, names):
     self.names = names
     self.correct = []
+    self.adversarial = []
     self.robust = {name: [] for name in names}
     self.attacked = dict.fromkeys(names, 0)
     self.seconds = dict.fromkeys(names, 0.0)
     self.norms = {name: [] for name in names
                   if registry.ATTACKS.get(name).minimum_norm}
+
+  def keep(self, x_adv, ok, rows, survived):
+    """Puts the images that fool the model (and still stand clean-correct
+    in this batch's copy) into the batch's adversarial images."""
+    batch = self.adversarial[-1]
+    rows = np.arange(len(survived)) if rows is None else rows
+    fooled = rows[~ok & survived[rows]]
+    where = {row: k for k, row in enumerate(rows)}
+    for row in fooled:  # (few: the examples an attack just fooled)
+      batch[row] = x_adv[where[row]]
 
   def report(self, epsilon, sequential, per_example) -> dict:
     if not self.correct:
@@ -229,9 +252,11 @@ def as_model_fn(model):
 
 # --- compiled batches ----------------------------------------------------------
 
-def _attacked(name, config, model_fn, epsilon):
+def _attacked(name, config, model_fn, epsilon, with_images=False):
   """The attack as `(x, y, seed_pair) -> [B, 2]`: (survives 0/1, the norm of
-  the smallest adversarial perturbation found, NaN unless minimum-norm)."""
+  the smallest adversarial perturbation found, NaN unless minimum-norm);
+  with `with_images`, [B, 2 + H*W*C]: the adversarial images follow,
+  flattened (one tensor, so that replicas gather it as one)."""
   attack = registry.ATTACKS.get(name)
 
   def run(x, y, seed_pair):
@@ -239,7 +264,12 @@ def _attacked(name, config, model_fn, epsilon):
     x_adv, norm = out if attack.minimum_norm else (
         out, tf.fill(tf.shape(y), float("nan")))
     ok = tf.argmax(model_fn(x_adv), axis=-1, output_type=tf.int32) == y
-    return tf.stack([tf.cast(ok, tf.float32), tf.cast(norm, tf.float32)], 1)
+    result = tf.stack([tf.cast(ok, tf.float32), tf.cast(norm, tf.float32)], 1)
+    if with_images:
+      flat = tf.reshape(tf.cast(x_adv, tf.float32), [tf.shape(y)[0], -1])
+      result = tf.concat([result, flat], axis=1)
+    return result
+  run.with_images = with_images
   return run
 
 
@@ -252,9 +282,10 @@ def _clean(model_fn):
   return run
 
 
-def _call(fn, x, y, seed_pair, rows):
+def _call(fn, x, y, seed_pair, rows, with_images=None):
   """Runs `fn` on the rows `rows` (numpy int; None: all) of the batch
-  `(x, y)`: (survives bool [n], norms [n])."""
+  `(x, y)`: (survives bool [n], norms [n]), and with `with_images` not None
+  the adversarial images [n, H, W, C] (None if it is False)."""
   total = tf.constant(int(y.shape[0]), tf.int32)
   if rows is None:
     out = fn(x, y, seed_pair, tf.range(total), total)
@@ -263,7 +294,11 @@ def _call(fn, x, y, seed_pair, rows):
     out = fn(tf.gather(x, rows_t), tf.gather(y, rows_t), seed_pair, rows_t,
              total)
   out = out.numpy()
-  return out[:, 0] > 0.5, out[:, 1]
+  if with_images is None:
+    return out[:, 0] > 0.5, out[:, 1]
+  images = (out[:, 2:].reshape(len(out), *x.shape[1:]) if with_images
+            else None)
+  return out[:, 0] > 0.5, out[:, 1], images
 
 
 def _norm_summary(norms):
@@ -340,11 +375,13 @@ def _split_between_replicas(fn, strategy, jit_compile=False):
     r = tf.distribute.get_replica_context().replica_id_in_sync_group
     start, end = size * r // replicas, size * (r + 1) // replicas
     x, y = x[start:end], y[start:end]
+    width = 2 + (int(np.prod(x.shape[1:]))
+                 if getattr(fn, "with_images", False) else 0)
     with noise.rows_at(rows[start:end], total):
       # A share can be empty (a batch smaller than the replica count), and
       # TF's convolutions fail on an empty batch.
       return tf.cond(end > start, lambda: fn(x, y, seed_pair),
-                     lambda: tf.zeros([0, 2], tf.float32))
+                     lambda: tf.zeros([0, width], tf.float32))
 
   def step(x, y, seed_pair, rows, total):
     out = strategy.run(on_replica, args=(x, y, seed_pair, rows, total))
