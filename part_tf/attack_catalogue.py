@@ -103,20 +103,24 @@ def _fgsm(config, model_fn, x, y, eps, seed):
   return attacks.pgd(model_fn, x, y, eps, eps, 1, init_fn=attacks.no_init)
 
 
+def _start(config):
+  return attacks.uniform_init if config.random_start else attacks.no_init
+
+
 def _pgd(config, model_fn, x, y, eps, seed):
   return attacks.pgd(model_fn, x, y, eps, _step(config, eps),
-                     config.num_steps, seed=seed)
+                     config.num_steps, init_fn=_start(config), seed=seed)
 
 
 def _cw(config, model_fn, x, y, eps, seed):
   return attacks.pgd(model_fn, x, y, eps, _step(config, eps),
                      config.num_steps, loss_fn=attacks.margin_violation,
-                     seed=seed)
+                     init_fn=_start(config), seed=seed)
 
 
 def _mma(config, model_fn, x, y, eps, seed):
   return attacks.mma(model_fn, x, y, eps, _step(config, eps),
-                     config.num_steps, k=3, seed=seed)
+                     config.num_steps, k=3, init_fn=_start(config), seed=seed)
 
 
 def _apgd_ce(config, model_fn, x, y, eps, seed):

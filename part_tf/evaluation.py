@@ -224,14 +224,15 @@ class _Tally:
 
 def robust_accuracy(model_fn, dataset, epsilon: float, step_size: float,
                     num_steps: int = 20, seed: int = 0, strategy=None,
-                    jit_compile: bool = False, per_example: bool = False
-                    ) -> dict:
+                    jit_compile: bool = False, per_example: bool = False,
+                    random_start: bool = True) -> dict:
   """Natural and PGD-`num_steps` accuracy (random start, one restart):
   {"natural_accuracy", "pgd_accuracy", "num_examples"} (and "natural",
   "robust" per example with `per_example`). The evaluation of a run's
   metrics, the same as `evaluate.py --attacks=pgd`."""
   report = Evaluator(model_fn, epsilon, ("pgd",),
-                     SuiteConfig(num_steps=num_steps, step_size=step_size),
+                     SuiteConfig(num_steps=num_steps, step_size=step_size,
+                                 random_start=random_start),
                      seed, strategy=strategy, jit_compile=jit_compile)(
                          dataset, per_example=per_example)
   result = {"natural_accuracy": report["natural_accuracy"],

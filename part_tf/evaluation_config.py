@@ -24,6 +24,8 @@ class SuiteConfig:
       as in AutoAttack).
     square_rescale_schedule: stretch Square's schedule of square sizes to
       `square_queries` (AutoAttack does not).
+    random_start: PGD, CW and MMA start at a random point inside the budget
+      (Madry et al.); False: at the clean image.
   """
   num_steps: int = 20
   step_size: float | None = None
@@ -35,6 +37,7 @@ class SuiteConfig:
   fab_steps: int = 100
   fab_restarts: int = 1
   square_rescale_schedule: bool = True
+  random_start: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,6 +70,9 @@ class Registry:
       raise ValueError(f"unknown {self.kind} {name!r}; choose one of "
                        f"{', '.join(self._entries)}") from None
 
+  def __getitem__(self, name: str) -> Any:
+    return self.get(name)
+
   def remove(self, name: str) -> None:
     """Unregisters `name` (tests that register components of their own)."""
     self._entries.pop(name, None)

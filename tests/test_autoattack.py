@@ -11,13 +11,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from unittest import mock
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from part_tf import attack_catalogue
 from part_tf import attack_suite
+from part_tf import registry
 from part_tf import attacks
 from part_tf import data
 from part_tf.attacks import noise
@@ -169,12 +170,14 @@ class SequenceTest(tf.test.TestCase):
       targets = min(TA_N_CLASSES - 1, classes - 1)
       with self.subTest(classes=classes, attack="apgd_t"):
         calls.assign(0)
-        attack_suite.ATTACKS["apgd_t"](config, model_fn, x, y, 0.0, (0, 0))
+        registry.ATTACKS.get("apgd_t").evaluate(config, model_fn, x, y, 0.0,
+                                                (0, 0))
         self.assertEqual(int(calls.numpy()),
                          1 + targets * (config.apgd_steps + 2))
       with self.subTest(classes=classes, attack="fab_t"):
         calls.assign(0)
-        attack_suite.ATTACKS["fab_t"](config, model_fn, x, y, 0.0, (0, 0))
+        registry.ATTACKS.get("fab_t").evaluate(config, model_fn, x, y, 0.0,
+                                               (0, 0))
         self.assertEqual(int(calls.numpy()),
                          1 + targets * (2 * config.fab_steps + 1))
 
@@ -239,13 +242,13 @@ class SequenceTest(tf.test.TestCase):
       del config, model_fn, eps
       u = noise.uniform(tf.shape(y), seed, 0.0, 1.0, tf.float32)
       return tf.where(u[:, None, None, None] < 0.5, 1.0 - x, x)
-    with mock.patch.dict(attack_suite.ATTACKS, coin=coin):
-      seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
-                                           ("fgsm", "coin"), SMALL,
-                                           per_example=True)
-      alone = attack_suite.evaluate(self.model_fn, self.ds, EPS,
-                                    ("fgsm", "coin"), SMALL,
-                                    per_example=True)
+    attack_catalogue.register("coin", evaluate=coin)  # for this test only
+    self.addCleanup(registry.ATTACKS.remove, "coin")
+    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
+                                         ("fgsm", "coin"), SMALL,
+                                         per_example=True)
+    alone = attack_suite.evaluate(self.model_fn, self.ds, EPS,
+                                  ("fgsm", "coin"), SMALL, per_example=True)
     self.assertLess(seq["examples_attacked"]["coin"],
                     seq["examples_attacked"]["fgsm"])
     both = alone["natural"] & alone["robust"]["fgsm"] & alone["robust"]["coin"]

@@ -422,7 +422,8 @@ class DistributedEvaluationTest(tf.test.TestCase):
           del config, eps
           u = noise.uniform(tf.shape(y), seed, 0.0, 1.0, tf.float32)
           return tf.where(u[:, None, None, None] < 0.5, 1.0 - x, x)
-        attack_suite.ATTACKS["coin"] = coin
+        from part_tf import attack_catalogue
+        attack_catalogue.register("coin", evaluate=coin)
         plus = ("fgsm", "coin") + attack_suite.PRESETS["aa_plus"].attacks
         # Labels the model gets right, so that every example is attacked.
         x2 = rng.uniform(size=(60, 8, 8, 3)).astype(np.float32)
@@ -632,13 +633,13 @@ class StrategyChoiceTest(tf.test.TestCase):
         {"worker 0": {"a": 1.0}, "worker 1": {"a": 1}}), "")
 
   def test_per_worker_settings_are_settings(self):
-    from part_tf import experiment  # pylint: disable=g-import-not-at-top
-    fields = {f.name for f in dataclasses.fields(experiment.TrainConfig)}
-    self.assertLessEqual(set(experiment.TrainConfig.PER_WORKER), fields)
+    from part_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+    per_worker = config_lib.TrainConfig().per_worker_settings()
+    self.assertLessEqual(set(per_worker), set(config_lib.all_settings()))
     # What makes workers train differently must be compared.
     for name in ("epochs", "learning_rate", "batch_size", "model", "method",
                  "seed", "image_every", "eval_every", "jit_compile"):
-      self.assertNotIn(name, experiment.TrainConfig.PER_WORKER)
+      self.assertNotIn(name, per_worker)
 
 
 if __name__ == "__main__":

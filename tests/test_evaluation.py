@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import evaluation
+from part_tf.training import robust_evaluation
 from part_tf.models import small_cnn
 from tests.tiny_runs import TINY_TRAIN
 
@@ -57,7 +58,8 @@ class EvaluationTest(tf.test.TestCase):
     model, x, y, ds = _setup()
     holder = keras.Model(model.inputs, model.outputs)
     holder.classifier = model
-    callback = evaluation.RobustEvaluation(ds, 2, 0.0, 0.01, num_steps=1)
+    callback = robust_evaluation.RobustEvaluation(ds, 2, 0.0, 0.01,
+                                                  num_steps=1)
     callback.set_model(holder)
     callback.set_params({"epochs": 5})
     logged = []

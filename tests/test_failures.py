@@ -18,7 +18,7 @@ import time
 from absl.testing import parameterized
 import tensorflow as tf
 
-from part_tf import evaluation
+from part_tf.training import robust_evaluation
 from part_tf import io_utils
 from part_tf import run_folder
 from part_tf.data import validation
@@ -243,17 +243,20 @@ class ValidationSizeTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_a_tie_goes_to_the_later_epoch(self):
     best_dir = tempfile.mkdtemp()
-    callback = evaluation.RobustEvaluation(None, 1, 0.1, 0.025,
+    callback = robust_evaluation.RobustEvaluation(None, 1, 0.1, 0.025,
                                            best_dir=best_dir)
     classifier = build_model("small_cnn", (28, 28, 1), 10)
-    callback.set_model(type("Model", (), {"classifier": classifier})())
+    callback.set_model(type("Model", (), {
+        "classifier": classifier,
+        "distribute_strategy": tf.distribute.get_strategy()})())
     callback.set_params({"epochs": 3})
     scores = iter([0.25, 0.5, 0.5])
-    callback._evaluator = lambda _: {"pgd_accuracy": next(scores)}  # pylint: disable=protected-access
+    callback._evaluator = lambda _: {  # pylint: disable=protected-access
+        "robust_accuracy": {"pgd": next(scores)}}
     callback.on_train_begin()
     for epoch in range(3):
       callback.on_epoch_end(epoch, {})
-    self.assertEqual(evaluation.read_best(best_dir)["epoch"], 3)
+    self.assertEqual(robust_evaluation.read_best(best_dir)["epoch"], 3)
 
   def test_train_refuses_a_one_image_split(self):
     result = train(os.path.join(tempfile.mkdtemp(), "run"), "--epochs=2",

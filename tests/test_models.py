@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf.models import build_model
-from part_tf.models import CAM_LAYER
+from part_tf.cam import CAM_LAYER
 from part_tf.models import wide_resnet
-from part_tf.models import WRN_FINAL_RELU
+from part_tf.models.classifiers import WRN_FINAL_RELU
 
 
 def _trainable(model):

@@ -6,8 +6,8 @@
 - CITATION.cff (CFF 1.2.0) cites the PART paper and carries the package's
   version.
 - docs/method.md states the settings of configs/*.cfg and the defaults of
-  flags/train_flags.py: change one of them and this test fails until the
-  page is updated. Its parity table with the reference run covers the
+  the configs (`part_tf.config`, which the flags are made from): change one
+  of them and this test fails until the page is updated. Its parity table with the reference run covers the
   settings the reference run is made of, and each row names tests that
   exist.
 
@@ -17,7 +17,6 @@ referenced path that is missing from them is not checked; run in the
 checkout, every path is.
 """
 
-import ast
 import glob
 import math
 import os
@@ -115,25 +114,23 @@ def _tables(text):
 # --- flags and configs -----------------------------------------------------
 
 def _flag_module():
-  """(defaults of the flags, module-level tuples) of flags/train_flags.py,
-  read from its source so that no flag is defined in this process."""
-  tree = ast.parse(_read("flags/train_flags.py"))
-  defaults, constants = {}, {}
-  for node in ast.walk(tree):
-    if (isinstance(node, ast.Call) and len(node.args) >= 2
-        and isinstance(node.args[0], ast.Constant)):
-      func = node.func
-      name = func.attr if isinstance(func, ast.Attribute) else getattr(
-          func, "id", "")
-      if name.startswith("DEFINE"):
-        defaults[node.args[0].value] = ast.literal_eval(node.args[1])
-    elif (isinstance(node, ast.Assign) and len(node.targets) == 1
-          and isinstance(node.targets[0], ast.Name)
-          and isinstance(node.value, ast.Tuple)):
-      try:
-        constants[node.targets[0].id] = ast.literal_eval(node.value)
-      except ValueError:
-        pass
+  """(defaults of the training flags, the registries' names): what the
+  flags are generated from (`part_tf.config`, `part_tf.registry`), read
+  without TensorFlow."""
+  from part_tf import attack_catalogue  # pylint: disable=g-import-not-at-top
+  from part_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from part_tf import registry  # pylint: disable=g-import-not-at-top
+  defaults = {}
+  for name, setting in config_lib.all_settings().items():
+    value = setting.flag_default
+    defaults[name] = ([str(v) for v in value] if isinstance(value, tuple)
+                      else value)
+  constants = {
+      "CAM_METHODS": registry.CAM_METHODS.names(),
+      "REWEIGHTED_METHODS": tuple(n for n, cls in registry.METHODS.items()
+                                  if cls.reweighted),
+      "MASK_RULES": registry.MASK_RULES.names(),
+      "ATTACKS": attack_catalogue.training_attacks()}
   return defaults, constants
 
 
@@ -473,7 +470,7 @@ class RepositoryDocsTest(absltest.TestCase):
         self.assertIn(name, defaults)
         self.assertTrue(_same(_cell(row[1]), defaults[name]),
                         f"docs/method.md says --{name} defaults to "
-                        f"{_cell(row[1])}, flags/train_flags.py to "
+                        f"{_cell(row[1])}, part_tf.config to "
                         f"{defaults[name]!r}")
     self.assertLessEqual(
         {"method", "epsilon", "epsilon_low", "step_size", "num_steps",

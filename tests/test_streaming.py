@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from tensorflow.python.framework import config as tf_config
 
 from part_tf import experiment
+from part_tf.config import TrainConfig
 from part_tf.data import datasets
 from part_tf.data import streaming
 from part_tf.data import tfds_any
@@ -101,20 +102,19 @@ class StreamTest(tf.test.TestCase):
     self.addCleanup(shutil.rmtree, root)
     self.addCleanup(tf_config.disable_op_determinism)
     test_tiny_imagenet.make_release(root / "manual")
-    config = experiment.TrainConfig(
+    config = TrainConfig.from_flat(dict(
         model_dir=str(root / "run"), dataset="tiny_imagenet",
         data_dir=str(root / "data"), manual_dir=str(root / "manual"),
         input="auto", input_memory_budget=1e-9,  # streams
         batch_size=4, epochs=1, burn_in_epochs=0,
         method="at", num_steps=1, eval_num_steps=1, eval_subset=4,
-        image_count=0, export=False)
+        image_count=0, export=False))
     experiment.train(config)
     with self.assertRaisesRegex(ValueError, "trained with stream input.*"
                                 "--input=stream"):
       # The budget may change on a resume, but not what it decided.
-      experiment.train(dataclasses.replace(config, epochs=2,
-                                           input_memory_budget=4.0))
-    resumed = experiment.train(dataclasses.replace(config, epochs=2))
+      experiment.train(config.replace(epochs=2, input_memory_budget=4.0))
+    resumed = experiment.train(config.replace(epochs=2))
     self.assertEqual(resumed["resumed_at_epoch"], 1)
 
   def test_two_input_pipelines_share_out_a_one_file_split(self):
@@ -292,16 +292,16 @@ class DataServiceTest(tf.test.TestCase):
     self.assertTrue(address.startswith("localhost:"), address)
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    base = experiment.TrainConfig(
+    base = TrainConfig.from_flat(dict(
         model_dir=os.path.join(root, "local"), max_train_examples=256,
         max_test_examples=64, batch_size=128, epsilon=0.1, epsilon_low=0.07,
         step_size=0.025, num_steps=1, eval_num_steps=1, eval_subset=32,
         optimizer="adam", learning_rate=1e-3, epochs=2, burn_in_epochs=1,
-        image_count=0, export=False)
+        image_count=0, export=False))
     local = experiment.train(base)
     self.assertEqual(worker._num_tasks(), 0)  # pylint: disable=protected-access
-    served = experiment.train(dataclasses.replace(
-        base, model_dir=os.path.join(root, "served"),
+    served = experiment.train(base.replace(
+        model_dir=os.path.join(root, "served"),
         data_service=dispatcher.target))
     # The service's worker made the batches.
     self.assertGreater(worker._num_tasks(), 0)  # pylint: disable=protected-access

@@ -53,9 +53,8 @@ class TpuPathTest(tf.test.TestCase):
       keras.utils.set_random_seed(0)
       model = PARTModel(small_cnn((16, 16, 3), 4), method="part",
                         epsilon=0.1, epsilon_low=0.02, step_size=0.03,
-                        num_steps=2)
+                        num_steps=2, burn_in_epochs=0)
       model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=True)
-      model.part_active.assign(1)
       step = tf.function(model.train_step, jit_compile=True)
       hlo = step.experimental_get_compiler_ir((x, y))(stage="hlo")
       variables = model.classifier.trainable_variables

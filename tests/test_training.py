@@ -19,6 +19,9 @@ from tensorflow.python.framework import config as tf_config  # pylint: disable=g
 
 from part_tf import data
 from part_tf import experiment
+from part_tf import run_folder
+from part_tf import run_settings
+from part_tf.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +31,11 @@ QUICK = dict(dataset="mnist_offline", max_train_examples=2048,
              epochs=3, burn_in_epochs=1, batch_size=128, optimizer="adam",
              learning_rate=1e-3, weight_decay=0.0, lr_schedule="constant",
              eval_num_steps=5, eval_subset=128, eval_every=1, seed=3)
+
+
+def _config(model_dir, **settings) -> TrainConfig:
+  """A run's config from flat settings (the flags' names)."""
+  return TrainConfig.from_flat({"model_dir": model_dir, **settings})
 
 
 def _epochs_logged(model_dir):
@@ -43,7 +51,7 @@ class EndToEndTest(tf.test.TestCase):
     cls.root = tempfile.mkdtemp()
     cls.full_dir = os.path.join(cls.root, "full")
     cls.full = experiment.train(
-        experiment.TrainConfig(model_dir=cls.full_dir, **QUICK))
+        _config(cls.full_dir, **QUICK))
 
   @classmethod
   def tearDownClass(cls):
@@ -84,11 +92,10 @@ class EndToEndTest(tf.test.TestCase):
     # Stop after 2 of 3 epochs (as a kill after epoch 2 would), then run the
     # same command again: same metrics and weights as the uninterrupted run.
     model_dir = os.path.join(self.root, "resumed")
-    first = experiment.train(experiment.TrainConfig(
-        model_dir=model_dir, **{**QUICK, "epochs": 2}))
+    first = experiment.train(_config(model_dir, **{**QUICK, "epochs": 2}))
     self.assertEqual(first["resumed_at_epoch"], 0)
     resumed = experiment.train(
-        experiment.TrainConfig(model_dir=model_dir, **QUICK))
+        _config(model_dir, **QUICK))
     self.assertEqual(resumed["resumed_at_epoch"], 2)
     self.assertEqual(_epochs_logged(model_dir), [0, 1, 2])
     for key in ("natural_accuracy", "pgd5_accuracy", "best"):
@@ -100,8 +107,8 @@ class EndToEndTest(tf.test.TestCase):
 
   def test_running_a_finished_run_again_gives_the_same_model(self):
     model_dir = os.path.join(self.root, "again")
-    config = experiment.TrainConfig(model_dir=model_dir,
-                                    **{**QUICK, "epochs": 1})
+    config = _config(model_dir, **{**QUICK, "epochs": 1,
+                                   "burn_in_epochs": 0})
     first = experiment.train(config)
     again = experiment.train(config)
     self.assertEqual(again["resumed_at_epoch"], 1)
@@ -112,23 +119,21 @@ class EndToEndTest(tf.test.TestCase):
   def test_a_start_that_failed_does_not_bind_the_folder(self):
     model_dir = os.path.join(self.root, "failed")
     with self.assertRaisesRegex(ValueError, "no layer named 'nope'"):
-      experiment.train(experiment.TrainConfig(
-          model_dir=model_dir, **{**QUICK, "cam_layer": "nope"}))
-    metrics = experiment.train(experiment.TrainConfig(
-        model_dir=model_dir, **{**QUICK, "epochs": 1}))
+      experiment.train(_config(model_dir, **{**QUICK, "cam_layer": "nope"}))
+    metrics = experiment.train(_config(model_dir, **{
+        **QUICK, "epochs": 1, "burn_in_epochs": 0}))
     self.assertEqual(metrics["epochs"], 1)
 
   def test_log_rows_past_the_backup_are_dropped_on_resume(self):
     path = os.path.join(tempfile.mkdtemp(), "log.csv")
     with open(path, "w") as f:
       f.write("epoch,loss\n0,1.0\n1,0.5\n2,0.4\n")
-    experiment._drop_log_rows_from(path, 2)  # pylint: disable=protected-access
+    run_folder.RunFolder(os.path.dirname(path)).drop_log_rows_from(2)
     with open(path) as f:
       self.assertEqual(f.read(), "epoch,loss\n0,1.0\n1,0.5\n")
 
   def test_resume_with_other_settings_is_refused(self):
-    config = experiment.TrainConfig(model_dir=self.full_dir,
-                                    **{**QUICK, "epsilon_low": 0.05})
+    config = _config(self.full_dir, **{**QUICK, "epsilon_low": 0.05})
     with self.assertRaisesRegex(ValueError, "epsilon_low: 0.07 -> 0.05"):
       experiment.train(config)
 
@@ -183,10 +188,8 @@ class LearningRateTest(tf.test.TestCase):
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
     settings = {**TINY, "epochs": 4, "lr_schedule": "reference",
                 "lr_decay_epochs": (1, 3)}
-    experiment.train(experiment.TrainConfig(
-        model_dir=model_dir, **{**settings, "epochs": 2}))
-    metrics = experiment.train(experiment.TrainConfig(model_dir=model_dir,
-                                                      **settings))
+    experiment.train(_config(model_dir, **{**settings, "epochs": 2}))
+    metrics = experiment.train(_config(model_dir, **settings))
     self.assertEqual(metrics["resumed_at_epoch"], 2)
     with open(os.path.join(model_dir, "log.csv")) as f:
       rows = list(csv.DictReader(f))
@@ -199,8 +202,8 @@ class LearningRateTest(tf.test.TestCase):
     # CSVLogger appends without a header: its resumed rows must not gain
     # a column that the header lacks.
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
-    experiment.train(experiment.TrainConfig(model_dir=model_dir,
-                                            **{**TINY, "epochs": 1}))
+    experiment.train(_config(model_dir, **{**TINY, "epochs": 1,
+                                           "burn_in_epochs": 0}))
     header, *rows = _log_rows(model_dir)
     self.assertIn("learning_rate", header)  # a new run logs it
     column = header.index("learning_rate")
@@ -208,8 +211,8 @@ class LearningRateTest(tf.test.TestCase):
            for r in [header, *rows]]
     with open(os.path.join(model_dir, "log.csv"), "w", newline="") as f:
       csv.writer(f).writerows(old)
-    experiment.train(experiment.TrainConfig(model_dir=model_dir,
-                                            **{**TINY, "epochs": 2}))
+    experiment.train(_config(model_dir, **{**TINY, "epochs": 2,
+                                           "burn_in_epochs": 0}))
     header, *rows = _log_rows(model_dir)
     self.assertEqual(header, old[0])
     self.assertLen(rows, 2)
@@ -229,9 +232,8 @@ class OlderRunsTest(tf.test.TestCase):
     # A run trained with the pre-activation network, its config.json as
     # version 1 wrote it ("model": "resnet18", no settings_version).
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
-    settings = {**TINY, "model": "preact_resnet18"}
-    experiment.train(experiment.TrainConfig(model_dir=model_dir,
-                                            **{**settings, "epochs": 1}))
+    settings = {**TINY, "model": "preact_resnet18", "burn_in_epochs": 0}
+    experiment.train(_config(model_dir, **{**settings, "epochs": 1}))
     path = os.path.join(model_dir, "config.json")
     with open(path) as f:
       config = json.load(f)
@@ -242,18 +244,17 @@ class OlderRunsTest(tf.test.TestCase):
     # The same settings with today's resnet18 would build another network.
     with self.assertRaisesRegex(
         ValueError, "model: 'preact_resnet18' -> 'resnet18'"):
-      experiment.train(experiment.TrainConfig(
-          model_dir=model_dir, **{**settings, "model": "resnet18",
+      experiment.train(_config(model_dir, **{**settings, "model": "resnet18",
                                   "epochs": 2}))
-    metrics = experiment.train(experiment.TrainConfig(
-        model_dir=model_dir, **{**settings, "epochs": 2}))
+    metrics = experiment.train(_config(model_dir, **{**settings, "epochs": 2}))
     self.assertEqual(metrics["resumed_at_epoch"], 1)
     classifier = keras.saving.load_model(
         os.path.join(model_dir, "classifier.keras"))
     self.assertEqual(classifier.name, "preact_resnet18")
     self.assertIn("final_bn", [layer.name for layer in classifier.layers])
     with open(path) as f:
-      self.assertEqual(json.load(f)["settings_version"], 2)
+      self.assertEqual(json.load(f)["settings_version"],
+                       run_settings.SETTINGS_VERSION)
 
   def test_version_1_settings_are_read_as_what_they_built(self):
     base = {"dataset": "cifar10", "model": "resnet18", "mean": None,
@@ -262,31 +263,36 @@ class OlderRunsTest(tf.test.TestCase):
                              "mean": [0.4914, 0.4822, 0.4465],
                              "std": [0.247, 0.2435, 0.2616]}}
     old = json.loads(json.dumps(base))
-    experiment._upgrade(old)  # pylint: disable=protected-access
+    run_settings.upgrade(old)
     self.assertEqual(
         (old["model"], old["mean"], old["std"], old["cam_layer"],
          old["settings_version"]),
         ("preact_resnet18", [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616],
-         "cam_features", 2))
+         None, 3))
     # Without a recorded spec: the statistics cifar10 had then.
     old = {**json.loads(json.dumps(base)), "dataset_spec": None,
            "model": "wrn34_10", "act_natural_model": "resnet18"}
-    experiment._upgrade(old)  # pylint: disable=protected-access
+    run_settings.upgrade(old)
     self.assertEqual(
         (old["model"], old["act_natural_model"], old["cam_layer"],
          old["mean"]),
         ("wrn34_10", "preact_resnet18", "final_relu",
          [0.4914, 0.4822, 0.4465]))
     # The quick start's dataset and tfds:NAME kept their normalisation
-    # (and their mean/std settings); version-2 files stay as they are.
+    # (and their mean/std settings); version-2 files stay as they are, but
+    # for the default CAM layer, which version 3 records as None (the model's
+    # own cam_features).
     for config in ({**base, "dataset": "mnist_offline", "model": "small_cnn"},
                    {**base, "dataset": "tfds:beans", "mean": [0.5] * 3,
                     "model": "wrn28_10", "cam_layer": "group3_block4_add"},
                    {**base, "settings_version": 2}):
       upgraded = json.loads(json.dumps(config))
-      experiment._upgrade(upgraded)  # pylint: disable=protected-access
-      for name in ("model", "mean", "std", "cam_layer"):
+      run_settings.upgrade(upgraded)
+      for name in ("model", "mean", "std"):
         self.assertEqual(upgraded[name], config[name], name)
+      self.assertEqual(upgraded["cam_layer"],
+                       None if config["cam_layer"] == "cam_features"
+                       else config["cam_layer"])
 
 
 class KillAndResumeTest(tf.test.TestCase):
