@@ -549,7 +549,9 @@ def _add_shared(found, new):
 
 @dataclasses.dataclass(frozen=True)
 class _MethodHolder:
-  """Attributes:
+  """The `method` setting (the method itself is `TrainConfig.method`).
+
+  Attributes:
     method: the training method: at / trades / mart / act are the base
       methods (act: Adversarial Concurrent Training, a robust and a natural
       model); part / part_t / part_m / part_act the same with CAM budgets
@@ -661,7 +663,9 @@ class TrainConfig:
     method_name = values.get("method") or _METHOD_SETTING.default
     method = method_from_flat(method_name, values)
     regularisers = regularisers_from_flat(values)
-    return cls(method=method, regularisers=regularisers, **sections)
+    config = cls(method=method, regularisers=regularisers, **sections)
+    check_ignored(values)
+    return config
 
   def replace(self, **flat) -> "TrainConfig":
     """A copy with some flat settings changed."""
@@ -716,11 +720,55 @@ def _jsonable(value):
   return value
 
 
+def check_ignored(values: dict) -> None:
+  """ValueError (one line, naming the setting) for a flat value that no run
+  allows, also where this run ignores it (the settings of the methods and
+  regularisers it does not use): a wrong value is never silently dropped.
+  A regulariser that is off may also refuse settings that only mean
+  something when it is on (`Regulariser.check_off`)."""
+  for name, s in all_settings().items():
+    if values.get(name) is not None:
+      s.check(_typed(s, values[name]))
+  for name, cls in _loaded_registry().REGULARISERS.items():
+    if not values.get(f"{name}_weight"):
+      cls.check_off(values)
+
+
+# What a list or number setting holds, for the message of a value that is
+# not one.
+_NUMBERS = {"ints": "whole numbers like 60,90", "floats": "numbers like "
+            "0.5,0.25", "int": "a whole number", "float": "a number"}
+
+
 def _typed(s: Setting, value):
-  """A flat value (from a flag or JSON) as the field holds it."""
+  """A flat value (from a flag or JSON) as the field holds it.
+
+  Raises:
+    ValueError: (naming the setting) a value that is not of its kind.
+  """
   if value is None:
     return None
   kind = s.kind
+  if kind in _NUMBERS or kind == "budget":
+    try:
+      return _number(kind, value)
+    except (TypeError, ValueError) as e:
+      if kind == "budget":
+        raise ValueError(f"{s.name}: {e}") from None
+      text = (",".join(str(v) for v in value)
+              if isinstance(value, (list, tuple)) else value)
+      raise ValueError(f"{s.name} must be {_NUMBERS[kind]}, got "
+                       f"{text!r}") from None
+  if kind == "bool":
+    return bool(value)
+  if s.name == "validation_split":
+    return parsing.canonical_validation_split(value)
+  if s.name in ("data_dir", "manual_dir"):
+    return os.path.abspath(os.path.expanduser(value))
+  return value
+
+
+def _number(kind: str, value):
   if kind == "budget":
     return parsing.parse_budget(value)
   if kind == "floats":
@@ -729,15 +777,7 @@ def _typed(s: Setting, value):
     return tuple(int(v) for v in value)
   if kind == "int":
     return int(value)
-  if kind == "float":
-    return float(value)
-  if kind == "bool":
-    return bool(value)
-  if s.name == "validation_split":
-    return parsing.canonical_validation_split(value)
-  if s.name in ("data_dir", "manual_dir"):
-    return os.path.abspath(os.path.expanduser(value))
-  return value
+  return float(value)
 
 
 def method_from_name(name: str):

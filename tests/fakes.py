@@ -16,7 +16,8 @@ class FixedOutputs:
   def logits(self, which):
     return tf.constant(self._logits[which])
 
-  def features(self, which):
+  def features(self, which, layer=None):
+    del layer  # one feature layer
     return tf.constant(self._features[which])
 
   def natural_logits(self):

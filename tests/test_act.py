@@ -12,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attacks
+from part_tf import methods
+from part_tf import registry
+from part_tf import regularisers
 from part_tf.models import small_cnn
-from part_tf.training.methods import act
-from part_tf.training import methods
 from part_tf.training import PARTModel
 from tests.fakes import FixedOutputs
 
@@ -50,6 +51,8 @@ def _copy(model):
 
 
 def _act(robust, natural, **kwargs):
+  """PARTModel with ACT's settings of these tests (`method` may be an
+  `ACT(...)` with other hyper-parameters)."""
   settings = dict(method="act", epsilon=8 / 255, epsilon_low=8 / 255,
                   step_size=2 / 255, num_steps=2, seed=3)
   settings.update(kwargs)
@@ -77,29 +80,28 @@ class LossTest(tf.test.TestCase):
     self.f = rng.normal(size=(16, 5)).astype(np.float32) * 3  # F(x)
     self.y = rng.integers(0, 5, 16)
     self.out = FixedOutputs(adv=self.g, natural=self.f)
-    self.params = methods.MethodParams(act_alpha=0.7, act_beta=0.4,
-                                       act_temperature=3.0)
+    self.act = methods.ACT(alpha=0.7, beta=0.4, temperature=3.0)
     self.ce = lambda z: -np.log(_softmax(z)[np.arange(16), self.y])
 
   def test_robust_model_loss(self):
     t = 3.0
     expected = 0.3 * self.ce(self.g) + 0.7 * t * t * _kl(
         _softmax(self.f, t), _softmax(self.g, t))
-    self.assertAllClose(act.robust_loss(self.out, self.y, self.params),
-                        expected, rtol=1e-5)
+    self.assertAllClose(self.act.train_loss(self.out, self.y), expected,
+                        rtol=1e-5)
 
   def test_natural_model_loss(self):
     t = 3.0
     expected = 0.6 * self.ce(self.f) + 0.4 * t * t * _kl(
         _softmax(self.g, t), _softmax(self.f, t))
-    self.assertAllClose(act.natural_loss(self.out, self.y, self.params),
-                        expected, rtol=1e-5)
+    self.assertAllClose(self.act.natural_loss(self.out, self.y), expected,
+                        rtol=1e-5)
 
   def test_attack_objective_has_no_temperature(self):
-    target = act.attack_target(self.out, None, None, self.y, self.params)
+    target = self.act.attack_target(self.out, None, None, self.y)
     expected = 0.3 * self.ce(self.g) + 0.7 * _kl(_softmax(self.f),
                                                  _softmax(self.g))
-    self.assertAllClose(act.attack_loss(tf.constant(self.g), target),
+    self.assertAllClose(self.act.attack_loss(tf.constant(self.g), target),
                         expected, rtol=1e-5)
 
   def test_teachers_are_held_fixed(self):
@@ -113,8 +115,8 @@ class LossTest(tf.test.TestCase):
         return f.read_value()
 
     with tf.GradientTape(persistent=True) as tape:
-      robust = tf.reduce_sum(act.robust_loss(Live(), self.y, self.params))
-      natural = tf.reduce_sum(act.natural_loss(Live(), self.y, self.params))
+      robust = tf.reduce_sum(self.act.train_loss(Live(), self.y))
+      natural = tf.reduce_sum(self.act.natural_loss(Live(), self.y))
     self.assertIsNone(tape.gradient(robust, f))
     self.assertIsNone(tape.gradient(natural, g))
 
@@ -140,8 +142,8 @@ class ConcurrentTrainingTest(tf.test.TestCase):
     results = []
     for epsilon in (2 / 255, 16 / 255):
       robust, natural = _pair()
-      _train(_act(robust, natural, act_beta=0.0, epsilon=epsilon,
-                  epsilon_low=epsilon), x, y)
+      _train(_act(robust, natural, method=methods.ACT(beta=0.0),
+                  epsilon=epsilon, epsilon_low=epsilon), x, y)
       results.append((robust.get_weights(), natural.get_weights()))
     for wa, wb in zip(results[0][1], results[1][1]):
       self.assertAllEqual(wa, wb)
@@ -164,13 +166,20 @@ class ConcurrentTrainingTest(tf.test.TestCase):
     x, y = _data()
     robust, natural = _pair()
     at_model = _copy(robust)
-    _train(_act(robust, natural, act_alpha=0.0), x, y)
-    reference = PARTModel(at_model, method="at", epsilon=8 / 255,
-                          epsilon_low=8 / 255, step_size=2 / 255,
-                          num_steps=2, seed=3)
-    # AT with ACT's random start.
-    reference._base = dataclasses.replace(  # pylint: disable=protected-access
-        methods.BASE_METHODS["at"], attack_init=attacks.gaussian_init(0.001))
+    _train(_act(robust, natural, method=methods.ACT(alpha=0.0)), x, y)
+
+    @dataclasses.dataclass(frozen=True)
+    class ATWithACTStart(methods.AT):
+      """AT with ACT's random start."""
+
+      def attack_init(self):
+        return attacks.gaussian_init(0.001)
+
+    methods.register("at_act_start")(ATWithACTStart)
+    self.addCleanup(registry.METHODS.remove, "at_act_start")
+    reference = PARTModel(at_model, method=ATWithACTStart(),
+                          epsilon=8 / 255, epsilon_low=8 / 255,
+                          step_size=2 / 255, num_steps=2, seed=3)
     reference.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       jit_compile=False)
     _train(reference, x, y)
@@ -182,8 +191,8 @@ class ConcurrentTrainingTest(tf.test.TestCase):
     robust, natural = _pair()
     robust2, natural2 = _copy(robust), _copy(natural)
     plain = _act(robust, natural, weight_decay=1e-3)
-    part = _act(robust2, natural2, method="part_act", weight_decay=1e-3)
-    part.part_active.assign(1)
+    part = _act(robust2, natural2, method="part_act", weight_decay=1e-3,
+                burn_in_epochs=0)
     logs = [_train(plain, x, y), _train(part, x, y)]
     self.assertEqual(logs[0], logs[1])
     for a, b in ((robust, robust2), (natural, natural2)):
@@ -193,14 +202,17 @@ class ConcurrentTrainingTest(tf.test.TestCase):
   def test_natural_model_is_saved_and_restored_with_the_model(self):
     x, y = _data()
     robust, natural = _pair()
-    model = _act(robust, natural, center_loss_weight=0.1)
+    centre_loss = [regularisers.CenterLoss(weight=0.1)]
+    model = _act(robust, natural, method=methods.ACT(alpha=0.8),
+                 regularisers=centre_loss)
     _train(model, x, y)
     folder = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, folder)
     path = os.path.join(folder, "act.weights.h5")
     model.save_weights(path)
     robust2, natural2 = _pair(seed=9)
-    twin = _act(robust2, natural2, center_loss_weight=0.1)
+    twin = _act(robust2, natural2, method=methods.ACT(alpha=0.8),
+                regularisers=centre_loss)
     twin.load_weights(path)
     for wa, wb in zip(natural.get_weights(), natural2.get_weights()):
       self.assertAllEqual(wa, wb)
@@ -209,7 +221,8 @@ class ConcurrentTrainingTest(tf.test.TestCase):
     config = model.get_config()
     again = PARTModel.from_config(config)
     self.assertEqual(again.natural_classifier.output_shape, (None, 4))
-    self.assertEqual(again.act_alpha, 0.9)
+    self.assertEqual(again.method, methods.ACT(alpha=0.8))
+    self.assertEqual(again.regularisers, tuple(centre_loss))
 
   def test_natural_model_of_another_architecture(self):
     robust, _ = _pair()
@@ -228,9 +241,10 @@ class ConcurrentTrainingTest(tf.test.TestCase):
       PARTModel(robust, method="act")
     with self.assertRaisesRegex(ValueError, "trains no natural model"):
       PARTModel(robust, method="at", natural_classifier=natural)
-    with self.assertRaisesRegex(ValueError, "act_alpha must be in"):
-      PARTModel(robust, method="act", natural_classifier=natural,
-                act_alpha=1.5)
+    with self.assertRaisesRegex(ValueError,
+                                "^act_alpha must be <= 1, got 1.5$"):
+      PARTModel(robust, method=methods.ACT(alpha=1.5),
+                natural_classifier=natural)
     with self.assertRaisesRegex(ValueError, "shares weights"):
       PARTModel(robust, method="act", natural_classifier=robust)
     with self.assertRaisesRegex(ValueError, "natural model maps"):

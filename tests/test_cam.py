@@ -24,6 +24,7 @@ from part_tf.cam.maps import resize_like_pil
 from part_tf.models import CAM_LAYER
 from part_tf.models import resnet18
 from part_tf.models import small_cnn
+from part_tf.registry import MASK_RULES
 
 EPS, EPS_LOW = 8 / 255, 4 / 255
 TF_KERAS_VIS = {"gradcam_plus_plus": GradcamPlusPlus, "gradcam": Gradcam,
@@ -88,7 +89,7 @@ class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(tf.boolean_mask(theirs, ~ok),
                           tf.zeros_like(tf.boolean_mask(theirs, ~ok)))
 
-  @parameterized.parameters(*CAM_METHODS)
+  @parameterized.parameters(*CAM_METHODS.names())
   def test_maps_see_weight_updates(self, method):
     model = small_cnn((28, 28, 1), 10)
     cams = ClassActivationMaps(model, method)
@@ -98,7 +99,7 @@ class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
       v.assign(v * 1.5 + 0.01)
     self.assertNotAllClose(before, cams(x).numpy())
 
-  @parameterized.parameters(*CAM_METHODS)
+  @parameterized.parameters(*CAM_METHODS.names())
   def test_unknown_layer_is_a_clear_error(self, method):
     with self.assertRaisesRegex(ValueError, "no layer named 'nope'"):
       ClassActivationMaps(small_cnn((28, 28, 1), 10), method, layer_name="nope")
@@ -108,7 +109,7 @@ class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
                                 "unknown CAM method 'scorecam'.*xgradcam"):
       ClassActivationMaps(small_cnn((28, 28, 1), 10), "scorecam")
 
-  @parameterized.parameters(*CAM_METHODS)
+  @parameterized.parameters(*CAM_METHODS.names())
   def test_traces_under_xla_like_eager(self, method):
     model = small_cnn((28, 28, 1), 10)
     cams = ClassActivationMaps(model, method)
@@ -119,8 +120,8 @@ class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(compiled, eager, rtol=1e-4, atol=1e-5 * eager.max())
 
   @parameterized.parameters(
-      *((method, *case) for method, case in itertools.product(CAM_METHODS,
-                                                              REGION_CASES)))
+      *((method, *case) for method, case in itertools.product(
+          CAM_METHODS.names(), REGION_CASES)))
   def test_region_model_gets_full_budget_exactly_on_its_region(self, method,
                                                                rule, channels):
     model, region = region_model(channels=channels)
@@ -139,7 +140,7 @@ class ClassActivationMapsTest(tf.test.TestCase, parameterized.TestCase):
     for image in eps_map:
       self.assertAllClose(image, np.where(expected, EPS, EPS_LOW))
 
-  @parameterized.parameters(*CAM_METHODS)
+  @parameterized.parameters(*CAM_METHODS.names())
   def test_user_layer_name_overrides_the_default(self, method):
     # No layer is called CAM_LAYER here: the maps come from the named layer.
     model, region = region_model(feature_name="region_features")
@@ -352,13 +353,13 @@ class MaskRuleTest(tf.test.TestCase, parameterized.TestCase):
                         tf.image.resize(cam[..., None], [32, 29], method)[..., 0],
                         atol=1e-5)
 
-  @parameterized.parameters(*budgets.MASK_RULES)
+  @parameterized.parameters(*MASK_RULES.names())
   def test_constant_map_falls_back_to_uniform_budget(self, rule):
     eps_map = eps_map_from_cam(tf.zeros((2, 4, 4)), (8, 8, 3), EPS, EPS_LOW,
                                rule)
     self.assertAllEqual(eps_map, tf.fill((2, 8, 8, 3), tf.constant(EPS, tf.float32)))
 
-  @parameterized.parameters(*budgets.MASK_RULES)
+  @parameterized.parameters(*MASK_RULES.names())
   def test_equal_budgets_give_uniform_map(self, rule):
     cam = tf.random.stateless_uniform((2, 4, 4), [2, 2])
     eps_map = eps_map_from_cam(cam, (8, 8, 3), EPS, EPS, rule)

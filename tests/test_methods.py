@@ -10,9 +10,11 @@ import tensorflow as tf
 
 from part_tf import attacks
 from part_tf import cam
+from part_tf import methods
+from part_tf import run_settings
+from part_tf.config import TrainConfig
 from part_tf.models import CAM_LAYER
 from part_tf.models import small_cnn
-from part_tf.training import methods
 from part_tf.training import PARTModel
 from tests.fakes import FixedOutputs
 
@@ -40,17 +42,16 @@ class LossTest(tf.test.TestCase):
     self.adv = rng.normal(size=(16, 5)).astype(np.float32) * 3
     self.y = rng.integers(0, 5, 16)
     self.out = FixedOutputs(clean=self.nat, adv=self.adv)
-    self.params = methods.MethodParams(beta=6.0)
 
   def test_trades(self):
-    loss = methods.trades_loss(self.out, self.y, self.params)
+    loss = methods.TRADES(beta=6.0).train_loss(self.out, self.y)
     p_nat, p_adv = _softmax(self.nat), _softmax(self.adv)
     ce = -np.log(p_nat[np.arange(16), self.y])
     kl = (p_nat * (np.log(p_nat) - np.log(p_adv))).sum(-1)
     self.assertAllClose(loss, ce + 6.0 * kl, rtol=1e-5)  # per example
 
   def test_mart(self):
-    loss = methods.mart_loss(self.out, self.y, self.params)
+    loss = methods.MART(beta=6.0).train_loss(self.out, self.y)
     p_nat, p_adv = _softmax(self.nat), _softmax(self.adv)
     rows = np.arange(16)
     order = np.argsort(p_adv, axis=1)
@@ -62,7 +63,7 @@ class LossTest(tf.test.TestCase):
     self.assertAllClose(loss, bce + 6.0 * robust, rtol=1e-5)
 
   def test_at(self):
-    loss = methods.at_loss(self.out, self.y, self.params)
+    loss = methods.AT().train_loss(self.out, self.y)
     p_adv = _softmax(self.adv)
     self.assertAllClose(loss, -np.log(p_adv[np.arange(16), self.y]),
                         rtol=1e-5)
@@ -125,11 +126,10 @@ class FamilyTest(tf.test.TestCase, parameterized.TestCase):
     kwargs = dict(epsilon=8 / 255, epsilon_low=8 / 255, step_size=2 / 255,
                   num_steps=2, seed=3, attack=attack, weight_decay=1e-3)
     base = PARTModel(a, method=base_name, **kwargs)
-    part = PARTModel(b, method=part_name, **kwargs)
+    part = PARTModel(b, method=part_name, burn_in_epochs=0, **kwargs)
     for model in (base, part):
       model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                     jit_compile=False)
-    part.part_active.assign(1)
     for start in (0, 16):
       log_base = base.train_on_batch(x[start:start + 16], y[start:start + 16],
                                      return_dict=True)
@@ -142,7 +142,8 @@ class FamilyTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(
       [(m, None, None, "pgd") for m in ("at", "trades", "mart")] +
       [(m, c, r, "pgd") for m, c, r in itertools.product(
-          ("part", "part_t", "part_m"), cam.CAM_METHODS, cam.MASK_RULES)] +
+          ("part", "part_t", "part_m"), cam.CAM_METHODS.names(),
+          cam.MASK_RULES.names())] +
       [(m, "gradcam_plus_plus", "zscore", "mma")
        for m in ("part", "part_t", "part_m")])
   def test_every_combination_trains_within_budget(self, method, cam_method,
@@ -154,9 +155,9 @@ class FamilyTest(tf.test.TestCase, parameterized.TestCase):
     model = PARTModel(small_cnn(SHAPE, 4), method=method, epsilon=0.1,
                       epsilon_low=0.03, step_size=0.03, num_steps=2,
                       cam=cam_method or "gradcam_plus_plus",
-                      mask_rule=rule or "zscore", attack=attack)
+                      mask_rule=rule or "zscore", attack=attack,
+                      burn_in_epochs=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=False)
-    model.part_active.assign(1)
     before = model.get_weights()
     logs = model.fit(x, y, batch_size=6, epochs=1, shuffle=False,
                      verbose=0).history
@@ -196,11 +197,11 @@ class TradesCleanPassesTest(tf.test.TestCase, parameterized.TestCase):
   def _step(self, method, passes, x, y):
     """(model after one step, its weights before, its AEs, its logs)."""
     keras.utils.set_random_seed(2)
-    model = PARTModel(_batch_norm_model(), method=method, epsilon=8 / 255,
-                      epsilon_low=4 / 255, step_size=2 / 255, num_steps=3,
-                      seed=5, trades_clean_passes=passes)
+    model = PARTModel(_batch_norm_model(),
+                      method=methods.get(method)(clean_passes=passes),
+                      epsilon=8 / 255, epsilon_low=4 / 255, step_size=2 / 255,
+                      num_steps=3, seed=5, burn_in_epochs=0)
     model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
-    model.part_active.assign(1)
     start = model.classifier.get_weights()
     self.trainable_start = [w.numpy()
                             for w in model.classifier.trainable_weights]
@@ -252,26 +253,49 @@ class TradesCleanPassesTest(tf.test.TestCase, parameterized.TestCase):
       # target been held constant, the update would differ.
       self.assertAllClose(update2, update1, rtol=0, atol=1e-9 * scale)
 
-  def test_the_passes_are_checked_and_saved(self):
-    with self.assertRaisesRegex(ValueError, "trades_clean_passes must be one "
-                                "of \\(1, 2\\), got 3"):
-      PARTModel(_batch_norm_model(), method="trades", trades_clean_passes=3)
-    model = PARTModel(_batch_norm_model(), method="trades",
-                      trades_clean_passes=2)
-    self.assertEqual(
-        PARTModel.from_config(model.get_config()).trades_clean_passes, 2)
-    config = model.get_config()
-    del config["trades_clean_passes"]  # a model saved before #23
-    self.assertEqual(PARTModel.from_config(config).trades_clean_passes, 1)
+  @parameterized.parameters("trades", "part_t")
+  def test_the_passes_are_checked_and_saved(self, method):
+    for passes in (0, 3):
+      with self.assertRaisesRegex(ValueError, "^trades_clean_passes must be "
+                                  f"(>= 1 and <= 2|<= 2), got {passes}$"):
+        methods.get(method)(clean_passes=passes)
+    model = PARTModel(_batch_norm_model(),
+                      method=methods.get(method)(clean_passes=2))
+    again = PARTModel.from_config(model.get_config())
+    self.assertEqual(again.method, methods.get(method)(clean_passes=2))
+    # A model saved before #23: the flat config of then, without the
+    # setting, loads with one pass.
+    self.assertEqual(PARTModel.from_config(_flat_config(model)).method,
+                     methods.get(method)(clean_passes=1))
 
   def test_an_older_run_resumes_with_one_pass(self):
-    from part_tf import experiment  # pylint: disable=g-import-not-at-top
-    today = experiment.settings(experiment.TrainConfig(model_dir="run"))
-    self.assertEqual(today["trades_clean_passes"], 1)
-    older = dict(today)
-    del older["trades_clean_passes"]  # a config.json written before #23
-    experiment._upgrade(older)  # pylint: disable=protected-access
-    self.assertEqual(older, today)
+    for method in ("trades", "part_t"):
+      today = run_settings.settings(TrainConfig.from_flat(
+          {"model_dir": "run", "method": method}))
+      self.assertEqual(today["trades_clean_passes"], 1)
+      older = dict(today)
+      del older["trades_clean_passes"]  # a config.json written before #23
+      run_settings.upgrade(older)
+      # A resume compares the settings today's run records (config.json
+      # records only those a run uses; the upgrade may add others).
+      self.assertEqual({k: older.get(k) for k in today}, today)
+
+
+def _flat_config(model):
+  """`model`'s config as PARTModel.get_config wrote it before #23 and #21:
+  flat settings, no `trades_clean_passes`, no burn-in."""
+  config = model.get_config()
+  return {"classifier": config["classifier"], "method": config["method"],
+          "epsilon": model.epsilon, "epsilon_low": model.epsilon_low,
+          "step_size": model.step_size, "num_steps": model.num_steps,
+          "cam": model.cam, "mask_rule": model.mask_rule,
+          "cam_layer": CAM_LAYER, "weight_decay": 0.0, "seed": 0,
+          "beta": 6.0, "attack": "pgd",
+          "natural_classifier": None, "act_alpha": 0.9, "act_beta": 0.9,
+          "act_temperature": 4.0, "consistency_weight": 0.0,
+          "consistency_temperature": 0.5, "feature_alignment_weight": 0.0,
+          "center_loss_weight": 0.0, "center_lr": 0.5, "feature_layer": None,
+          "name": config["name"]}
 
 
 if __name__ == "__main__":

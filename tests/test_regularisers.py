@@ -15,17 +15,20 @@ import tensorflow as tf
 
 from part_tf import attacks
 from part_tf import data
+from part_tf import experiment
+from part_tf import regularisers
+from part_tf import run_settings
+from part_tf.config import TrainConfig
 from part_tf.models import small_cnn
 from part_tf.training import PARTModel
 from part_tf.training import forward
-from part_tf.training import regularisers
 from tests import tiny_runs
 from tests.fakes import FixedOutputs
 
 SHAPE = (12, 12, 3)
-KINDS = {"consistency": "consistency_weight",
-         "feature_alignment": "feature_alignment_weight",
-         "center_loss": "center_loss_weight"}
+KINDS = {"consistency": regularisers.Consistency,
+         "feature_alignment": regularisers.FeatureAlignment,
+         "center_loss": regularisers.CenterLoss}
 
 
 def _data(n=16, seed=0, views=1):
@@ -70,36 +73,40 @@ class TermTest(tf.test.TestCase):
 
   def test_consistency_pairs_the_two_halves(self):
     out = FixedOutputs(adv=np.concatenate([self.a, self.b]))
-    term = regularisers.Consistency(0.5)(out, np.tile(self.y, 2))
+    term = regularisers.Consistency(temperature=0.5).term(
+        out, np.tile(self.y, 2))
     p1, p2 = _softmax(self.a, 0.5), _softmax(self.b, 0.5)
     js = _entropy((p1 + p2) / 2) - (_entropy(p1) + _entropy(p2)) / 2
     self.assertAllClose(term, np.concatenate([js, js]), rtol=1e-5, atol=1e-6)
 
   def test_feature_alignment(self):
     out = FixedOutputs(clean_features=self.fa, adv_features=self.fb)
-    self.assertAllClose(regularisers.FeatureAlignment()(out, self.y),
-                        ((self.fa - self.fb) ** 2).sum(-1), rtol=1e-5)
+    self.assertAllClose(
+        regularisers.FeatureAlignment(weight=1.0).term(out, self.y),
+        ((self.fa - self.fb) ** 2).sum(-1), rtol=1e-5)
 
   def test_center_loss_and_wen_update(self):
-    centre_loss = regularisers.CenterLoss(5, 6, center_lr=0.5)
+    centre_loss = regularisers.CenterLoss(lr=0.5)
+    state = centre_loss.build(5, 6)
+    self.assertAllEqual(state.centres, np.zeros((5, 6)))
     start = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
-    centre_loss.centres.assign(start)
+    state.centres.assign(start)
     out = FixedOutputs(adv_features=self.fb)
-    self.assertAllClose(centre_loss(out, self.y),
+    self.assertAllClose(centre_loss.term(out, self.y, state),
                         0.5 * ((self.fb - start[self.y]) ** 2).sum(-1),
                         rtol=1e-5)
     weights = np.ones(8, np.float32)
     weights[-1] = 0  # a stand-in example does not move the centres
     weights[3] = 0.5  # a sample weight weighs the example's part
-    centre_loss.update(out, tf.constant(self.y), tf.constant(weights))
+    centre_loss.update(out, tf.constant(self.y), tf.constant(weights), state)
     expected = start.copy()
     for j in range(5):
       rows = [i for i in range(8) if self.y[i] == j]
       delta = sum((weights[i] * (start[j] - self.fb[i]) for i in rows),
                   np.zeros(6)) / (1 + sum(weights[i] for i in rows))
       expected[j] = start[j] - 0.5 * delta
-    self.assertAllClose(centre_loss.centres, expected, rtol=1e-5, atol=1e-6)
-    self.assertAllEqual(centre_loss.centres.numpy()[3], start[3])  # no 3s
+    self.assertAllClose(state.centres, expected, rtol=1e-5, atol=1e-6)
+    self.assertAllEqual(state.centres.numpy()[3], start[3])  # no 3s
 
 
 class HandWrittenStepTest(tf.test.TestCase, parameterized.TestCase):
@@ -117,7 +124,7 @@ class HandWrittenStepTest(tf.test.TestCase, parameterized.TestCase):
     twin.set_weights(classifier.get_weights())
     model = PARTModel(classifier, method="at", epsilon=0.1, epsilon_low=0.1,
                       step_size=0.03, num_steps=2, seed=1,
-                      **{KINDS[kind]: weight})
+                      regularisers=[KINDS[kind](weight=weight)])
     model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=False)
     features = keras.Model(twin.inputs, twin.get_layer("fc1").output)
     centres = np.zeros((4, 128), np.float32)
@@ -171,13 +178,12 @@ class WeightZeroTest(tf.test.TestCase, parameterized.TestCase):
     for weight in (None, 0.0, 0.5):
       keras.utils.set_random_seed(2)
       classifier = small_cnn(SHAPE, 4)
-      kwargs = {} if weight is None else {KINDS[kind]: weight}
+      added = [] if weight is None else [KINDS[kind](weight=weight)]
       model = PARTModel(classifier, method=method, epsilon=0.1,
                         epsilon_low=0.05, step_size=0.03, num_steps=2,
-                        seed=1, **kwargs)
+                        seed=1, burn_in_epochs=0, regularisers=added)
       model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                     jit_compile=False)
-      model.part_active.assign(1)
       xs = x if weight != 0.5 or kind != "consistency" else np.stack(
           [x, x[:, ::-1]], axis=1)
       logs = [model.train_on_batch(xs[s:s + 8], y[s:s + 8], return_dict=True)
@@ -254,24 +260,26 @@ class InputTest(tf.test.TestCase):
     self.assertBetween(metrics["natural_accuracy"], 0.0, 1.0)
 
   def test_views_augmentation_needs_consistency(self):
-    from part_tf import experiment  # pylint: disable=g-import-not-at-top
     folder = os.path.join(self.get_temp_dir(), "views_alone")
-    with self.assertRaisesRegex(ValueError, "--consistency_views=randaugment "
-                                "augments consistency regularisation's views"):
-      experiment.train(experiment.TrainConfig(
-          model_dir=folder, consistency_views="randaugment"))
+    with self.assertRaisesRegex(ValueError, "^consistency_views=randaugment "
+                                "augments consistency regularisation's views: "
+                                "it needs consistency_weight > 0$"):
+      experiment.train(TrainConfig.from_flat(
+          {"model_dir": folder, "consistency_views": "randaugment"}))
     self.assertFalse(os.path.exists(folder))
     # A config.json written before #23 resumes with crop + flip views.
-    today = experiment.settings(experiment.TrainConfig(model_dir="run"))
+    today = run_settings.settings(TrainConfig.from_flat(
+        {"model_dir": "run", "consistency_weight": 1.0}))
+    self.assertEqual(today["consistency_views"], "crop_flip")
     older = dict(today)
     del older["consistency_views"]
-    experiment._upgrade(older)  # pylint: disable=protected-access
-    self.assertEqual(older, today)
-    self.assertEqual(today["consistency_views"], "crop_flip")
+    run_settings.upgrade(older)
+    # A resume compares the settings today's run records.
+    self.assertEqual({k: older.get(k) for k in today}, today)
 
   def test_one_view_where_two_are_needed_is_a_clear_error(self):
     model = PARTModel(small_cnn(SHAPE, 4), method="at",
-                      consistency_weight=1.0)
+                      regularisers=[regularisers.Consistency(weight=1.0)])
     model.compile(optimizer="sgd", jit_compile=False)
     x, y = _data()
     with self.assertRaisesRegex(ValueError, "2 augmented views of each "
@@ -279,22 +287,26 @@ class InputTest(tf.test.TestCase):
       model.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
   def test_consistency_needs_augmented_data(self):
-    from part_tf import experiment  # pylint: disable=g-import-not-at-top
     # SVHN is trained without augmentation: its two views would be equal.
-    for dataset, augment in (("svhn_cropped", True), ("mnist_offline", False)):
+    for dataset, augment, message in (
+        ("svhn_cropped", True, "consistency_weight compares two "
+         "augmentations of each image, but svhn_cropped is trained without "
+         "augmentation"),
+        ("mnist_offline", False, "consistency_weight needs augment: its two "
+         "views are two augmentations of each image")):
       folder = os.path.join(self.get_temp_dir(), f"{dataset}{augment}")
-      with self.assertRaisesRegex(ValueError, "--consistency_weight compares "
-                                  "two augmentations"):
-        experiment.train(experiment.TrainConfig(
-            model_dir=folder, dataset=dataset, augment=augment,
-            consistency_weight=1.0))
+      with self.assertRaisesRegex(ValueError, f"^{message}"):
+        experiment.train(TrainConfig.from_flat(
+            {"model_dir": folder, "dataset": dataset, "augment": augment,
+             "consistency_weight": 1.0}))
       self.assertFalse(os.path.exists(folder))  # nothing written
 
   def test_feature_layer_is_the_penultimate_one_by_default(self):
     self.assertEqual(forward.penultimate_layer(small_cnn(SHAPE, 4)), "fc1")
-    with self.assertRaisesRegex(ValueError, "no layer 'nope'"):
-      PARTModel(small_cnn(SHAPE, 4), method="at",
-                feature_alignment_weight=1.0, feature_layer="nope")
+    for kind in ("feature_alignment", "center_loss"):
+      with self.assertRaisesRegex(ValueError, "no layer 'nope'"):
+        PARTModel(small_cnn(SHAPE, 4), method="at",
+                  regularisers=[KINDS[kind](weight=1.0, layer="nope")])
 
 
 class MirroredTest(tf.test.TestCase):
@@ -315,6 +327,7 @@ class MirroredTest(tf.test.TestCase):
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
         from part_tf.models import small_cnn
+        from part_tf.regularisers import CenterLoss, Consistency
         from part_tf.training import PARTModel
         rng = np.random.default_rng(0)
 
@@ -328,7 +341,8 @@ class MirroredTest(tf.test.TestCase):
             model = PARTModel(robust, method="act",
                               natural_classifier=natural, epsilon=0.0,
                               epsilon_low=0.0, step_size=0.01, num_steps=1,
-                              consistency_weight=1.0, center_loss_weight=0.1)
+                              regularisers=[Consistency(weight=1.0),
+                                            CenterLoss(weight=0.1)])
             model.compile(optimizer=keras.optimizers.SGD(0.1),
                           jit_compile=False)
           logs = model.fit(x, y, batch_size=8, epochs=2, shuffle=False,

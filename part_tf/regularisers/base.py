@@ -72,8 +72,9 @@ class Regulariser:
 
   weight: float = setting(1.0, kind="float", low=0)
 
-  def term(self, out, y, state=None):
-    """The term per example, [B] (the one method to write)."""
+  def term(self, out, y):
+    """The term per example, [B] (the one method to write; one with state
+    takes it as a third argument, `term(out, y, state)`)."""
     raise NotImplementedError(f"{type(self).__name__} must define "
                               "term(out, y)")
 
@@ -97,11 +98,18 @@ class Regulariser:
     """How its views are augmented (`num_views` > 1)."""
     return "crop_flip"
 
-  def check_run(self, config) -> None:
+  @classmethod
+  def check_off(cls, values: dict) -> None:
+    """ValueError if the flat settings `values`, in which its weight is 0
+    (off), set one of its settings that only means something when it is on
+    (default: none is refused; the ranges are checked anyway)."""
+    del values
+
+  def check_run(self, config, spec=None) -> None:
     """ValueError if it cannot regularise the run `config` (a
-    `part_tf.config.TrainConfig`), e.g. views on data without
-    augmentation."""
-    del config
+    `part_tf.config.TrainConfig`) on the dataset `spec` (None: not known
+    yet), e.g. views on data without augmentation."""
+    del config, spec
 
   # --- settings ----------------------------------------------------------------
 

@@ -69,6 +69,16 @@ class Consistency(base.Regulariser):
   def view_augmentation(self) -> str:
     return self.views
 
+  @classmethod
+  def check_off(cls, values: dict) -> None:
+    """Views other than crop_flip asked for without consistency: they would
+    be silently ignored."""
+    views = values.get("consistency_views")
+    if views not in (None, VIEW_AUGMENTATIONS[0]):
+      raise ValueError(f"consistency_views={views} augments consistency "
+                       "regularisation's views: it needs consistency_weight "
+                       "> 0")
+
   def check_run(self, config, spec=None) -> None:
     """Its two views are two augmentations of each image: the run must
     augment, and the dataset must have augmentation (or the views add

@@ -16,6 +16,7 @@ budgets after `burn_in_epochs` with no callback, also when it resumes.
 
 import warnings
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -512,8 +513,11 @@ class _EpochCounter(keras.callbacks.Callback):
           "budgets", stacklevel=4)
 
   def on_epoch_begin(self, epoch, logs=None):
-    current = int(self.model.epoch.numpy())
-    self.model.epoch.assign(max(current, int(epoch)))
+    model = self.model
+    current = max(int(model.epoch.numpy()), int(epoch))
+    model.epoch.assign(current)
+    if model.method.reweighted and current == model.burn_in_epochs:
+      logging.info("epoch %d: pixel-reweighted budgets on", current + 1)
 
   def on_epoch_end(self, epoch, logs=None):
     self.model.epoch.assign_add(1)
