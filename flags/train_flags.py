@@ -54,9 +54,17 @@ def import_plugins(argv, flag_values=flags.FLAGS) -> list:
   Raises:
     SystemExit: a plug-in that cannot be imported (one line).
   """
+  from . import find_packaged_configs  # pylint: disable=g-import-not-at-top
   names = []
-  expanded = flag_values.read_flags_from_files(list(argv[1:]),
-                                               force_gnu=False)
+  try:
+    # The shipped configs as the parser will read them (a flagfile named
+    # configs/NAME.cfg works from any folder).
+    expanded = flag_values.read_flags_from_files(
+        list(find_packaged_configs(argv)[1:]), force_gnu=False)
+  except (flags.Error, OSError, ValueError):
+    # A flagfile that cannot be read (missing, not UTF-8): the parser says
+    # so, in one line, when it reads the flags.
+    return []
   for i, arg in enumerate(expanded):
     if arg == "--":
       break

@@ -620,8 +620,27 @@ class TrainConfig:
     if self.data.mean is not None and self.data.std is not None and len(
         self.data.mean) != len(self.data.std):
       raise ValueError("mean and std need the same number of channels")
+    self._check_mask_rule_channels()
     for regulariser in self.regularisers:
       regulariser.check_run(self)
+
+  def _check_mask_rule_channels(self) -> None:
+    """ValueError if the mask rule needs images of a number of channels
+    (its `channels` attribute; `official`: 3, RGB) that the registered
+    dataset's images do not have, before anything is written (for a
+    tfds:NAME dataset the rule itself refuses them, once training starts).
+    """
+    reg = _loaded_registry()
+    needs = getattr(reg.MASK_RULES.get(self.budget.mask_rule), "channels",
+                    None)
+    if needs is None or self.data.dataset not in reg.DATASETS:
+      return
+    has = reg.DATASETS.get(self.data.dataset).image_shape[-1]
+    if has != needs:
+      raise ValueError(
+          f"mask_rule={self.budget.mask_rule} needs {needs}-channel images, "
+          f"but {self.data.dataset} has {has} channel(s): use "
+          "mask_rule=zscore or soft")
 
   # --- the flat view: flags and config.json --------------------------------
 

@@ -17,6 +17,7 @@ reports) and `write` puts the reports beside the model:
 
 import dataclasses
 import os
+import shutil
 import time
 
 from part_tf import attack_suite
@@ -131,6 +132,9 @@ class _Loaded:
   data_dir: str | None
   test: object
   output_dir: str
+  # Whether `prepare` created `output_dir` (a failed or interrupted
+  # evaluation removes it again).
+  created_output_dir: bool = False
 
 
 def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
@@ -159,11 +163,19 @@ def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
     raise ValueError("--corruptions measures CIFAR-10-C: the model must be "
                      f"a cifar10 model, not {dataset}")
   output_dir = os.path.abspath(request.output_dir or default_output)
+  created = writes and not os.path.exists(output_dir)
   if writes:
     run_folder.check_writable(output_dir)
-  _, test, _ = data.load(dataset, data_dir=data_dir,
-                         max_test=request.num_examples, max_train=1, spec=spec)
-  return _Loaded(model_fn, run, dataset, data_dir, test, output_dir)
+  try:
+    _, test, _ = data.load(dataset, data_dir=data_dir,
+                           max_test=request.num_examples, max_train=1,
+                           spec=spec)
+  except BaseException:
+    if created:
+      shutil.rmtree(output_dir, ignore_errors=True)
+    raise
+  return _Loaded(model_fn, run, dataset, data_dir, test, output_dir,
+                 created)
 
 
 def run(request: Request, loaded: _Loaded, strategy, progress=None) -> Outcome:

@@ -15,16 +15,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from part_tf import components  # pylint: disable=unused-import
+from part_tf import config as config_lib
+from part_tf import registry
+from part_tf.presets import PRESETS
+from part_tf.training import learning_rate
+from part_tf_flags import dataset_defaults
 from part_tf_flags.budgets import DEFINE_budget
 from part_tf_flags.dataset_defaults import apply_dataset_defaults
-from part_tf_flags.dataset_defaults import DATASET_DEFAULTS
-from part_tf_flags.train_flags import DATASET_NAMES
 from tests import tiny_runs
 
 
 def _flag_values(argv):
   fv = flags.FlagValues()
-  flags.DEFINE_enum("dataset", "cifar10", DATASET_NAMES, "", flag_values=fv)
+  flags.DEFINE_enum("dataset", "cifar10", registry.DATASETS.names(), "",
+                    flag_values=fv)
   DEFINE_budget("epsilon", "8/255", "", flag_values=fv)
   DEFINE_budget("epsilon_low", "7/255", "", flag_values=fv)
   DEFINE_budget("step_size", "2/255", "", flag_values=fv)
@@ -81,11 +86,33 @@ class DatasetDefaultsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(fv.weight_decay, 3.5e-3)
 
   def test_names_are_datasets(self):
-    self.assertContainsSubset(DATASET_DEFAULTS, DATASET_NAMES)
+    self.assertContainsSubset(PRESETS, registry.DATASETS.names())
+    self.assertIs(dataset_defaults.DATASET_DEFAULTS, PRESETS)
 
-
-if __name__ == "__main__":
-  tf.test.main()
+  def test_every_preset_key_is_a_setting(self):
+    settings = config_lib.all_settings()
+    for dataset, preset in PRESETS.items():
+      unknown = sorted(set(preset) - set(settings))
+      self.assertEmpty(unknown, f"{dataset}: {unknown}")
+      # Each value is one the setting allows, as the config holds it.
+      for name, value in preset.items():
+        settings[name].check(value)
+        self.assertNotIsInstance(value, list, (dataset, name))
+    self.assertEqual(PRESETS["cifar10"]["lr_decay_epochs"], (60, 90))
+    # A preset makes a valid run of its dataset, which holds its values
+    # (trades_clean_passes only with the methods that use it).
+    for dataset, preset in PRESETS.items():
+      for method in ("part", "part_t"):
+        config = config_lib.TrainConfig.from_flat(
+            {**preset, "dataset": dataset, "method": method,
+             "model_dir": "x"})
+        flat = config.to_flat()
+        for name, value in preset.items():
+          if config_lib.used_by(method, name):
+            self.assertEqual(flat[name], list(value) if isinstance(
+                value, tuple) else value, (dataset, method, name))
+          else:
+            self.assertNotIn(name, flat, (dataset, method))
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,9 +215,12 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
          config["learning_rate"], config["lr_schedule"],
          config["lr_decay_epochs"], config["mean"],
          config["dataset_spec"]["mean"], config["settings_version"],
-         config["trades_clean_passes"]),
-        ("resnet18", 2, "sgd", 0.01, "reference", [1], None, [0.0] * 3, 2,
-         2))
+         config["method"]),
+        ("resnet18", 2, "sgd", 0.01, "reference", [1], None, [0.0] * 3, 3,
+         "part"))
+    # config.json records the settings the run uses: PART has no clean
+    # passes of TRADES (the preset's 2 is for trades and part_t).
+    self.assertNotIn("trades_clean_passes", config)
     with open(os.path.join(model_dir, "log.csv")) as f:
       rows = list(csv.DictReader(f))
     # Epoch 1 burns in at 0.01; epoch 2 is PART epoch 1 >= 1: 0.001.
@@ -207,20 +237,26 @@ class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_reference_schedule_beyond_the_run_is_noted(self):
     # 80 epochs with 20 of burn-in reach PART epoch 60: the reference's
     # second decay (90) never happens, which the run says once.
-    from part_tf import experiment  # pylint: disable=g-import-not-at-top
-    config = experiment.TrainConfig(
-        model_dir="x", epochs=80, burn_in_epochs=20,
-        lr_schedule="reference", lr_decay_epochs=(60, 90))
+    config = config_lib.TrainConfig.from_flat(
+        {"model_dir": "x", "epochs": 80, "burn_in_epochs": 20,
+         "lr_schedule": "reference", "lr_decay_epochs": (60, 90)})
+
+    def note(config):  # as the run's start (experiment) asks for it
+      return learning_rate.decay_note(config.optimizer,
+                                      config.budget.burn_in_epochs)
+
     self.assertEqual(
-        experiment._decay_note(config),  # pylint: disable=protected-access
+        note(config),
         "note: --lr_schedule=reference counts the decay epochs after the 20 "
         "burn-in epochs: the rate does not decay at PART epoch 90 of 60 "
         "(--lr_decay_epochs)")
-    config.lr_decay_epochs = (60,)
-    self.assertIsNone(experiment._decay_note(config))  # pylint: disable=protected-access
+    self.assertIsNone(note(config.replace(lr_decay_epochs=(60,))))
     # piecewise counts from the start: 80 and 90 lie beyond 80 epochs.
-    config.lr_schedule, config.lr_decay_epochs = "piecewise", (60, 80, 90)
     self.assertEqual(
-        experiment._decay_note(config),  # pylint: disable=protected-access
+        note(config.replace(lr_schedule="piecewise",
+                            lr_decay_epochs=(60, 80, 90))),
         "note: the learning rate does not decay after epochs 80,90 within "
         "80 epochs (--lr_decay_epochs)")
+
+if __name__ == "__main__":
+  tf.test.main()

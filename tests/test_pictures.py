@@ -13,7 +13,6 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from part_tf import pictures
 from part_tf.models import small_cnn
-from part_tf.training import BurnInSwitch
 from part_tf.training import PARTModel
 from part_tf.training import image_summaries
 from tests import test_cam  # the one-region model
@@ -54,7 +53,8 @@ class ImagePanelsTest(tf.test.TestCase):
     y = rng.integers(0, 4, 48).astype(np.int32)
     keras.utils.set_random_seed(0)
     model = PARTModel(small_cnn((12, 12, 3), 4), method="part", epsilon=0.1,
-                      epsilon_low=0.03, step_size=0.03, num_steps=2)
+                      epsilon_low=0.03, step_size=0.03, num_steps=2,
+                      burn_in_epochs=2)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     log_dir = tempfile.mkdtemp()
     panels = image_summaries.ImagePanels(log_dir, x[:3], y[:3],
@@ -63,7 +63,7 @@ class ImagePanelsTest(tf.test.TestCase):
     every_two = image_summaries.ImagePanels(log_dir, x[:3], y[:3], 3, 2)
     self.assertEqual([e for e in range(6) if every_two.due(e)], [1, 2, 3, 5])
     model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-              callbacks=[BurnInSwitch(2), panels])
+              callbacks=[panels])
     tensors = read_tensors(log_dir)
     expected = {image_summaries.PANEL_TAG, image_summaries.EPS_MAP_TAG,
                 image_summaries.FRACTION_TAG,

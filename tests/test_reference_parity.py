@@ -16,15 +16,16 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import data
-from part_tf import experiment
+from part_tf.config import TrainConfig
 from part_tf.data import validation
 from part_tf.models import build_model
 from part_tf.models import small_cnn
 from part_tf.training import PARTModel
+from part_tf.training import learning_rate
 from part_tf.training.learning_rate import EpochLearningRate
 from part_tf.training.learning_rate import LOG_KEY
 from part_tf.training.learning_rate import reference_rate
-from part_tf_flags.dataset_defaults import DATASET_DEFAULTS
+from part_tf.presets import PRESETS
 
 # The reference run (`python3 train_eval_part.py [--data SVHN]`).
 _CIFAR10 = dict(model="ResNet18", epochs=80, warm_up=20, batch_size=128,
@@ -60,18 +61,17 @@ def _preset(dataset):
   """The TrainConfig of `--dataset=dataset` alone (the preset over the
   generic defaults; tests/test_dataset_defaults.py checks that train.py
   resolves the flags to exactly these)."""
-  values = dict(DATASET_DEFAULTS[dataset])
-  values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
-  return experiment.TrainConfig(model_dir="unused", dataset=dataset, **values)
+  return TrainConfig.from_flat({"model_dir": "unused", "dataset": dataset,
+                                **PRESETS[dataset]})
 
 
 class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_model_is_the_reference_resnet18(self):
     config = _preset("cifar10")
-    self.assertEqual(config.model, "resnet18")
+    self.assertEqual(config.model.model, "resnet18")
     spec = data.resolve_spec("cifar10")
-    model = build_model(config.model, spec.image_shape, spec.num_classes,
+    model = build_model(config.model.model, spec.image_shape, spec.num_classes,
                         mean=spec.mean, std=spec.std)
     self.assertEqual(
         sum(int(np.prod(w.shape)) for w in model.trainable_weights),
@@ -87,7 +87,7 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     channels = spec.image_shape[-1]
     self.assertEqual((spec.mean, spec.std),
                      ((0.0,) * channels, (1.0,) * channels))
-    self.assertIsNone(_preset(dataset).mean)
+    self.assertIsNone(_preset(dataset).data.mean)
     model = build_model("small_cnn", spec.image_shape, spec.num_classes,
                         mean=spec.mean, std=spec.std)
     self.assertEmpty([l for l in model.layers
@@ -105,7 +105,7 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # RandomHorizontalFlip; SVHN: ToTensor() only.
     spec = data.resolve_spec(dataset)
     self.assertEqual((spec.crop_padding, spec.flip), (padding, flip))
-    self.assertTrue(_preset(dataset).augment)
+    self.assertTrue(_preset(dataset).data.augment)
 
   @parameterized.parameters("cifar10", "svhn_cropped")
   def test_training_images_and_batches(self, dataset):
@@ -115,14 +115,15 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # on, and its steps are full batches: 382 of 49,000 CIFAR-10 images
     # (104 left out of each epoch, others each time).
     ref, config = REFERENCE[dataset], _preset(dataset)
-    self.assertEqual(config.batch_size, ref["batch_size"])
-    self.assertEqual((config.eval_every, config.validation_split), (5, "auto"))
-    held_out = validation.size_for(config.validation_split,
+    self.assertEqual(config.data.batch_size, ref["batch_size"])
+    self.assertEqual((config.evaluation.eval_every,
+                      config.evaluation.validation_split), (5, "auto"))
+    held_out = validation.size_for(config.evaluation.validation_split,
                                    ref["train_images"], selects=True)
     self.assertEqual(held_out, 1000)
     trained = data.ArrayData(np.zeros(ref["train_images"] - held_out),
                              np.zeros(ref["train_images"] - held_out))
-    self.assertEqual(data.steps_per_epoch(trained, config.batch_size),
+    self.assertEqual(data.steps_per_epoch(trained, config.data.batch_size),
                      (ref["train_images"] - held_out) // ref["batch_size"])
     if dataset == "cifar10":
       self.assertEqual(data.steps_per_epoch(trained, 128), 382)
@@ -135,20 +136,23 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # PARTModel adds to the gradients of every trainable variable
     # (tests/test_part_model.py checks that it adds wd * w).
     ref, config = REFERENCE[dataset], _preset(dataset)
+    optimizer = config.optimizer
     self.assertEqual(
-        (config.optimizer, config.learning_rate, config.momentum),
+        (optimizer.optimizer, optimizer.learning_rate, optimizer.momentum),
         ("sgd", ref["lr"], ref["momentum"]))
-    self.assertAllClose(config.weight_decay, ref["weight_decay"])
+    self.assertAllClose(optimizer.weight_decay, ref["weight_decay"])
 
   @parameterized.parameters("cifar10", "svhn_cropped")
   def test_schedule_per_epoch(self, dataset):
     # 80 epochs, 20 of burn-in: epochs 1-79 at 0.01, the 80th at 0.001
     # (PART epoch 60 reaches adjust_first; adjust_second, 90, never comes).
     ref, config = REFERENCE[dataset], _preset(dataset)
-    self.assertEqual((config.epochs, config.lr_schedule), (ref["epochs"],
-                                                           "reference"))
-    rule = experiment._epoch_rule(config)  # pylint: disable=protected-access
-    ours = [rule(epoch) for epoch in range(config.epochs)]
+    optimizer = config.optimizer
+    self.assertEqual((optimizer.epochs, optimizer.lr_schedule),
+                     (ref["epochs"], "reference"))
+    # The rule the run's EpochLearningRate callback applies (experiment).
+    rule = learning_rate.epoch_rule(optimizer, config.budget.burn_in_epochs)
+    ours = [rule(epoch) for epoch in range(optimizer.epochs)]
     expected = _reference_rates(ref)
     self.assertLen(expected, 80)
     self.assertAllClose(ours, expected, rtol=1e-12, atol=0)
@@ -195,16 +199,16 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
   def test_burn_in(self, dataset):
     # args.warm_up = 20 epochs of standard AT (uniform eps) before PART.
     ref, config = REFERENCE[dataset], _preset(dataset)
-    self.assertEqual((config.burn_in_epochs, config.method),
+    self.assertEqual((config.budget.burn_in_epochs, config.method_name),
                      (ref["warm_up"], "part"))
 
   def test_cam_method_keeps_the_design_cards_default(self):
     # The reference's default is torchcam's GradCAM; the design card's,
     # kept by every preset, GradCAM++ (--cam=gradcam for the reference's).
     for dataset in REFERENCE:
-      self.assertEqual(_preset(dataset).cam, "gradcam_plus_plus")
-      self.assertNotIn("cam", DATASET_DEFAULTS[dataset])
-    self.assertEqual(_preset("cifar10").mask_rule, "zscore")
+      self.assertEqual(_preset(dataset).budget.cam, "gradcam_plus_plus")
+      self.assertNotIn("cam", PRESETS[dataset])
+    self.assertEqual(_preset("cifar10").budget.mask_rule, "zscore")
 
   def test_masks_belong_to_the_batch_being_attacked(self):
     # The reference computes the masks in a separate pass over the
@@ -213,8 +217,7 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # permutes the maps.
     keras.utils.set_random_seed(3)
     model = PARTModel(small_cnn((16, 16, 3), 4), epsilon=8 / 255,
-                      epsilon_low=4 / 255)
-    model.part_active.assign(1)
+                      epsilon_low=4 / 255, burn_in_epochs=0)
     x = tf.random.stateless_uniform((8, 16, 16, 3), [1, 2])
     order = np.random.default_rng(0).permutation(8)
     maps = model.budget(x).numpy()
@@ -232,8 +235,7 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     h = keras.layers.GlobalAveragePooling2D()(h)
     classifier = keras.Model(inputs, keras.layers.Dense(3)(h))
     model = PARTModel(classifier, epsilon=8 / 255, epsilon_low=4 / 255,
-                      num_steps=3)
-    model.part_active.assign(1)
+                      num_steps=3, burn_in_epochs=0)
     bn = classifier.layers[2]
     before = [v.numpy().copy() for v in bn.non_trainable_variables]
     x = tf.random.stateless_uniform((4, 8, 8, 3), [3, 4])
@@ -251,9 +253,11 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # part_pgd(epsilon=8/255, num_steps=10, step_size=args.step_size) with
     # the 8/255 / 7/255 masks (generate_weighted_eps).
     ref, config = REFERENCE[dataset], _preset(dataset)
-    self.assertEqual((config.attack, config.num_steps), ("pgd", 10))
+    self.assertEqual((config.attack.attack, config.attack.num_steps),
+                     ("pgd", 10))
     self.assertAllClose(
-        (config.epsilon, config.epsilon_low, config.step_size),
+        (config.budget.epsilon, config.budget.epsilon_low,
+         config.attack.step_size),
         (ref["epsilon"], ref["low_epsilon"], ref["step_size"]))
 
   @parameterized.parameters("cifar10", "svhn_cropped")
@@ -261,11 +265,11 @@ class ReferenceParityTest(tf.test.TestCase, parameterized.TestCase):
     # eval_test: PGD(eps=8/255, alpha=args.step_size, steps=20,
     # random_start=True) on the last epoch's model, whole test split.
     ref, config = REFERENCE[dataset], _preset(dataset)
-    budget, step = experiment._evaluation_budget(config)  # pylint: disable=protected-access
-    self.assertEqual(config.eval_num_steps, ref["eval_steps"])
+    budget, step = config.evaluation_budget()
+    self.assertEqual(config.evaluation.eval_num_steps, ref["eval_steps"])
     self.assertAllClose((budget, step), (ref["eval_epsilon"],
                                          ref["step_size"]))
-    self.assertIsNone(config.max_test_examples)
+    self.assertIsNone(config.data.max_test_examples)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ class HelpTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn("--helpfull", brief.stdout)
 
   def test_help_shows_the_dataset_defaults(self):
+    # The default line of --model's entry (its help may wrap).
+    model_default = r"\n  --model: .*\n(?:    .*\n)*?    \(default: '{}'\)\n"
     help_text = _run("train", "--dataset=cifar10", "--help").stdout
-    self.assertRegex(help_text, r"--model: .*\n.*\(default: 'resnet18'\)")
+    self.assertRegex(help_text, model_default.format("resnet18"))
     help_text = _run("train", "--help").stdout  # mnist_offline's
-    self.assertRegex(help_text, r"--model: .*\n.*\(default: 'small_cnn'\)")
+    self.assertRegex(help_text, model_default.format("small_cnn"))
     self.assertIn("--validation_split", help_text)
 
 
@@ -96,7 +98,8 @@ class UrlPathsTest(tf.test.TestCase, parameterized.TestCase):
     os.chdir(tempfile.mkdtemp())
     self.addCleanup(os.chdir, cwd)
     with self.assertRaisesRegex(ValueError, "model_dir gs://b/r is a URL"):
-      experiment.train(experiment.TrainConfig(model_dir="gs://b/r"))
+      experiment.train(experiment.TrainConfig.from_flat(
+          {"model_dir": "gs://b/r"}))
     from part_tf import export  # pylint: disable=g-import-not-at-top
     from part_tf.models import small_cnn  # pylint: disable=g-import-not-at-top
     with self.assertRaisesRegex(ValueError, "gs://b/e is a URL"):

@@ -3,7 +3,6 @@ images, never on the test split; streamed and in-memory input hold out the
 same images; a resumed run holds out the same ones again."""
 
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -20,10 +19,11 @@ from tensorflow.python.framework import config as tf_config  # pylint: disable=g
 from part_tf import data
 from part_tf import evaluation
 from part_tf import experiment
+from part_tf.config import TrainConfig
 from part_tf import run_folder
 from part_tf.data import streaming
 from part_tf.data import validation
-from part_tf_flags.train_flags import parse_validation_split
+from part_tf.parsing import parse_validation_split
 from tests import test_tiny_imagenet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,9 +173,15 @@ class ChosenOnValidationTest(tf.test.TestCase):
     images = train.images[held["offset"]:held["offset"] + held["size"]]
     labels = train.labels[held["offset"]:held["offset"] + held["size"]]
     classifier = keras.saving.load_model(
-        os.path.join(self.run_dir, experiment.BEST_CLASSIFIER_FILE))
+        os.path.join(self.run_dir, run_folder.CLASSIFIER_FILES["best"]))
+    # The run evaluates in batches of eval_batch_size, with its seed (the
+    # attack's random starts follow the batches).
+    with open(os.path.join(self.run_dir, "config.json")) as f:
+      settings = json.load(f)
+    self.assertEqual((settings["eval_batch_size"], settings["seed"]),
+                     (256, 4))
     again = evaluation.robust_accuracy(
-        classifier, data.eval_dataset(data.ArrayData(images, labels), 128),
+        classifier, data.eval_dataset(data.ArrayData(images, labels), 256),
         0.1, 0.025, 5, seed=4)
     self.assertEqual(again["num_examples"], 60)
     self.assertAllClose(again["pgd_accuracy"], best["val_pgd_accuracy"])
@@ -220,7 +226,7 @@ class ChosenOnValidationTest(tf.test.TestCase):
   def test_evaluate_best_of_a_file_or_a_run_without_one_is_an_error(self):
     bare = os.path.join(self.root, "no_best")
     shutil.copytree(self.run_dir, bare)
-    os.remove(os.path.join(bare, experiment.BEST_CLASSIFIER_FILE))
+    os.remove(os.path.join(bare, run_folder.CLASSIFIER_FILES["best"]))
     for path, message in (
         (bare, "has no best_classifier.keras: the most robust epoch is "
                "chosen on a validation split"),
@@ -253,7 +259,7 @@ def _as_written_before_the_validation_split(model_dir):
 
 def _one_epoch_config(root, **settings):
   """A one-epoch AT run on 512 offline images, in `root`/run."""
-  return experiment.TrainConfig(**{
+  return TrainConfig.from_flat({
       "model_dir": os.path.join(root, "run"), "max_train_examples": 512,
       "max_test_examples": 64, "num_steps": 1, "eval_num_steps": 1,
       "epochs": 1, "burn_in_epochs": 0, "method": "at", "image_count": 0,
@@ -274,19 +280,18 @@ class ResumeTest(tf.test.TestCase):
     experiment.train(config)
     with self.assertRaisesRegex(run_folder.RunFolderError,
                                 "validation_split: '64' -> '32'"):
-      experiment.train(dataclasses.replace(config, epochs=2,
-                                           validation_split="32"))
-    resumed = experiment.train(dataclasses.replace(config, epochs=2))
+      experiment.train(config.replace(epochs=2, validation_split="32"))
+    resumed = experiment.train(config.replace(epochs=2))
     self.assertEqual(resumed["resumed_at_epoch"], 1)
     self.assertEqual(resumed["validation"]["size"], 64)
     # A run of a version before the validation split (its config.json has
     # none) chose on the test split: it resumes with --validation_split=0.
-    _as_written_before_the_validation_split(config.model_dir)
+    _as_written_before_the_validation_split(config.run.model_dir)
     with self.assertRaisesRegex(run_folder.RunFolderError,
                                 "validation_split: '0' -> '64'"):
-      experiment.train(dataclasses.replace(config, epochs=3))
-    old_style = experiment.train(dataclasses.replace(
-        config, epochs=3, validation_split="0", eval_subset=512))
+      experiment.train(config.replace(epochs=3))
+    old_style = experiment.train(config.replace(
+        epochs=3, validation_split="0", eval_subset=512))
     self.assertEqual(old_style["resumed_at_epoch"], 2)
     self.assertNotIn("best", old_style)
     self.assertFalse(old_style["validation"]["chooses_best"])
@@ -300,18 +305,17 @@ class ResumeTest(tf.test.TestCase):
     self.assertEqual(first["validation"]["size"], 0)  # nothing to choose
     # An older version's run of the same command (eval_every 0, the first
     # 512 test images) resumes with that command.
-    _as_written_before_the_validation_split(config.model_dir)
-    second = experiment.train(dataclasses.replace(config, epochs=2))
+    _as_written_before_the_validation_split(config.run.model_dir)
+    second = experiment.train(config.replace(epochs=2))
     self.assertEqual(second["resumed_at_epoch"], 1)
     # --eval_every may change on a resume; the training images may not.
-    third = experiment.train(dataclasses.replace(config, epochs=3,
-                                                 eval_every=1))
+    third = experiment.train(config.replace(epochs=3, eval_every=1))
     self.assertEqual(third["resumed_at_epoch"], 2)
     self.assertEqual(third["validation"]["size"], 0)
     self.assertNotIn("best", third)
     # ... and a new run with the same settings does hold out images.
-    fresh = experiment.train(dataclasses.replace(
-        config, model_dir=os.path.join(root, "fresh"), eval_every=1))
+    fresh = experiment.train(config.replace(
+        model_dir=os.path.join(root, "fresh"), eval_every=1))
     # 2% of 1,024 is 20: raised to the minimum of 100.
     self.assertEqual(fresh["validation"]["size"], 100)
 

@@ -44,6 +44,7 @@ from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
+from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
 flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
@@ -171,8 +172,7 @@ def main(argv):
       request.output_dir = tempfile.mkdtemp(prefix="part_tf-evaluate-")
       atexit.register(shutil.rmtree, request.output_dir, True)
     loaded = report.prepare(request, strategy)
-    output_dir = loaded.output_dir
-    made_output = not os.path.exists(output_dir)
+    output_dir, made_output = loaded.output_dir, loaded.created_output_dir
     if FLAGS.num_examples and len(loaded.test.labels) < FLAGS.num_examples:
       print(f"note: --num_examples={FLAGS.num_examples}, but the "
             f"{loaded.dataset} test split has {len(loaded.test.labels)} "
@@ -210,8 +210,9 @@ def _interrupted() -> str:
 
 def run():
   """The `part-evaluate` command (and `python scripts/evaluate.py`)."""
-  # absl prints the main module's docstring as the usage: this one.
-  sys.modules["__main__"].__doc__ = __doc__
+  # absl prints the main module's docstring as the usage: this one, with
+  # the command named as the user ran it.
+  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
       argv, dataset_defaults=False), interrupted=_interrupted)
 
