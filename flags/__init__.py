@@ -92,6 +92,69 @@ def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None):
 _HELP_FLAGS = {"--help", "-help", "-h", "-?", "--helpfull", "-helpfull",
                "--helpshort", "-helpshort", "--helpxml", "-helpxml"}
 
+# The commands: `scripts/NAME.py`, installed as `part-NAME`.
+COMMANDS = ("train", "evaluate", "compare", "visualize", "benchmark")
+_SCRIPT_MENTION = re.compile(
+    r"(python )?scripts/(" + "|".join(COMMANDS) + r")\.py")
+
+
+def command_name(name: str, argv0: str, main_module: str | None = None):
+  """How to run the command `name` (one of COMMANDS) the way the user ran
+  the current one.
+
+  Args:
+    name: the command, e.g. "compare".
+    argv0: `sys.argv[0]` of the running command.
+    main_module: the name `python -m` ran (`__main__.__spec__.name`), or
+      None.
+
+  Returns:
+    "part-compare" when the user ran an installed command (`part-train`),
+    "python DIR/compare.py" when they ran a script as `python DIR/train.py`,
+    "python -m part_tf.cli.compare" for `python -m part_tf.cli.train`, and
+    None when the way is unknown (e.g. `bazel run`).
+  """
+  if main_module and main_module.startswith("part_tf.cli."):
+    return f"python -m part_tf.cli.{name}"
+  base = os.path.basename(argv0)
+  if base.startswith("part-"):
+    return f"part-{name}"
+  if base.endswith(".py"):
+    return f"python {os.path.join(os.path.dirname(argv0), name + '.py')}"
+  return None
+
+
+def usage(doc: str, argv0: str | None = None,
+          main_module: str | None = None) -> str:
+  """A command's docstring as its `--help` shows it: each `python
+  scripts/NAME.py` (and bare `scripts/NAME.py`) written as the user runs
+  that command (`command_name`): `part-train --help` says `part-train`,
+  `python scripts/train.py --help` says `python scripts/train.py`.
+
+  Args:
+    doc: the docstring, written with `python scripts/NAME.py`.
+    argv0: `sys.argv[0]` (default: the running process's).
+    main_module: as for `command_name` (default: `__main__`'s spec name).
+
+  Returns:
+    The usage text; `doc` unchanged when the way is unknown.
+  """
+  if argv0 is None:
+    argv0 = sys.argv[0]
+  if main_module is None:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main_module = getattr(spec, "name", None)
+
+  def written(match):
+    command = command_name(match.group(2), argv0, main_module)
+    if command is None:
+      return match.group(0)
+    if match.group(1) or not command.startswith("python "):
+      return command
+    return command[len("python "):]  # a path mentioned, not a command
+
+  return _SCRIPT_MENTION.sub(written, doc)
+
 
 def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
   """Makes `--help` list every flag of the running script.
@@ -202,6 +265,62 @@ def check_flagfiles(argv) -> None:
                        f"0x{raw[e.start]:02x} at offset {e.start})") from None
     pending.extend(_flagfile_paths(
         line.strip() for line in text.splitlines()))
+
+
+# `--plugins=a,b`, `--plugins a,b` (also in flagfiles), read before the
+# flags are defined.
+_PLUGINS = re.compile(r"^--?plugins(?:=(.*))?$")
+
+
+def define_plugins_flag(flag_values=absl_flags.FLAGS, argv=None) -> list:
+  """Defines `--plugins` and imports the modules it names in `argv`
+  (default `sys.argv`), before the command defines its other flags: the
+  methods, regularisers, models, datasets, CAMs, mask rules and attacks they
+  register become choices like the built-in ones. Returns their names."""
+  absl_flags.DEFINE_list(
+      "plugins", [], "Python modules to import before the flags are read "
+      "(e.g. my_methods): the methods, regularisers, models, datasets, CAMs, "
+      "mask rules and attacks they register become choices (and flags) like "
+      "the built-in ones.", flag_values=flag_values)
+  return import_plugins(argv if argv is not None else sys.argv, flag_values)
+
+
+def import_plugins(argv, flag_values=absl_flags.FLAGS) -> list:
+  """Imports the modules of `--plugins` in `argv` (flagfiles read too), from
+  the current folder or the installed packages; returns their names.
+
+  Raises:
+    SystemExit: a plug-in that cannot be imported (one line).
+  """
+  import importlib  # pylint: disable=g-import-not-at-top
+  names = []
+  try:
+    # The shipped configs as the parser will read them (a flagfile named
+    # configs/NAME.cfg works from any folder).
+    expanded = flag_values.read_flags_from_files(
+        list(find_packaged_configs(argv)[1:]), force_gnu=False)
+  except (absl_flags.Error, OSError, ValueError):
+    # A flagfile that cannot be read (missing, not UTF-8): the parser says
+    # so, in one line, when it reads the flags.
+    return []
+  for i, arg in enumerate(expanded):
+    if arg == "--":
+      break
+    match = _PLUGINS.match(arg)
+    if match:
+      value = match.group(1)
+      if value is None and i + 1 < len(expanded):
+        value = expanded[i + 1]
+      names = [n.strip() for n in (value or "").split(",") if n.strip()]
+  if names and os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except
+      sys.exit(f"error: --plugins: cannot import {name}: "
+               f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+  return names
 
 
 def _flagfile_paths(args):

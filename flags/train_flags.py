@@ -9,80 +9,30 @@ regularisers have flags too. After parsing, `check` builds the run's
 `TrainConfig`, whose checks give one-line errors before TensorFlow loads.
 """
 
-import importlib
 import os
-import re
-import sys
 
 from absl import flags
 
 from part_tf import config as config_lib
 
+from . import define_plugins_flag
 from . import refuse_urls
 from .budgets import DEFINE_budget
 
 # Names of the flags `define_flags` defines (filled in by it).
 FLAG_NAMES = ()
 
-# `--plugins=a,b`, `--plugins a,b` (also in flagfiles), read before the
-# flags are defined.
-_PLUGINS = re.compile(r"^--?plugins(?:=(.*))?$")
-
-
 def define_flags(flag_values=flags.FLAGS, argv=None):
   """Defines the training flags on `flag_values`, after importing the
   plug-ins named in `argv` (default `sys.argv`)."""
   global FLAG_NAMES
-  flags.DEFINE_list("plugins", [], "Python modules to import before the "
-                    "flags are read (e.g. my_methods): methods, "
-                    "regularisers, models, datasets... they register become "
-                    "choices and flags like the built-in ones.",
-                    flag_values=flag_values)
-  import_plugins(argv if argv is not None else sys.argv, flag_values)
+  define_plugins_flag(flag_values, argv)
   before = set(flag_values)
   for setting in config_lib.all_settings().values():
     _define(setting, flag_values)
   flags.mark_flag_as_required("model_dir", flag_values=flag_values)
   FLAG_NAMES = tuple(sorted(set(flag_values) - before))
   _register_validators(flag_values)
-
-
-def import_plugins(argv, flag_values=flags.FLAGS) -> list:
-  """Imports the modules of `--plugins` in `argv` (flagfiles read too), from
-  the current folder or the installed packages; returns their names.
-
-  Raises:
-    SystemExit: a plug-in that cannot be imported (one line).
-  """
-  from . import find_packaged_configs  # pylint: disable=g-import-not-at-top
-  names = []
-  try:
-    # The shipped configs as the parser will read them (a flagfile named
-    # configs/NAME.cfg works from any folder).
-    expanded = flag_values.read_flags_from_files(
-        list(find_packaged_configs(argv)[1:]), force_gnu=False)
-  except (flags.Error, OSError, ValueError):
-    # A flagfile that cannot be read (missing, not UTF-8): the parser says
-    # so, in one line, when it reads the flags.
-    return []
-  for i, arg in enumerate(expanded):
-    if arg == "--":
-      break
-    match = _PLUGINS.match(arg)
-    if match:
-      value = match.group(1)
-      if value is None and i + 1 < len(expanded):
-        value = expanded[i + 1]
-      names = [n.strip() for n in (value or "").split(",") if n.strip()]
-  if names and os.getcwd() not in sys.path:
-    sys.path.insert(0, os.getcwd())
-  for name in names:
-    try:
-      importlib.import_module(name)
-    except Exception as e:  # pylint: disable=broad-except
-      sys.exit(f"error: --plugins: cannot import {name}: "
-               f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
-  return names
 
 
 def _define(setting, flag_values):

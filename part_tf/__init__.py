@@ -38,8 +38,9 @@ _PUBLIC = {
     "train": "part_tf.experiment",
 }
 # Public modules.
-_MODULES = ("attacks", "cam", "config", "data", "evaluation", "methods",
-            "models", "presets", "registry", "regularisers")
+_MODULES = ("attack_catalogue", "attack_suite", "attacks", "cam", "config",
+            "data", "evaluation", "methods", "models", "presets", "registry",
+            "regularisers")
 
 __all__ = sorted([*_PUBLIC, *_MODULES, "__version__"])
 

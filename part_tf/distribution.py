@@ -197,7 +197,7 @@ def create(name: str, tpu: str | None = None,
     worker = cluster()
     if worker.num_workers < 2:
       raise ValueError("--strategy=multi_worker needs a TF_CONFIG naming "
-                       "the job's workers (see the README, 'Scaling out')")
+                       "the job's workers (see docs/scaling.md)")
     return multi_worker.start(worker, cluster_timeout)
   if not tpu:
     raise ValueError("--strategy=tpu needs --tpu=ADDRESS or NAME (use "

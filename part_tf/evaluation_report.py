@@ -54,6 +54,12 @@ class Request:
     severities: their severities.
     output_dir: where the reports go (default: the run folder, or next to
       the model).
+    input_range: (low, high): the model takes pixels scaled linearly from
+      [0, 1] to [low, high] (e.g. (0, 255) or (-1, 1)); the budgets stay in
+      [0, 1] units. Default (0, 1): part_tf's models.
+    input_mean: per-channel mean subtracted after `input_range` (with
+      `input_std`), for a model that expects normalised inputs; () for none.
+    input_std: per-channel standard deviation divided by after `input_mean`.
   """
   model_path: str
   checkpoint: str = "final"
@@ -70,6 +76,9 @@ class Request:
   corruptions: tuple = ()
   severities: tuple = (1, 2, 3, 4, 5)
   output_dir: str | None = None
+  input_range: tuple = (0.0, 1.0)
+  input_mean: tuple = ()
+  input_std: tuple = ()
 
 
 @dataclasses.dataclass
@@ -98,10 +107,37 @@ class Outcome:
   summary: dict | None
 
 
-def load_model(path: str, checkpoint: str = "final"):
+def input_scaling(input_range=(0.0, 1.0), mean=(), std=()):
+  """images in [0, 1] -> what a model that takes other inputs takes: pixels
+  mapped linearly to `input_range`, then `(x - mean) / std` per channel;
+  None for part_tf's models ([0, 1], no normalisation). The attacks and
+  their budgets stay in [0, 1] units.
+
+  Raises:
+    ValueError: an empty range, a mean without a std (or the other way
+      round), or a std that is not positive.
+  """
+  low, high = (float(v) for v in input_range)
+  if not high > low:
+    raise ValueError(f"input_range must go up, got {low:g},{high:g}")
+  if bool(mean) != bool(std) or (mean and len(mean) != len(std)):
+    raise ValueError("input_mean and input_std go together, one value per "
+                     f"channel each; got {len(mean)} and {len(std)}")
+  if any(v <= 0 for v in std):
+    raise ValueError(f"input_std must be positive, got {list(std)}")
+  if (low, high) == (0.0, 1.0) and not mean:
+    return None
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  shift = tf.constant(mean or (0.0,), tf.float32)
+  scale = tf.constant(std or (1.0,), tf.float32)
+  return lambda images: (images * (high - low) + low - shift) / scale
+
+
+def load_model(path: str, checkpoint: str = "final", scale=None):
   """(model_fn, input shape, run settings or {}, default output folder) of
   a run folder (its `checkpoint`: final or best), a `.keras` file or a
-  SavedModel.
+  SavedModel; `model_fn` takes images in [0, 1] and gives logits, through
+  `scale` (`input_scaling`) for a model that takes other inputs.
 
   Raises:
     ValueError: the path holds no model, or one that cannot be loaded (the
@@ -110,13 +146,16 @@ def load_model(path: str, checkpoint: str = "final"):
   from part_tf import export  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(path, "saved_model.pb")):
     model, run, output = run_folder.load_classifier(path, checkpoint)
-    return ((lambda x: model(x, training=False)), tuple(model.input_shape[1:]),
-            run, output)
+    if scale is None:
+      model_fn = lambda x: model(x, training=False)
+    else:
+      model_fn = lambda x: model(scale(x), training=False)
+    return model_fn, tuple(model.input_shape[1:]), run, output
   if checkpoint != "final":
     raise ValueError(f"--checkpoint={checkpoint} needs a run folder; {path} "
                      "is a SavedModel")
   try:
-    model_fn, input_shape = export.served_logits(path)
+    model_fn, input_shape = export.served_logits(path, scale)
   except Exception as e:  # pylint: disable=broad-except
     detail = " ".join(str(e).split())[:300] or type(e).__name__
     raise ValueError(f"cannot load the SavedModel {path}: {detail}"
@@ -146,7 +185,11 @@ def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
   """
   with strategy.scope():
     model_fn, input_shape, run, default_output = load_model(
-        request.model_path, request.checkpoint)
+        request.model_path, request.checkpoint, input_scaling(
+            request.input_range, request.input_mean, request.input_std))
+  if request.input_mean and len(request.input_mean) != input_shape[-1]:
+    raise ValueError(f"input_mean has {len(request.input_mean)} values, "
+                     f"but the model takes {input_shape[-1]} channel(s)")
   dataset = request.dataset or run.get("dataset")
   if dataset is None:
     raise ValueError("--dataset is needed for a model outside a run folder")
@@ -238,6 +281,10 @@ def _outcome(request, loaded, preset, names, config, reports, corrupted,
             "attacks": names, "strategy": distribution.kind(strategy),
             "num_replicas": strategy.num_replicas_in_sync,
             "batch_size": batch_size, "reports": reports}
+  if tuple(request.input_range) != (0.0, 1.0) or request.input_mean:
+    result["input_scaling"] = {"input_range": list(request.input_range),
+                               "input_mean": list(request.input_mean),
+                               "input_std": list(request.input_std)}
   if preset:
     result.update(preset=request.preset,
                   preset_description=preset.description,

@@ -137,26 +137,62 @@ def export_classifier(classifier: keras.Model, export_dir: str,
   return export_dir
 
 
-def served_logits(path: str):
-  """An export's `serving_default` as a function for the attacks.
+def served_logits(path: str, scale=None):
+  """A SavedModel's `serving_default` signature as a function for the
+  attacks: part_tf's exports (input `images`, output `logits`) and others
+  (e.g. Keras' `model.export()`) with one image input and one output, or an
+  output named `logits`.
 
   An attack's point at the edge of the [0, 1] box can round one float step
-  outside it (FAB's x + eps * u with u at the box), which `serving_default`
-  refuses; the images are clipped to [0, 1] first, which changes nothing,
-  gradients included, for pixels in [0, 1].
+  outside it (FAB's x + eps * u with u at the box), which part_tf's
+  `serving_default` refuses; the images are clipped to [0, 1] first, which
+  changes nothing, gradients included, for pixels in [0, 1].
 
   Args:
-    path: a SavedModel written by `export_classifier`.
+    path: a SavedModel folder.
+    scale: images in [0, 1] -> what the model takes (after the clipping),
+      or None for part_tf's [0, 1].
 
   Returns:
     (images in [0, 1] -> float32 logits, the image shape (H, W, C)).
+
+  Raises:
+    ValueError: no `serving_default` signature, or one that does not take
+      one batch of float images or does not give one output (or `logits`).
   """
   loaded = tf.saved_model.load(path)
+  if "serving_default" not in loaded.signatures:
+    raise ValueError(f"it has no serving_default signature (it has "
+                     f"{sorted(loaded.signatures) or 'none'})")
   serving = loaded.signatures["serving_default"]
-  spec, = serving.structured_input_signature[1].values()
+  inputs = serving.structured_input_signature[1]
+  if len(inputs) != 1 or len(next(iter(inputs.values())).shape) != 4:
+    raise ValueError("serving_default must take one batch of images "
+                     f"[N, H, W, C]; it takes {_describe(inputs)}")
+  (name, spec), = inputs.items()
+  if not spec.dtype.is_floating:
+    raise ValueError(f"serving_default takes {spec.dtype.name} images: the "
+                     "attacks need gradients, so export a float signature")
+  outputs = serving.structured_outputs
+  if "logits" in outputs:
+    output = "logits"
+  elif len(outputs) == 1:
+    output, = outputs
+  else:
+    raise ValueError("serving_default gives several outputs and none is "
+                     f"named logits: {_describe(outputs)}")
 
   def logits(images, keep=loaded):  # the loaded object outlives its use
     del keep
-    return serving(images=tf.clip_by_value(images, 0.0, 1.0))["logits"]
+    images = tf.clip_by_value(images, 0.0, 1.0)
+    if scale is not None:
+      images = scale(images)
+    images = tf.cast(images, spec.dtype)
+    return tf.cast(serving(**{name: images})[output], tf.float32)
 
   return logits, tuple(spec.shape[1:])
+
+
+def _describe(specs: dict) -> str:
+  return ", ".join(f"{k} {v.dtype.name}{list(v.shape)}"
+                   for k, v in sorted(specs.items())) or "nothing"

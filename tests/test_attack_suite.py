@@ -20,8 +20,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASIC = ["fgsm", "pgd", "cw", "mma"]
 
 
+_TRAINED = []
+
+
 def _trained_model():
-  """A small CNN trained for a few hundred steps on the offline digits."""
+  """A small CNN trained for a few hundred steps on the offline digits
+  (trained once; the tests only read it)."""
+  if _TRAINED:
+    return _TRAINED[0]
   keras.utils.set_random_seed(0)
   train, test, spec = data.load("mnist_offline", max_train=2048, max_test=128)
   model = small_cnn(spec.image_shape, 10, mean=spec.mean, std=spec.std)
@@ -30,6 +36,7 @@ def _trained_model():
                     from_logits=True))
   model.fit(train.images / 255.0, train.labels, batch_size=64, epochs=2,
             verbose=0)
+  _TRAINED.append((model, test))
   return model, test
 
 
@@ -152,6 +159,103 @@ class EvaluateScriptTest(tf.test.TestCase):
     self.assertEqual(result.stderr.strip().splitlines(),
                      ["error: flag --model_path=/no/such/model: "
                       "--model_path does not exist"])
+
+
+class ForeignModelTest(tf.test.TestCase):
+  """Models part_tf did not train: other input scalings (`--input_range`,
+  `--input_mean/--input_std`) and SavedModels of Keras' `model.export()`."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.model, _ = _trained_model()
+    cls.folder = tempfile.mkdtemp()
+
+  def _evaluate(self, path, **scaling):
+    from part_tf import evaluation_report  # pylint: disable=g-import-not-at-top
+    request = evaluation_report.Request(
+        model_path=path, dataset="mnist_offline", attacks=("pgd",),
+        budgets=(0.1,), num_examples=64, sanity_checks=False,
+        config=attack_suite.SuiteConfig(num_steps=5), batch_size=32,
+        **scaling)
+    strategy = tf.distribute.get_strategy()
+    loaded = evaluation_report.prepare(request, strategy, writes=False)
+    outcome = evaluation_report.run(request, loaded, strategy)
+    return outcome.result
+
+  def _wrapped(self, name, to_unit):
+    """A .keras model that takes other inputs: `to_unit` maps them back to
+    the [0, 1] pixels the trained model takes."""
+    inputs = keras.Input(self.model.input_shape[1:])
+    wrapped = keras.Model(inputs, self.model(to_unit(inputs)))
+    path = os.path.join(self.folder, name)
+    wrapped.save(path)
+    return path
+
+  def _assert_same(self, a, b):
+    ra, rb = a["reports"][0], b["reports"][0]
+    self.assertEqual(ra["natural_accuracy"], rb["natural_accuracy"])
+    self.assertAllClose(ra["robust_accuracy"]["pgd"],
+                        rb["robust_accuracy"]["pgd"], atol=1 / 64)
+
+  def test_input_range_and_normalisation_reach_the_model(self):
+    own = os.path.join(self.folder, "own.keras")
+    self.model.save(own)
+    reference = self._evaluate(own)
+    self.assertNotIn("input_scaling", reference)
+    pixels = self._wrapped("pixels.keras",
+                           keras.layers.Rescaling(1 / 255.0))
+    scaled = self._evaluate(pixels, input_range=(0.0, 255.0))
+    self._assert_same(reference, scaled)
+    self.assertEqual(scaled["input_scaling"]["input_range"], [0.0, 255.0])
+    # Without the flag the 0-255 model sees near-black images: the scaling
+    # is what makes the numbers agree.
+    unscaled = self._evaluate(pixels)
+    self.assertLess(unscaled["reports"][0]["natural_accuracy"],
+                    reference["reports"][0]["natural_accuracy"] - 0.3)
+    normalised = self._wrapped("normalised.keras",
+                               keras.layers.Rescaling(0.25, offset=0.5))
+    self._assert_same(reference, self._evaluate(
+        normalised, input_mean=(0.5,), input_std=(0.25,)))
+
+  def test_keras_export_saved_model_is_evaluated_like_its_keras_file(self):
+    own = os.path.join(self.folder, "own2.keras")
+    self.model.save(own)
+    exported = os.path.join(self.folder, "keras_export")
+    self.model.export(exported, verbose=False)
+    self._assert_same(self._evaluate(own), self._evaluate(exported))
+    pixels = self._wrapped("pixels2.keras", keras.layers.Rescaling(1 / 255.0))
+    keras.models.load_model(pixels).export(
+        os.path.join(self.folder, "pixels_export"), verbose=False)
+    self._assert_same(self._evaluate(own), self._evaluate(
+        os.path.join(self.folder, "pixels_export"),
+        input_range=(0.0, 255.0)))
+
+  def test_saved_models_the_attacks_cannot_use_are_one_line_errors(self):
+    from part_tf import evaluation_report  # pylint: disable=g-import-not-at-top
+    module = tf.Module()
+    module.f = tf.function(
+        lambda images: {"a": tf.reduce_mean(tf.cast(images, tf.float32),
+                                             [1, 2]),
+                        "b": tf.reduce_max(tf.cast(images, tf.float32),
+                                           [1, 2])})
+    for name, dtype, message in (
+        ("uint8", tf.uint8, "takes uint8 images: the attacks need "
+         "gradients"),
+        ("two_outputs", tf.float32, "several outputs and none is named "
+         "logits: a float32[None, 1], b float32[None, 1]")):
+      path = os.path.join(self.folder, name)
+      signature = module.f.get_concrete_function(
+          tf.TensorSpec([None, 28, 28, 1], dtype, name="images"))
+      tf.saved_model.save(module, path, signatures=signature)
+      with self.assertRaises(ValueError) as caught:
+        evaluation_report.load_model(path)
+      self.assertIn(f"cannot load the SavedModel {path}: ",
+                    str(caught.exception))
+      self.assertIn(message, str(caught.exception))
+      self.assertNotIn("\n", str(caught.exception))
+    with self.assertRaisesRegex(ValueError, "input_range must go up"):
+      evaluation_report.input_scaling((1.0, 0.0))
 
 
 if __name__ == "__main__":

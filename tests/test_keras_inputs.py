@@ -33,10 +33,13 @@ def _data(n=N, seed=0):
 
 
 def _model(method="part", jit_compile=False, **kwargs):
+  """A small PARTModel: the uniform budget in its first epoch, the CAM
+  budgets from the second (`fit` switches them itself)."""
   keras.utils.set_random_seed(7)
   model = PARTModel(small_cnn(SHAPE, 4), method=method,
                     **{"epsilon": 0.1, "epsilon_low": 0.03, "step_size": 0.03,
-                       "num_steps": 2, "seed": 1, **kwargs})
+                       "num_steps": 2, "seed": 1, "burn_in_epochs": 1,
+                       **kwargs})
   model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                 jit_compile=jit_compile)
   return model
@@ -63,31 +66,33 @@ class _Batches(keras.utils.PyDataset):
     return self.x[part], self.y[part]
 
 
-def _fit(model, kind, x, y, epochs=2, burn_in=1):
-  callbacks = [BurnInSwitch(burn_in)]
+def _fit(model, kind, x, y, epochs=2):
+  """Plain `model.fit`, no callbacks: the model switches its budgets."""
   if kind == "numpy":
     return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False,
-                     callbacks=callbacks, verbose=0)
+                     verbose=0)
   if kind == "tf_data":
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-    return model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    return model.fit(ds, epochs=epochs, verbose=0)
   if kind == "generator":
     return model.fit(_generator(x, y), steps_per_epoch=-(-len(y) // BATCH),
-                     epochs=epochs, callbacks=callbacks, verbose=0)
+                     epochs=epochs, verbose=0)
   if kind == "py_dataset":  # Keras shuffles the batch order unless told not to
     return model.fit(_Batches(x, y), epochs=epochs, shuffle=False,
-                     callbacks=callbacks, verbose=0)
+                     verbose=0)
   raise ValueError(kind)
 
 
-def _fixed_shape_reference(x, y, epochs=2, burn_in=1, **kwargs):
+def _fixed_shape_reference(x, y, epochs=2, **kwargs):
   """The same training as `_fit`, one `train_on_batch` per batch: each step
-  is traced for its exact batch shape."""
+  is traced for its exact batch shape, and the epoch (which switches the
+  budgets after burn-in) is set by hand."""
   model = _model(**kwargs)
   for epoch in range(epochs):
-    model.part_active.assign(int(epoch >= burn_in))
+    model.epoch.assign(epoch)
     for start in range(0, len(y), BATCH):
       model.train_on_batch(x[start:start + BATCH], y[start:start + BATCH])
+  model.epoch.assign(epochs)  # `fit` counts the epochs it finished
   return model
 
 
@@ -129,13 +134,13 @@ class InputKindsTest(tf.test.TestCase, parameterized.TestCase):
     # batch_size=1 on 3 examples: 3 steps of one image each, per epoch.
     model = _model()
     history = model.fit(self.x[:3], self.y[:3], batch_size=1, epochs=2,
-                        shuffle=False, callbacks=[BurnInSwitch(1)],
-                        verbose=0)
+                        shuffle=False, verbose=0)
     reference = _model()
     for epoch in range(2):
-      reference.part_active.assign(int(epoch >= 1))
+      reference.epoch.assign(epoch)
       for i in range(3):
         reference.train_on_batch(self.x[i:i + 1], self.y[i:i + 1])
+    reference.epoch.assign(2)  # `fit` counts the epochs it finished
     for got, want in zip(model.get_weights(), reference.get_weights()):
       self.assertAllClose(got, want, atol=1e-6, rtol=1e-6)
     self.assertBetween(history.history["full_eps_fraction"][-1], 0.01, 0.6)
@@ -144,8 +149,7 @@ class InputKindsTest(tf.test.TestCase, parameterized.TestCase):
     model = _model()
     x_val, y_val = _data(13, seed=1)
     history = model.fit(self.x, self.y, batch_size=BATCH, epochs=2,
-                        validation_data=(x_val, y_val), verbose=0,
-                        callbacks=[BurnInSwitch(1)])
+                        validation_data=(x_val, y_val), verbose=0)
     logits = model.predict(x_val, batch_size=5, verbose=0)
     self.assertEqual(logits.shape, (13, 4))
     self.assertAllClose(logits, model.classifier(x_val), atol=1e-5)
@@ -186,8 +190,7 @@ class WeightsTest(tf.test.TestCase, parameterized.TestCase):
     plain, weighted = _model(method), _model(method)
     _fit(plain, "numpy", x, y)
     weighted.fit(x, y, sample_weight=np.ones(N, np.float32),
-                 batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-                 callbacks=[BurnInSwitch(1)])
+                 batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(plain.get_weights(), weighted.get_weights()):
       self.assertAllEqual(a, b)
 
@@ -218,12 +221,10 @@ class WeightsTest(tf.test.TestCase, parameterized.TestCase):
     class_weight = {0: 2.0, 1: 0.5, 2: 1.0, 3: 0.0}
     by_class, by_sample = _model(), _model()
     by_class.fit(x, y, class_weight=class_weight, batch_size=BATCH,
-                 epochs=2, shuffle=False, verbose=0,
-                 callbacks=[BurnInSwitch(1)])
+                 epochs=2, shuffle=False, verbose=0)
     by_sample.fit(x, y, sample_weight=np.array([class_weight[c] for c in y],
                                                np.float32),
-                  batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
-                  callbacks=[BurnInSwitch(1)])
+                  batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(by_class.get_weights(), by_sample.get_weights()):
       self.assertAllEqual(a, b)
     plain = _model()
@@ -236,9 +237,9 @@ class WeightsTest(tf.test.TestCase, parameterized.TestCase):
     w = np.linspace(0.0, 2.0, N).astype(np.float32)
     from_arrays, from_data = _model(), _model()
     from_arrays.fit(x, y, sample_weight=w, batch_size=BATCH, epochs=2,
-                    shuffle=False, verbose=0, callbacks=[BurnInSwitch(1)])
+                    shuffle=False, verbose=0)
     from_data.fit(tf.data.Dataset.from_tensor_slices((x, y, w)).batch(BATCH),
-                  epochs=2, verbose=0, callbacks=[BurnInSwitch(1)])
+                  epochs=2, verbose=0)
     for a, b in zip(from_arrays.get_weights(), from_data.get_weights()):
       self.assertAllEqual(a, b)
 
@@ -301,7 +302,7 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
-        from part_tf.training import BurnInSwitch, PARTModel
+        from part_tf.training import PARTModel
         rng = np.random.default_rng(0)
         x = rng.uniform(size=({n}, 8, 8, 3)).astype(np.float32)
         y = rng.integers(0, 3, {n}).astype(np.int32)
@@ -323,12 +324,13 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
           with strategy.scope():
             model = PARTModel(classifier(), method=method, epsilon=epsilon,
                               epsilon_low=epsilon / 2, step_size=0.02,
-                              num_steps=2, weight_decay=0.01)
+                              num_steps=2, weight_decay=0.01,
+                              burn_in_epochs=1)
             model.classifier.set_weights(start)
             model.compile(optimizer=keras.optimizers.SGD(0.5),
                           jit_compile=False)
           history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False,
-                              verbose=0, callbacks=[BurnInSwitch(1)])
+                              verbose=0)
           logs = {{k: v[-1] for k, v in history.history.items()}}
           # Partial batches in evaluation and prediction too.
           logs.update(model.evaluate(x, y, batch_size=16, verbose=0,

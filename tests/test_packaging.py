@@ -3,6 +3,7 @@ a fresh virtual environment (no dependencies fetched: it sees this
 environment's packages), gives the five commands, which work from a folder
 outside the checkout."""
 
+import glob
 import json
 import os
 import shutil
@@ -82,6 +83,11 @@ class PackagingTest(unittest.TestCase):
     self.assertIn("part_tf_configs/mnist_offline.cfg", names)
     self.assertIn("part_tf/cli/train.py", names)
     self.assertIn("part_tf/attacks/fab.py", names)
+    # Every package of the library (pyproject lists them by hand: a moved
+    # one went missing once).
+    for init in glob.glob(os.path.join(ROOT, "part_tf", "**", "__init__.py"),
+                          recursive=True):
+      self.assertIn(os.path.relpath(init, ROOT), names)
     # The Apache-2.0 text (pyproject's license-files) travels with the wheel.
     self.assertTrue([n for n in names
                      if n.endswith(".dist-info/licenses/LICENSE")], names)
@@ -105,8 +111,12 @@ class PackagingTest(unittest.TestCase):
       # absl exits 1 after printing the help.
       self.assertNotIn("Traceback", result.stderr, command)
       self.assertIn(expected[command], result.stdout, command)
-      # The usage is the command's own docstring.
+      # The usage is the command's own docstring, naming the command as
+      # the user ran it (issue #24: it said `python scripts/train.py`).
       self.assertNotIn("thin wrapper", result.stdout, command)
+      usage = result.stdout.split("\nflags:\n")[0]
+      self.assertIn(f"  {command} --", usage, command)
+      self.assertNotIn("scripts/", usage, command)
 
   def test_a_tiny_run_from_another_folder(self):
     # The README's flagfile, named as in the checkout, from a folder where
@@ -123,6 +133,60 @@ class PackagingTest(unittest.TestCase):
     self.assertGreater(metrics["natural_accuracy"], 0.2)
     self.assertTrue(os.path.isdir(os.path.join(self.outside, "run", "export",
                                                "1")))
+
+
+class UsageTest(unittest.TestCase):
+  """The usage text names the command the way the user ran it (fast: the
+  builder directly, and the scripts' and modules' `--help`)."""
+
+  def _docs(self):
+    """Each command's docstring, read from its source (importing two of
+    them would define their flags twice)."""
+    import ast  # pylint: disable=g-import-not-at-top
+    docs = {}
+    for name in ("train", "evaluate", "compare", "visualize", "benchmark"):
+      with open(os.path.join(ROOT, "part_tf", "cli", f"{name}.py"),
+                encoding="utf-8") as f:
+        docs[name] = ast.get_docstring(ast.parse(f.read()), clean=False)
+    return docs
+
+  def test_usage_names_the_installed_command(self):
+    from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
+    for name, doc in self._docs().items():
+      text = usage(doc, argv0=f"/venv/bin/part-{name}", main_module=None)
+      self.assertIn(f"  part-{name} --", text, name)
+      self.assertNotIn("scripts/", text, name)
+    compare = usage(self._docs()["compare"], argv0="/venv/bin/part-compare")
+    self.assertIn("Every flag of part-train is accepted", compare)
+
+  def test_usage_names_the_script_as_run(self):
+    from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
+    doc = self._docs()["train"]
+    self.assertIn("  python scripts/train.py --model_dir=",
+                  usage(doc, argv0="scripts/train.py", main_module=None))
+    self.assertIn("  python /opt/part_tf/scripts/train.py --model_dir=",
+                  usage(doc, argv0="/opt/part_tf/scripts/train.py",
+                        main_module=None))
+    self.assertIn("  python train.py --model_dir=",
+                  usage(doc, argv0="train.py", main_module=None))
+    self.assertIn("  python -m part_tf.cli.train --model_dir=",
+                  usage(doc, argv0="/x/part_tf/cli/train.py",
+                        main_module="part_tf.cli.train"))
+    # A way it cannot tell (e.g. `bazel run //:train`): the text as written.
+    self.assertEqual(usage(doc, argv0="/bazel/runfiles/train",
+                           main_module=None), doc)
+
+  def test_help_of_scripts_and_modules(self):
+    for name in ("train", "compare"):
+      for args, expected in (
+          ([os.path.join("scripts", f"{name}.py")],
+           f"  python scripts/{name}.py --"),
+          (["-m", f"part_tf.cli.{name}"], f"  python -m part_tf.cli.{name} --")):
+        result = subprocess.run([sys.executable, *args, "--help"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120,
+                                check=False)
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn(expected, result.stdout.split("\nflags:\n")[0])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The repository is self-contained and its documents agree with the code.
 
-- README.md and docs/method.md link only to files inside the repository, and
-  every link, anchor and backticked repository path in them exists.
+- README.md and every page of docs/ link only to files inside the
+  repository, and every link, anchor and backticked repository path in them
+  exists; the README links to every page.
 - LICENSE is the Apache License 2.0, which pyproject.toml declares.
 - CITATION.cff (CFF 1.2.0) cites the PART paper and carries the package's
   version.
@@ -26,7 +27,11 @@ import tomllib
 from absl.testing import absltest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCUMENTS = ("README.md", "docs/method.md")
+DOCUMENTS = ("README.md",) + tuple(sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs",
+                                                           "*.md"))))
+# The documents that cite the paper.
+CITING = ("README.md", "docs/method.md")
 UNDER_BAZEL = "TEST_SRCDIR" in os.environ
 # The folders of the repository; a backticked path that starts with one of
 # them names a file of the repository (`runs/...`, `backup/...` are not).
@@ -346,6 +351,12 @@ class RepositoryDocsTest(absltest.TestCase):
         with self.subTest(document=document, flagfile=path):
           self._exists(path)
 
+  def test_every_docs_page_is_linked_from_the_readme(self):
+    self.assertGreater(len(DOCUMENTS), 10, DOCUMENTS)
+    linked = {l.partition("#")[0] for l in _links(_read("README.md"))}
+    for document in DOCUMENTS[1:]:
+      self.assertIn(document, linked, f"README.md does not link {document}")
+
   def test_method_page_is_linked_from_the_readme(self):
     links = _links(_read("README.md"))
     self.assertIn("docs/method.md", [l.partition("#")[0] for l in links])
@@ -404,7 +415,7 @@ class RepositoryDocsTest(absltest.TestCase):
       self.assertTrue(author.get("given-names"), author)
 
   def test_documents_cite_the_same_paper(self):
-    for document in DOCUMENTS:
+    for document in CITING:
       text = " ".join(_read(document).split())
       self.assertIn(PAPER_TITLE, text, document)
       self.assertIn("CITATION.cff", text, document)

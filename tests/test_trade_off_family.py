@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
+from part_tf import components  # pylint: disable=unused-import
 from part_tf import experiment
-from part_tf.training import METHOD_NAMES
-from part_tf.training import METHODS
+from part_tf import registry
+from part_tf.config import TrainConfig
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,22 +49,24 @@ class CrossingTest(tf.test.TestCase, parameterized.TestCase):
     tf_config.disable_op_determinism()  # experiment.train turned it on
     super().tearDownClass()
 
-  @parameterized.parameters(*itertools.product(METHOD_NAMES, REGULARISERS))
+  @parameterized.parameters(*itertools.product(registry.METHODS.names(),
+                                               REGULARISERS))
   def test_method_with_regulariser(self, method, regulariser):
     model_dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, model_dir)
-    metrics = experiment.train(experiment.TrainConfig(
-        model_dir=model_dir, method=method, **TINY,
-        **REGULARISERS[regulariser]))
+    metrics = experiment.train(TrainConfig.from_flat(
+        {"model_dir": model_dir, "method": method, **TINY,
+         **REGULARISERS[regulariser]}))
     (row,) = _rows(model_dir)
     self.assertTrue(np.isfinite(float(row["loss"])))
     eps_mean = float(row["eps_mean"])
-    if METHODS[method].reweighted:  # CAM budgets from the first epoch
+    method_class = registry.METHODS.get(method)
+    if method_class.reweighted:  # CAM budgets from the first epoch
       self.assertBetween(eps_mean, 0.07, 0.1 - 1e-4)
       self.assertLess(float(row["full_eps_fraction"]), 1.0)
     else:
       self.assertAllClose(eps_mean, 0.1)
-    if METHODS[method].concurrent:
+    if method_class.trains_natural_model:
       self.assertTrue(np.isfinite(float(row["natural_model_loss"])))
       self.assertIn("natural_model", metrics)
       self.assertTrue(os.path.exists(

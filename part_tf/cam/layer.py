@@ -2,9 +2,9 @@
 
 A classifier may name the layer: part_tf's models call it `CAM_LAYER`
 ("cam_features"). Without such a layer, `find_cam_layer` takes the last
-layer with a spatial (4-D) output that is not a pooling layer, as one picks
-it by hand in Keras' Grad-CAM example, so that a `keras.applications` model
-works as it is.
+layer with a spatial (4-D) output that is not a pooling (or padding) layer,
+as one picks it by hand in Keras' Grad-CAM example, so that a
+`keras.applications` model works as it is.
 
 Importing this module imports neither TensorFlow nor Keras.
 """
@@ -18,9 +18,13 @@ keras = lazy.load("keras")
 CAM_LAYER = "cam_features"
 
 
-def _pooling():
+def _not_features():
+  """Layers whose maps are not features at the image's positions: pooling,
+  and padding (its border is constant, so the CAM is 0 there, and the maps
+  are shifted against the image)."""
   return (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
-          keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+          keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D,
+          keras.layers.ZeroPadding2D)
 
 
 def _spatial_shape(layer):
@@ -35,17 +39,18 @@ def _spatial_shape(layer):
 
 
 def _spatial_layers(classifier):
-  """The layers with a spatial output that are not pooling or inputs."""
+  """The layers with a spatial output that are not pooling, padding or
+  inputs."""
   return [layer for layer in classifier.layers
           if _spatial_shape(layer) is not None
-          and not isinstance(layer, _pooling())
+          and not isinstance(layer, _not_features())
           and not isinstance(layer, keras.layers.InputLayer)]
 
 
 def find_cam_layer(classifier) -> str:
   """The layer to take a classifier's CAMs at: the one named `CAM_LAYER`
   if there is one, else the last layer with a spatial output that is not a
-  pooling layer.
+  pooling or padding layer.
 
   Raises:
     ValueError: the classifier has no such layer (one line).

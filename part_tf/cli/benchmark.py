@@ -60,10 +60,14 @@ from absl import flags
 
 from part_tf import components  # pylint: disable=unused-import
 from part_tf import registry
+from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
+from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 
+# Plug-ins first: what they register becomes a choice of the flags below.
+define_plugins_flag()
 flags.DEFINE_enum("model", "small_cnn", registry.MODELS.names(), "Model.")
 flags.DEFINE_list("compare_models", [], "Architectures whose PART train "
                   "steps to time against each other (e.g. resnet18,"
@@ -152,8 +156,9 @@ def main(argv):
 
 def run():
   """The `part-benchmark` command (and `python scripts/benchmark.py`)."""
-  # absl prints the main module's docstring as the usage: this one.
-  sys.modules["__main__"].__doc__ = __doc__
+  # absl prints the main module's docstring as the usage: this one, with
+  # the command named as the user ran it.
+  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
       argv, dataset_defaults=False))
 

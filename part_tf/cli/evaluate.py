@@ -40,12 +40,15 @@ from part_tf import attack_catalogue
 from part_tf.config import RunConfig
 from part_tf.evaluation_config import PRESETS
 from part_tf.parsing import parse_budget
+from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 
+# Plug-ins first: what they register becomes a choice of the flags below.
+define_plugins_flag()
 flags.DEFINE_string("model_path", None, "Run folder, .keras file or SavedModel.")
 flags.DEFINE_string("dataset", None, "Dataset (default: the run's).")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
@@ -79,6 +82,15 @@ flags.DEFINE_list("corruptions", [], "CIFAR-10-C corruptions to measure "
 flags.DEFINE_list("corruption_severities", ["1", "2", "3", "4", "5"],
                   "Severities of the corruptions.")
 flags.DEFINE_string("output_dir", None, "Where eval.json / eval.md go.")
+flags.DEFINE_list("input_range", ["0", "1"], "For a model part_tf did not "
+                  "train: the range LOW,HIGH its input pixels take (e.g. "
+                  "0,255 or -1,1); images in [0, 1] are mapped to it. The "
+                  "budgets stay in [0, 1] units.")
+flags.DEFINE_list("input_mean", [], "For a model that expects normalised "
+                  "inputs: the per-channel mean subtracted after "
+                  "--input_range (with --input_std).")
+flags.DEFINE_list("input_std", [], "The per-channel standard deviation "
+                  "divided by after --input_mean.")
 flags.DEFINE_enum("strategy", "auto", ("auto", "one_device", "mirrored",
                                        "multi_worker", "tpu"),
                   "tf.distribute strategy; each replica attacks its share of "
@@ -126,6 +138,27 @@ flags.register_multi_flags_validator(("preset",) + _PRESET_FIXES,
                                      _preset_alone)
 
 
+def _numbers(values):
+  try:
+    return [float(v) for v in values]
+  except ValueError:
+    return None
+
+
+flags.register_validator(
+    "input_range", lambda v: (_numbers(v) or [0, 0]).__len__() == 2 and (
+        _numbers(v)[0] < _numbers(v)[1]),
+    message="--input_range must be LOW,HIGH with LOW < HIGH, e.g. 0,255")
+flags.register_multi_flags_validator(
+    ("input_mean", "input_std"), lambda v: (
+        _numbers(v["input_mean"]) is not None
+        and _numbers(v["input_std"]) is not None
+        and len(v["input_mean"]) == len(v["input_std"])
+        and all(x > 0 for x in _numbers(v["input_std"]))),
+    message="--input_mean and --input_std must be numbers, one per channel "
+    "each (the same count), with positive standard deviations")
+
+
 def _ok_budget(text):
   try:
     return 0 <= parse_budget(text) < 1
@@ -151,7 +184,10 @@ def request_from_flags():
       num_examples=FLAGS.num_examples, sanity_checks=FLAGS.sanity_checks,
       corruptions=tuple(FLAGS.corruptions),
       severities=tuple(int(v) for v in FLAGS.corruption_severities),
-      output_dir=FLAGS.output_dir)
+      output_dir=FLAGS.output_dir,
+      input_range=tuple(_numbers(FLAGS.input_range)),
+      input_mean=tuple(_numbers(FLAGS.input_mean)),
+      input_std=tuple(_numbers(FLAGS.input_std)))
 
 
 def main(argv):

@@ -19,14 +19,18 @@ import sys
 from absl import app
 from absl import flags
 
+from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
+from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import DEFINE_budget  # pylint: disable=g-import-not-at-top
 from part_tf import components  # pylint: disable=unused-import
 from part_tf import registry
 
+# Plug-ins first: what they register becomes a choice of the flags below.
+define_plugins_flag()
 flags.DEFINE_string("model_path", None, "Run folder or .keras classifier.")
 flags.DEFINE_string("dataset", None, "Dataset of the images (default: the "
                     f"run's): {', '.join(registry.DATASETS.names())} or tfds:NAME.")
@@ -117,8 +121,9 @@ def main(argv):
 
 def run():
   """The `part-visualize` command (and `python scripts/visualize.py`)."""
-  # absl prints the main module's docstring as the usage: this one.
-  sys.modules["__main__"].__doc__ = __doc__
+  # absl prints the main module's docstring as the usage: this one, with
+  # the command named as the user ran it.
+  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
       argv, dataset_defaults=False))
 

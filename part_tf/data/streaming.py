@@ -58,7 +58,7 @@ def choose(mode: str, spec: DatasetSpec, data_dir=None, limit=None,
   if spec.tfds_name is None:
     if mode == "stream":
       raise ValueError(f"--input=stream reads TFDS shards; {spec.name} has "
-                       "none (it is a small in-memory sample)")
+                       "none (its loader gives arrays in memory)")
     return "memory"
   if mode != "auto":
     return mode

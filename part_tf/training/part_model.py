@@ -14,6 +14,7 @@ the weights and set by `fit`), so `fit(x, y, epochs=E)` switches to the CAM
 budgets after `burn_in_epochs` with no callback, also when it resumes.
 """
 
+import copy
 import warnings
 
 from absl import logging
@@ -70,7 +71,8 @@ class PARTModel(keras.Model):
       its base method).
     mask_rule: a registered CAM -> eps_map rule.
     regularisers: `part_tf.regularisers.Regulariser`s added to the loss, each
-      with its weight, e.g. `[part_tf.regularisers.Consistency(weight=1.0)]`.
+      with its weight, e.g. `[part_tf.regularisers.Consistency(weight=1.0)]`
+      (one of weight 0 is left out).
     weight_decay: L2 penalty added to the gradients before the optimiser
       (PyTorch `SGD(weight_decay=...)` semantics, as in the reference code;
       Keras' own `weight_decay` is decoupled and behaves differently).
@@ -106,6 +108,7 @@ class PARTModel(keras.Model):
                natural_classifier=None, **kwargs):
     method, regularisers, kwargs = _read_earlier_settings(
         method, regularisers, kwargs)
+    _refuse_unknown(kwargs)
     method = _as_method(method)
     budget = config_lib.BudgetConfig(**_given(
         epsilon=epsilon, epsilon_low=epsilon_low,
@@ -114,7 +117,10 @@ class PARTModel(keras.Model):
     attack_config = config_lib.AttackConfig(**_given(
         attack=attack, step_size=step_size, num_steps=num_steps))
     _check_settings(budget, attack_config)
-    regularisers = tuple(_as_regulariser(r) for r in regularisers)
+    # A weight of 0 builds nothing: exactly the method without it (as
+    # `config.regularisers_from_flat` leaves it out).
+    regularisers = tuple(r for r in map(_as_regulariser, regularisers)
+                         if r.weight)
     _check_natural_classifier(method, classifier, natural_classifier)
     inputs = keras.Input(shape=classifier.input_shape[1:], name="images")
     super().__init__(inputs=inputs, outputs=classifier(inputs), **kwargs)
@@ -475,8 +481,9 @@ class PARTModel(keras.Model):
   @classmethod
   def from_config(cls, config):
     """The model of `get_config`'s dict, or of an earlier version's (flat
-    settings: `beta`, `act_alpha`, `consistency_weight`, ...)."""
-    config = dict(config)
+    settings: `beta`, `act_alpha`, `consistency_weight`, ...). `config` is
+    not changed (Keras' deserialisation empties the dicts it reads)."""
+    config = copy.deepcopy(config)
     config["classifier"] = keras.saving.deserialize_keras_object(
         config["classifier"])
     if config.get("natural_classifier") is not None:
@@ -500,27 +507,38 @@ class _EpochCounter(keras.callbacks.Callback):
   """Keeps `PARTModel.epoch` at the epoch being trained (see `fit`)."""
 
   def on_train_begin(self, logs=None):
-    model, params = self.model, self.params or {}
-    if not model.method.reweighted:
-      return
-    last = int(params.get("epochs") or 0)
-    if last and last <= model.burn_in_epochs:
-      warnings.warn(
-          f"PARTModel(method={model.method.registered_name()!r}) with "
-          f"burn_in_epochs={model.burn_in_epochs} trains up to epoch {last}: "
-          "all of it inside burn-in, so these epochs train its base method "
-          "with the uniform budget; pass a smaller burn_in_epochs for CAM "
-          "budgets", stacklevel=4)
+    self._first_epoch = True
 
   def on_epoch_begin(self, epoch, logs=None):
     model = self.model
     current = max(int(model.epoch.numpy()), int(epoch))
     model.epoch.assign(current)
+    if self._first_epoch:
+      # Here, not in on_train_begin: the other callbacks' on_train_begin
+      # (a restored backup, the deprecated BurnInSwitch) have run.
+      self._first_epoch = False
+      self._warn_if_all_burn_in(current, int(epoch))
     if model.method.reweighted and current == model.burn_in_epochs:
       logging.info("epoch %d: pixel-reweighted budgets on", current + 1)
 
   def on_epoch_end(self, epoch, logs=None):
     self.model.epoch.assign_add(1)
+
+  def _warn_if_all_burn_in(self, current, epoch):
+    """Warns if this fit, which trains the model's epochs `current` on
+    (0-based), ends inside burn-in (a PART variant then trains its base
+    method only)."""
+    model = self.model
+    remaining = int((self.params or {}).get("epochs") or 0) - epoch
+    last = current + remaining  # the number of the last epoch trained
+    if model.method.reweighted and remaining > 0 and (
+        last <= model.burn_in_epochs):
+      warnings.warn(
+          f"PARTModel(method={model.method.registered_name()!r}) with "
+          f"burn_in_epochs={model.burn_in_epochs} trains up to epoch {last}: "
+          "all of it inside burn-in, so these epochs train its base method "
+          "with the uniform budget; pass a smaller burn_in_epochs for CAM "
+          "budgets", stacklevel=3)
 
 
 class _Untracked:
@@ -559,10 +577,14 @@ def _as_regulariser(regulariser) -> Regulariser:
 
 
 def _check_settings(budget, attack):
-  """The configs' own checks (bounds, choices), as the flags make them."""
+  """The configs' own checks (bounds, choices), as the flags make them,
+  except that a model may have a zero budget (its AEs are the clean images:
+  natural training), as earlier versions allowed; a run may not."""
   for section in (budget, attack):
     for s in config_lib.section_settings(type(section)):
-      s.check(getattr(section, s.field.name))
+      value = getattr(section, s.field.name)
+      if not (s.name == "epsilon" and value == 0):
+        s.check(value)
     if hasattr(section, "validate"):
       section.validate()
 
@@ -620,6 +642,25 @@ def _read_earlier_settings(method, regularisers, kwargs):
   regularisers = (*regularisers,
                   *config_lib.regularisers_from_flat(earlier))
   return method, regularisers, kwargs
+
+
+# What a functional `keras.Model` does with its keyword arguments (it
+# ignores any other, so a misspelt `epsilon_lo=` would go unnoticed).
+_KERAS_ARGUMENTS = ("name", "trainable", "dtype")
+
+
+def _refuse_unknown(kwargs) -> None:
+  """TypeError naming a keyword argument PARTModel does not take (and the
+  one meant, when it is close to one)."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  known = [*inspect.signature(PARTModel.__init__).parameters,
+           *_KERAS_ARGUMENTS]
+  for name in kwargs:
+    if name not in _KERAS_ARGUMENTS:
+      close = difflib.get_close_matches(name, known, n=1)
+      raise TypeError(f"PARTModel got an unexpected keyword argument {name!r}"
+                      + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 def _checked_images(x, expected, views):
