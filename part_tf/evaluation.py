@@ -90,6 +90,13 @@ class Evaluator:
                sequential: bool = False, strategy=None,
                jit_compile: bool = False, keep_adversarial: bool = False):
     from part_tf import components  # pylint: disable=g-import-not-at-top,unused-import
+    # A Keras model's batch-norm statistics may differ between replicas
+    # (they have no aggregation): every call evaluates with the first
+    # replica's, those that checkpoints and exports hold.
+    self._replica_state = (
+        (list(model_fn.non_trainable_variables), strategy)
+        if strategy is not None and strategy.num_replicas_in_sync > 1
+        and hasattr(model_fn, "non_trainable_variables") else None)
     model_fn = as_model_fn(model_fn)
     self.attacks = tuple(attacks)
     _check_names(self.attacks)
@@ -124,6 +131,9 @@ class Evaluator:
       "num_examples", "found"}}; with `per_example`, the boolean arrays
       "natural" and "robust" (per attack) with one entry per example.
     """
+    if self._replica_state is not None:
+      from part_tf import distribution  # pylint: disable=g-import-not-at-top
+      distribution.broadcast_first_replica(*self._replica_state)
     tally = _Tally(self.attacks)
     batches = enumerate(dataset)
     for i, (x, y) in (progress(batches) if progress else batches):

@@ -11,6 +11,9 @@ reports) and `write` puts the reports beside the model:
   eval_robustbench.json   with a preset: a RobustBench-style summary
                    (clean_acc, autoattack_acc, eps, norm, dataset,
                    architecture, number_forward_passes, unreliable_evaluation)
+  eval_examples.npz   with `save_examples`: per test example (in order),
+                   `natural` (classified right) and `robust_<attack>` (one
+                   row per budget, in `epsilons`' order)
 
 (`eval_best.*` for a run's most robust epoch.)
 """
@@ -45,10 +48,12 @@ class Request:
     preset: a name of `attack_suite.PRESETS` (its attacks run in turn on the
       examples still robust), or None.
     config: the attacks' settings (a preset brings its own).
-    seed: base of the attacks' random draws.
+    seed: base of the attacks' random draws (default: the run's seed, as
+      its metrics.json was measured with; 0 without a run).
     batch_size: evaluation batch size (default: the run's eval_batch_size,
       256 without a run: the random starts follow the batches).
-    num_examples: the first N test examples (default: all).
+    num_examples: the first N test examples (default: those the run
+      measured, its max_test_examples; all without a run).
     sanity_checks: run the gradient-masking checks.
     corruptions: CIFAR-10-C corruptions to measure (["all"], names, or []).
     severities: their severities.
@@ -60,6 +65,8 @@ class Request:
     input_mean: per-channel mean subtracted after `input_range` (with
       `input_std`), for a model that expects normalised inputs; () for none.
     input_std: per-channel standard deviation divided by after `input_mean`.
+    save_examples: also write `<stem>_examples.npz`, the per-example results
+      behind every accuracy (to compare models or runs example by example).
   """
   model_path: str
   checkpoint: str = "final"
@@ -69,7 +76,7 @@ class Request:
   attacks: tuple = ()
   preset: str | None = None
   config: evaluation.SuiteConfig = evaluation.SuiteConfig()
-  seed: int = 0
+  seed: int | None = None
   batch_size: int | None = None
   num_examples: int | None = None
   sanity_checks: bool = True
@@ -79,6 +86,7 @@ class Request:
   input_range: tuple = (0.0, 1.0)
   input_mean: tuple = ()
   input_std: tuple = ()
+  save_examples: bool = False
 
 
 @dataclasses.dataclass
@@ -95,6 +103,8 @@ class Outcome:
     output_dir: where the reports go.
     title: the picture's title.
     summary: the RobustBench-style summary (presets), or None.
+    examples: with `Request.save_examples`, the per-example arrays of
+      `<stem>_examples.npz`; else None.
   """
   result: dict
   text: str
@@ -105,6 +115,7 @@ class Outcome:
   output_dir: str
   title: str
   summary: dict | None
+  examples: dict | None = None
 
 
 def input_scaling(input_range=(0.0, 1.0), mean=(), std=()):
@@ -190,6 +201,9 @@ def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
   if request.input_mean and len(request.input_mean) != input_shape[-1]:
     raise ValueError(f"input_mean has {len(request.input_mean)} values, "
                      f"but the model takes {input_shape[-1]} channel(s)")
+  num_examples = request.num_examples
+  if num_examples is None and not request.dataset:  # the run's test images
+    num_examples = run.get("max_test_examples")
   dataset = request.dataset or run.get("dataset")
   if dataset is None:
     raise ValueError("--dataset is needed for a model outside a run folder")
@@ -211,7 +225,7 @@ def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
     run_folder.check_writable(output_dir)
   try:
     _, test, _ = data.load(dataset, data_dir=data_dir,
-                           max_test=request.num_examples, max_train=1,
+                           max_test=num_examples, max_train=1,
                            spec=spec)
   except BaseException:
     if created:
@@ -231,6 +245,8 @@ def run(request: Request, loaded: _Loaded, strategy, progress=None) -> Outcome:
     progress: `(iterator, total batches, budget) -> iterator` (e.g. tqdm),
       or None.
   """
+  if request.seed is None:  # a run's metrics.json used the run's seed
+    request = dataclasses.replace(request, seed=loaded.run.get("seed", 0))
   preset = attack_suite.PRESETS.get(request.preset)
   names = list(preset.attacks if preset else
                request.attacks or evaluation.available_attacks())
@@ -262,8 +278,9 @@ def _one_budget(request, loaded, eps, names, config, sequential, test_ds,
   evaluator = evaluation.Evaluator(loaded.model_fn, eps, names, config,
                                    request.seed, sequential=sequential,
                                    strategy=strategy)
-  report = evaluator(test_ds, progress=None if progress is None else (
-      lambda it: progress(it, batches, eps)))
+  report = evaluator(test_ds, per_example=request.save_examples,
+                     progress=None if progress is None else (
+                         lambda it: progress(it, batches, eps)))
   report["total_seconds"] = round(time.perf_counter() - started, 1)
   if request.sanity_checks:
     report["sanity_checks"] = [
@@ -280,7 +297,8 @@ def _outcome(request, loaded, preset, names, config, reports, corrupted,
             "checkpoint": request.checkpoint, "dataset": loaded.dataset,
             "attacks": names, "strategy": distribution.kind(strategy),
             "num_replicas": strategy.num_replicas_in_sync,
-            "batch_size": batch_size, "reports": reports}
+            "batch_size": batch_size, "seed": request.seed,
+            "reports": reports}
   if tuple(request.input_range) != (0.0, 1.0) or request.input_mean:
     result["input_scaling"] = {"input_range": list(request.input_range),
                                "input_mean": list(request.input_mean),
@@ -305,12 +323,25 @@ def _outcome(request, loaded, preset, names, config, reports, corrupted,
               if preset else "")
            + (f", epsilon {reports[0]['epsilon']:.4g}"
               if len(reports) == 1 else ""))
+  examples = _examples(reports, names) if request.save_examples else None
   return Outcome(
       result, text, reports, names, final,
       "eval" if request.checkpoint == "final" else "eval_best",
       loaded.output_dir, title,
       robustbench_summary(reports[0], loaded, request)
-      if preset and request.preset.startswith("aa_") else None)
+      if preset and request.preset.startswith("aa_") else None, examples)
+
+
+def _examples(reports, names) -> dict:
+  """Moves the per-example arrays out of the reports (which become JSON)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  per_budget = [(r.pop("natural"), r.pop("robust")) for r in reports]
+  arrays = {"epsilons": np.array([r["epsilon"] for r in reports]),
+            "natural": np.asarray(per_budget[0][0], bool)}
+  for name in names:
+    arrays[f"robust_{name}"] = np.stack(
+        [np.asarray(robust[name], bool) for _, robust in per_budget])
+  return arrays
 
 
 def table(reports, names, final="AutoAttack") -> str:
@@ -379,6 +410,9 @@ def write(outcome: Outcome, on_written=None) -> list:
   if outcome.summary is not None:
     files.append((f"{stem}_{ROBUSTBENCH_FILE}",
                   lambda p: io_utils.atomic_write_json(p, outcome.summary)))
+  if outcome.examples is not None:
+    files.append((f"{stem}_examples.npz", lambda p: io_utils.atomic_write_bytes(
+        p, _npz_bytes(outcome.examples))))
   files.append((f"{stem}.png", lambda p: io_utils.atomic_write_bytes(
       p, pictures.figure_png(plots.robustness_figure(
           outcome.reports, outcome.names, title=outcome.title,
@@ -390,6 +424,14 @@ def write(outcome: Outcome, on_written=None) -> list:
     if on_written is not None:
       on_written(name)
   return [name for name, _ in files]
+
+
+def _npz_bytes(arrays) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  return buffer.getvalue()
 
 
 def summary_lines(outcome: Outcome) -> list:

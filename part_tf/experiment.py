@@ -370,9 +370,7 @@ class _Measure:
     self.test, self.strategy, self.jit = test, strategy, jit
 
   def __call__(self, classifier) -> dict:
-    distribution.broadcast_first_replica(classifier.non_trainable_variables,
-                                         self.strategy)
-    return evaluation.robust_accuracy(
+    return evaluation.robust_accuracy(  # with replica 0's statistics
         classifier, self.test, self.epsilon, self.step, self.steps,
         seed=self.seed, strategy=self.strategy, jit_compile=self.jit)
 

@@ -9,6 +9,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import attacks
@@ -121,6 +122,7 @@ class LossTest(tf.test.TestCase):
     self.assertIsNone(tape.gradient(natural, g))
 
 
+@pytest.mark.slow
 class ConcurrentTrainingTest(tf.test.TestCase):
 
   def test_both_models_are_updated(self):

@@ -5,6 +5,7 @@ import importlib
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf.attacks.pgd import pgd
@@ -146,6 +147,7 @@ class CheckpointRuleTest(tf.test.TestCase):
       self.assertAllEqual(halved, _autoattack_halvings(initial, losses))
 
 
+@pytest.mark.slow
 class APGDTest(tf.test.TestCase):
 
   @classmethod
@@ -266,6 +268,7 @@ class APGDTest(tf.test.TestCase):
     self.assertLessEqual(abs(_accuracy(self.model, loop, y) -
                              _accuracy(self.model, tiled, y)), 1 / 32 + 1e-9)
 
+  @pytest.mark.slow
   def test_agrees_with_art_auto_pgd(self):
     from art.attacks.evasion import AutoProjectedGradientDescent  # pylint: disable=g-import-not-at-top
     from art.estimators.classification import TensorFlowV2Classifier  # pylint: disable=g-import-not-at-top

@@ -3,18 +3,19 @@ scripts/evaluate.py on a .keras file and on a SavedModel."""
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import attack_suite
 from part_tf import data
 from part_tf.export import export_classifier
 from part_tf.models import small_cnn
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASIC = ["fgsm", "pgd", "cw", "mma"]
@@ -40,6 +41,7 @@ def _trained_model():
   return model, test
 
 
+@pytest.mark.slow
 class SuiteTest(tf.test.TestCase):
 
   @classmethod
@@ -71,8 +73,11 @@ class SuiteTest(tf.test.TestCase):
                     report["robust_accuracy"]["fgsm"])
 
   def test_full_suite_and_black_box_check(self):
+    # Every attack, each at a few iterations: this is the suite's bookkeeping
+    # (the attacks' strength is tested in their own files).
     config = attack_suite.SuiteConfig(num_steps=10, apgd_steps=20,
-                                      square_queries=100)
+                                      square_queries=100, fab_steps=10,
+                                      num_targets=3)
     report = attack_suite.evaluate(self.model_fn, self.ds, 0.1, None, config)
     self.assertCountEqual(report["robust_accuracy"],
                           attack_suite.available_attacks())
@@ -128,7 +133,7 @@ class EvaluateScriptTest(tf.test.TestCase):
     results = []
     for path, out in ((keras_file, "a"), (export_dir, "b")):
       output_dir = os.path.join(folder, out)
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
            f"--model_path={path}", "--dataset=mnist_offline",
            "--num_examples=64", "--attacks=fgsm,pgd", "--num_steps=5",
@@ -151,7 +156,7 @@ class EvaluateScriptTest(tf.test.TestCase):
                        a["reports"][1]["robust_accuracy"]["pgd"])
 
   def test_bad_model_path(self):
-    result = subprocess.run(
+    result = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
          "--model_path=/no/such/model"],
         capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -8,12 +8,12 @@ import dataclasses
 import inspect
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import attack_catalogue
@@ -23,6 +23,7 @@ from part_tf import attacks
 from part_tf import data
 from part_tf.attacks import noise
 from part_tf.models import small_cnn
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD = ("apgd_ce", "apgd_t", "fab_t", "square")
@@ -59,7 +60,7 @@ TA_FAB_TARGETS = TA_N_CLASSES - 1
 TA_SQUARE_QUERIES, TA_SQUARE_P_INIT, TA_SQUARE_RESCALE = 5000, 0.8, True
 # AutoAttack's order and attacks, at settings small enough for CPU tests.
 SMALL = attack_suite.SuiteConfig(apgd_steps=10, fab_steps=10,
-                                 square_queries=100,
+                                 square_queries=100, num_targets=3,
                                  square_rescale_schedule=False)
 EPS = 0.1
 
@@ -76,6 +77,7 @@ def _trained_model():
   return model, test
 
 
+@pytest.mark.slow
 class SequenceTest(tf.test.TestCase):
 
   @classmethod
@@ -343,6 +345,7 @@ class SequenceTest(tf.test.TestCase):
     self.assertTrue(checks["black_box_weaker"])    # within 0.2%
 
 
+@pytest.mark.slow
 class PresetScriptTest(tf.test.TestCase):
 
   @classmethod
@@ -353,7 +356,7 @@ class PresetScriptTest(tf.test.TestCase):
     model.save(cls.model_path)
 
   def _run(self, *args):
-    return subprocess.run(
+    return commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
 

@@ -4,6 +4,7 @@ line per epoch, and on a terminal a progress line during long epochs."""
 
 import io
 import os
+import pytest
 import select
 import subprocess
 import sys
@@ -98,6 +99,7 @@ class LogFilterTest(tf.test.TestCase):
                      "\r 20%|##   |\n" + "\n".join(KEPT) + "\nlast words")
 
 
+@pytest.mark.slow
 class ScriptOutputTest(tf.test.TestCase):
 
   def test_default_run_is_quiet_and_verbosity_brings_the_rest_back(self):

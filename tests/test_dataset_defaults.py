@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -13,6 +12,7 @@ from absl import flags
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import components  # pylint: disable=unused-import
@@ -23,6 +23,7 @@ from part_tf.training import learning_rate
 from part_tf_flags import dataset_defaults
 from part_tf_flags.budgets import DEFINE_budget
 from part_tf_flags.dataset_defaults import apply_dataset_defaults
+from tests import commands
 from tests import tiny_runs
 
 
@@ -132,7 +133,7 @@ _RESOLVE = textwrap.dedent("""
 
 def _resolved(*argv):
   """The training flags' values after train.py's parsing of `argv`."""
-  result = subprocess.run(
+  result = commands.run(
       [sys.executable, "-c", _RESOLVE, json.dumps(["--model_dir=x", *argv])],
       cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
   if result.returncode:
@@ -140,6 +141,7 @@ def _resolved(*argv):
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 class ReferenceSetupTest(tf.test.TestCase, parameterized.TestCase):
   """`--dataset=X` alone is the reference setup of configs/X_*.cfg."""
 

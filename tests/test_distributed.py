@@ -18,11 +18,13 @@ from unittest import mock
 
 import h5py
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from part_tf import distribution
 from part_tf import multi_worker
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +84,7 @@ def _log_rows(model_dir):
           for row in lines[1:]]
 
 
+@pytest.mark.slow
 class TwoWorkerTest(tf.test.TestCase):
   """Two `scripts/train.py` processes with a TF_CONFIG on 127.0.0.1."""
 
@@ -90,7 +93,7 @@ class TwoWorkerTest(tf.test.TestCase):
     super().setUpClass()
     cls.root = tempfile.mkdtemp(prefix="part_tf_distributed_")
     cls.reference = os.path.join(cls.root, "mirrored")
-    result = subprocess.run(
+    result = commands.run(
         [sys.executable, TRAIN, *RUN, "--strategy=mirrored",
          "--cpu_devices=2", f"--model_dir={cls.reference}"],
         capture_output=True, text=True, timeout=TIMEOUT, check=False)
@@ -99,7 +102,7 @@ class TwoWorkerTest(tf.test.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    subprocess.run(["rm", "-rf", cls.root], check=False)
+    commands.run(["rm", "-rf", cls.root], check=False)
     super().tearDownClass()
 
   def setUp(self):
@@ -124,9 +127,9 @@ class TwoWorkerTest(tf.test.TestCase):
       log = open(os.path.join(self.root, f"{os.path.basename(model_dir)}-"
                               f"{index}-{len(self.processes)}.log"), "w")
       self.addCleanup(log.close)
-      p = subprocess.Popen([sys.executable, TRAIN, *RUN, *extra,
-                            f"--model_dir={model_dir}"],
-                           stdout=log, stderr=subprocess.STDOUT, env=env)
+      p = commands.Popen([sys.executable, TRAIN, *RUN, *extra,
+                          f"--model_dir={model_dir}"],
+                         stdout=log, stderr=subprocess.STDOUT, env=env)
       self.processes.append(p)
       started.append(p)
     return started[1], started[0]  # chief, worker
@@ -244,10 +247,10 @@ class TwoWorkerTest(tf.test.TestCase):
     for name, extra in (("one", []), ("two", ["--strategy=mirrored",
                                                "--cpu_devices=2"])):
       out = os.path.join(self.root, f"eval_{name}")
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
            f"--model_path={self.reference}", f"--output_dir={out}",
-           "--attacks=fgsm,pgd,apgd_t,square", "--num_steps=5",
+           "--attacks=fgsm,pgd,square", "--num_steps=5",
            "--apgd_steps=5", "--square_queries=30", "--batch_size=32",
            "--epsilon=0.2", "--num_examples=70", "--nosanity_checks",
            *extra],
@@ -265,6 +268,7 @@ class TwoWorkerTest(tf.test.TestCase):
                     one["natural_accuracy"])
 
 
+@pytest.mark.slow
 class JobThatCannotStartTest(tf.test.TestCase):
   """Multi-worker jobs that can never start: every task ends within
   --cluster_timeout in one line on stderr naming what is wrong, and
@@ -298,8 +302,8 @@ class JobThatCannotStartTest(tf.test.TestCase):
     env = dict(os.environ, TMPDIR=self.root, TF_CONFIG=json.dumps(
         {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
          "task": {"type": "worker", "index": index}}))
-    p = subprocess.Popen([sys.executable, TRAIN, *RUN, *flags],
-                         stdout=out, stderr=err, env=env)
+    p = commands.Popen([sys.executable, TRAIN, *RUN, *flags],
+                       stdout=out, stderr=err, env=env)
     p.err = err
     self.processes.append(p)
     return p
@@ -376,6 +380,7 @@ class JobThatCannotStartTest(tf.test.TestCase):
     self.assertEqual(_worker_folders(self.root), [])
 
 
+@pytest.mark.slow
 class DistributedEvaluationTest(tf.test.TestCase):
 
   def test_every_attack_and_sequence_on_two_replicas_equal_one_device(self):
@@ -401,7 +406,7 @@ class DistributedEvaluationTest(tf.test.TestCase):
         one = classifier()
         config = attack_suite.SuiteConfig(num_steps=3, apgd_steps=3,
                                           square_queries=20, fab_steps=3,
-                                          fab_restarts=2)
+                                          fab_restarts=2, num_targets=2)
         names = list(attack_suite.available_attacks())
         single = attack_suite.evaluate(lambda z: one(z, training=False), ds,
                                        0.05, names, config, 1,
@@ -441,9 +446,9 @@ class DistributedEvaluationTest(tf.test.TestCase):
             "robust": {n: [single["robust"][n].tolist(),
                            split["robust"][n].tolist()] for n in names}}))
         """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, timeout=TIMEOUT,
-                            check=False)
+    result = commands.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = json.loads(result.stdout.strip().splitlines()[-1])
     self.assertEqual(set(out["names"]), {"fgsm", "pgd", "cw", "mma",
@@ -502,9 +507,9 @@ class DistributedEvaluationTest(tf.test.TestCase):
                           "replicas": two.num_replicas_in_sync,
                           "copies_equal": copies[0] == copies[1]}))
         """)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                            capture_output=True, text=True, timeout=TIMEOUT,
-                            check=False)
+    result = commands.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     out = json.loads(result.stdout.strip().splitlines()[-1])
     self.assertEqual(out["replicas"], 2)

@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -42,6 +41,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -351,10 +351,12 @@ def test_readme_commands_are_what_ci_and_the_tests_run():
   quick_start = setup + ("python scripts/compare.py --flagfile=configs/"
                          "mnist_offline.cfg --seeds=0,1,2 "
                          "--model_dir=runs/quickstart")
-  tests = setup + "python -m pytest tests -q"
+  tests = setup + ("python -m pytest tests -q -n auto --maxprocesses=4 "
+                   "--dist loadfile")
   assert quick_start in readme
   assert tests in readme
-  assert 'python -m pytest tests -q -m "not slow"' in readme
+  assert ('python -m pytest tests -q -n auto --maxprocesses=4 --dist '
+          'loadfile -m "not slow"') in readme
   # (Bazel's runfiles hold no .ci/: BUILD declares it nowhere.)
   if "TEST_SRCDIR" not in os.environ:
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
@@ -400,6 +402,7 @@ def _namespace(tiny_run):
           "TINY_CLASSIFIER": os.path.join(tiny_run, "classifier.keras")}
 
 
+@pytest.mark.slow
 def test_readme_python_blocks(tiny_run):
   with working_folder() as folder:
     namespace = _namespace(tiny_run)
@@ -533,7 +536,7 @@ def test_every_command_parses_with_its_flags(tiny_run):
   # which must be found wherever they are run.
   outside = tempfile.mkdtemp(prefix="doc_examples-")
   for script, entries in by_script.items():
-    result = subprocess.run(
+    result = commands.run(
         [sys.executable, "-c", DRIVER, script],
         input=json.dumps([argv for _, _, argv in entries]), cwd=outside,
         capture_output=True, text=True, timeout=300, check=False)
@@ -606,8 +609,8 @@ def test_the_first_offline_command_of_each_script_runs(tiny_run):
   for script, (block, words) in chosen.items():
     with working_folder() as folder:
       argv = _tiny_argv(script, words, tiny_run)
-      result = subprocess.run(argv, cwd=folder, capture_output=True,
-                              text=True, timeout=600, check=False)
+      result = commands.run(argv, cwd=folder, capture_output=True,
+                            text=True, timeout=600, check=False)
       assert result.returncode == 0, (
           f"{block}: {' '.join(argv)}\n{result.stderr[-3000:]}")
 
@@ -620,8 +623,8 @@ def test_saved_model_cli_lists_the_signatures(tiny_run):
   for words in found:
     argv = [with_paths(a, tiny_run) for a in words]
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run([cli, *argv[1:]], capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = commands.run([cli, *argv[1:]], capture_output=True,
+                          text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("serving_default", "serving_uint8", "class_name",
                  "probabilities"):

@@ -3,18 +3,19 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import evaluation
 from part_tf.training import robust_evaluation
 from part_tf.models import small_cnn
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 
@@ -73,6 +74,7 @@ class EvaluationTest(tf.test.TestCase):
 
 
 
+@pytest.mark.slow
 class OverdesignedBudgetTest(tf.test.TestCase):
   """Training at a larger epsilon than the one evaluated (--eval_epsilon)."""
 
@@ -80,7 +82,7 @@ class OverdesignedBudgetTest(tf.test.TestCase):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     model_dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, model_dir)
-    train = subprocess.run(
+    train = commands.run(
         [sys.executable, os.path.join(root, "scripts", "train.py"),
          *TINY_TRAIN, "--epsilon=0.12", "--eval_epsilon=0.1", "--epochs=1",
          "--burn_in_epochs=0", "--method=at", "--image_count=0",
@@ -92,7 +94,7 @@ class OverdesignedBudgetTest(tf.test.TestCase):
     self.assertEqual((metrics["epsilon"], metrics["train_epsilon"]),
                      (0.1, 0.12))
     self.assertAllClose(metrics["eval_step_size"], 0.025)
-    evaluate = subprocess.run(
+    evaluate = commands.run(
         [sys.executable, os.path.join(root, "scripts", "evaluate.py"),
          f"--model_path={model_dir}", "--attacks=fgsm", "--num_examples=16",
          "--nosanity_checks"],

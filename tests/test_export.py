@@ -6,13 +6,13 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from unittest import mock
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
@@ -20,6 +20,7 @@ from part_tf import attacks
 from part_tf import data
 from part_tf import export
 from part_tf.data import class_names
+from tests import commands
 from tests import test_tiny_imagenet
 from part_tf.models import resnet18
 from part_tf.models import small_cnn
@@ -75,6 +76,7 @@ def graph_only_runner(path, signature):
   return (lambda images: run(images)[0]), session
 
 
+@pytest.mark.slow
 class ExportTest(tf.test.TestCase):
 
   def test_round_trip_equals_keras_model(self):
@@ -279,7 +281,7 @@ class ExportTest(tf.test.TestCase):
     self.addCleanup(shutil.rmtree, root)
     test_tiny_imagenet.make_release(root / "manual")
     run = root / "run"
-    result = subprocess.run(
+    result = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
          "--dataset=tiny_imagenet", f"--manual_dir={root / 'manual'}",
          f"--data_dir={root / 'data'}", f"--model_dir={run}",
@@ -320,7 +322,7 @@ class ExportTest(tf.test.TestCase):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     for signature, dtype in (("serving_default", "DT_FLOAT"),
                              ("serving_uint8", "DT_UINT8")):
-      result = subprocess.run(
+      result = commands.run(
           [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
            signature], capture_output=True, text=True, timeout=120)
       self.assertEqual(result.returncode, 0, result.stderr)

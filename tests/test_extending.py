@@ -21,13 +21,13 @@ import functools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -35,6 +35,7 @@ import part_tf
 from part_tf import attack_catalogue
 from part_tf import attack_suite
 from part_tf import attacks
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,9 +198,9 @@ def _run_python(code, timeout):
   importable."""
   paths = [_plugin_dir(), ROOT, os.environ.get("PYTHONPATH")]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
-  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  return commands.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                      capture_output=True, text=True, timeout=timeout,
+                      check=False)
 
 
 def _train_py(args, mock_examples=None, timeout=300):
@@ -256,6 +257,7 @@ def _choices(setting):
   return part_tf.config.all_settings()[setting].choices()
 
 
+@pytest.mark.slow
 class ExtendingTest(tf.test.TestCase):
 
   def test_the_new_components_are_registered_with_their_settings(self):
@@ -488,7 +490,7 @@ class ExtendingTest(tf.test.TestCase):
       self.assertEqual(json.load(f)["method"], "part_alp")
     # evaluate.py takes the same plug-in: the run, and its attack.
     paths = [_plugin_dir(), ROOT, os.environ.get("PYTHONPATH")]
-    evaluated = subprocess.run(
+    evaluated = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"),
          "--plugins=extending_plugin", f"--model_path={model_dir}",
          "--attacks=darken,fgsm", "--num_examples=16", "--nosanity_checks"],
@@ -527,14 +529,14 @@ class ExtendingTest(tf.test.TestCase):
     self.assertAllClose(eps_mean, [EPS, (EPS + EPS_LOW) / 2], atol=1e-6)
 
   def test_without_the_plug_in_the_method_is_a_one_line_error(self):
-    result = subprocess.run(
+    result = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
          "--method=alp", f"--model_dir={tempfile.mkdtemp()}/run"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     self.assertEqual(result.returncode, 1)
     self.assertLen(result.stderr.strip().splitlines(), 1, result.stderr)
     self.assertIn("alp", result.stderr)
-    missing = subprocess.run(
+    missing = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
          "--plugins=no_such_module", f"--model_dir={tempfile.mkdtemp()}/run"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)

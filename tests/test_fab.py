@@ -4,6 +4,7 @@ strength against PGD-20 on a trained model."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import attacks
@@ -108,6 +109,7 @@ class ProjectionTest(tf.test.TestCase):
                           rtol=1e-4)
 
 
+@pytest.mark.slow
 class LinearModelTest(tf.test.TestCase):
   """On a linear model the linearisation is exact, and the smallest
   perturbation to another class is known: FAB must find it (up to its
@@ -130,8 +132,10 @@ class LinearModelTest(tf.test.TestCase):
     budget = lambda factor: (factor * opt[:, None] * scale).astype(np.float32)
     # Just below the optimum nothing can be fooled: FAB returns x, and the
     # smallest perturbation it found (in units of the budget) is within 1%.
-    x_adv, norms = fab(model_fn, x, y, budget(0.99), targeted=targeted,
-                       return_norms=True)
+    # Compiled, as the evaluation runs it (eager FAB is slow).
+    run = tf.function(lambda eps: fab(model_fn, x, y, eps, targeted=targeted,
+                                      return_norms=True))
+    x_adv, norms = run(budget(0.99))
     self.assertAllEqual(x_adv.numpy(), x)
     found = norms.numpy()
     if eps_map is None:
@@ -140,7 +144,7 @@ class LinearModelTest(tf.test.TestCase):
       self.assertTrue(np.all(ratio <= 1.01), ratio.max())
     # Just above it every example is fooled, inside the budget.
     big = budget(1.01)
-    x_adv = fab(model_fn, x, y, big, targeted=targeted).numpy()
+    x_adv = run(big)[0].numpy()
     self.assertTrue(np.all(np.abs(x_adv - x) <= big))
     pred = np.argmax(x_adv @ weights + bias, 1)
     self.assertAllEqual(pred != y, np.ones(len(y), bool))
@@ -172,6 +176,7 @@ class LinearModelTest(tf.test.TestCase):
     self._check_optimal(targeted=True, spread=0.05, eps_map=scale)
 
 
+@pytest.mark.slow
 class TrainedModelTest(tf.test.TestCase):
 
   @classmethod
@@ -189,6 +194,9 @@ class TrainedModelTest(tf.test.TestCase):
     cls.y = tf.constant(test.labels[:100], tf.int32)
     model = cls.model
     cls.model_fn = staticmethod(lambda z: model(z, training=False))
+    # Compiled, as the evaluation runs it (eager FAB takes minutes here).
+    cls.fab = staticmethod(tf.function(
+        lambda x, y, eps, **kw: fab(cls.model_fn, x, y, eps, **kw)))
 
   def _robust(self, x_adv):
     return np.argmax(self.model_fn(x_adv).numpy(), 1) == self.y.numpy()
@@ -214,7 +222,7 @@ class TrainedModelTest(tf.test.TestCase):
     eps_map = rng.uniform(0.0, 0.2, self.x.shape).astype(np.float32)
     eps_map[:, :, :14] = 0.0                   # half the image may not move
     for eps in (0.08, eps_map):
-      x_adv = fab(self.model_fn, self.x, self.y, eps, num_steps=30).numpy()
+      x_adv = self.fab(self.x, self.y, eps, num_steps=30).numpy()
       x = self.x.numpy()
       self.assertTrue(np.all(np.abs(x_adv - x) <= eps))
       self.assertTrue(np.all((x_adv >= 0) & (x_adv <= 1)))
@@ -222,18 +230,17 @@ class TrainedModelTest(tf.test.TestCase):
                       self._robust(x).mean())      # and it fools some
 
   def test_constant_map_equals_scalar_budget(self):
-    a = fab(self.model_fn, self.x[:20], self.y[:20], 0.1, num_steps=20)
-    b = fab(self.model_fn, self.x[:20], self.y[:20],
-            tf.fill(self.x[:20].shape, 0.1), num_steps=20)
+    a = self.fab(self.x[:20], self.y[:20], 0.1, num_steps=20)
+    b = self.fab(self.x[:20], self.y[:20], tf.fill(self.x[:20].shape, 0.1),
+                 num_steps=20)
     self.assertAllClose(a, b)
 
   def test_restarts_start_inside_half_the_budget_and_never_hurt(self):
     eps = 0.06
-    one = self._robust(fab(self.model_fn, self.x, self.y, eps, num_steps=20,
-                           num_targets=2))
-    three = self._robust(fab(self.model_fn, self.x, self.y, eps,
-                             num_steps=20, num_targets=2, num_restarts=3,
-                             seed=(4, 2)))
+    one = self._robust(self.fab(self.x, self.y, eps, num_steps=20,
+                                num_targets=2))
+    three = self._robust(self.fab(self.x, self.y, eps, num_steps=20,
+                                  num_targets=2, num_restarts=3, seed=(4, 2)))
     # The first restart is the deterministic run: more can only add.
     self.assertTrue(np.all(three <= one))
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from absl.testing import parameterized
+import pytest
 import tensorflow as tf
 
 from part_tf.training import robust_evaluation
@@ -23,6 +24,7 @@ from part_tf import io_utils
 from part_tf import run_folder
 from part_tf.data import validation
 from part_tf.models import build_model
+from tests import commands
 from tests import test_run_folder
 from tests.test_run_folder import RunFolderTestCase
 from tests.test_run_folder import snapshot
@@ -38,7 +40,7 @@ def small_disk(test, megabytes):
   """A tmpfs of `megabytes` MB, mounted for the block (skips the test
   where mounting is not allowed: not root, or no mount permission)."""
   folder = tempfile.mkdtemp(prefix="part_tf_disk_")
-  result = subprocess.run(
+  result = commands.run(
       ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", folder],
       capture_output=True, text=True, check=False)
   if result.returncode != 0:
@@ -47,10 +49,11 @@ def small_disk(test, megabytes):
   try:
     yield folder
   finally:
-    subprocess.run(["umount", "-l", folder], check=False)
+    commands.run(["umount", "-l", folder], check=False)
     os.rmdir(folder)
 
 
+@pytest.mark.slow
 class LinkTest(RunFolderTestCase):
   """Links planted in a run folder never make a run write outside it."""
 
@@ -151,6 +154,7 @@ class LinkTest(RunFolderTestCase):
       pass
 
 
+@pytest.mark.slow
 class DiskFullTest(RunFolderTestCase):
   """A run on a disk that fills up ends in one line, exit 1, no crash, and
   leaves the folder at its last complete backup."""
@@ -270,13 +274,14 @@ class ValidationSizeTest(tf.test.TestCase, parameterized.TestCase):
         "--allow_small_validation")
 
 
+@pytest.mark.slow
 class InterruptTest(RunFolderTestCase):
   """Ctrl-C (SIGINT) ends each command with one line and exit status 130."""
 
   def _start(self, *command):
-    return subprocess.Popen([sys.executable, *command], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return commands.Popen([sys.executable, *command], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
 
   def _interrupt_after(self, process, marker, stream="stdout", delay=0.5):
     """Sends SIGINT once `marker` starts a line of the process' output;

@@ -16,14 +16,15 @@ from part_tf import config as config_lib
 from part_tf import registry
 from part_tf.config import TrainConfig
 from part_tf_flags.budgets import parse_budget
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 
 
 def run_train(*args, timeout=120):
-  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
-                        text=True, timeout=timeout, cwd=ROOT)
+  return commands.run([sys.executable, TRAIN, *args], capture_output=True,
+                      text=True, timeout=timeout, cwd=ROOT)
 
 
 class BudgetTest(tf.test.TestCase, parameterized.TestCase):
@@ -79,9 +80,12 @@ _NO_TENSORFLOW = textwrap.dedent("""
     """)
 
 
-def _run_python(code):
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, check=False)
+def _run_python(code, fresh=False):
+  """`python -c code`'s last line as JSON; `fresh`: in a new interpreter
+  (the zygote's has TensorFlow imported already)."""
+  run = subprocess.run if fresh else commands.run
+  result = run([sys.executable, "-c", code], capture_output=True,
+               text=True, timeout=120, cwd=ROOT, check=False)
   if result.returncode:
     raise AssertionError(result.stderr[-3000:])
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -189,7 +193,7 @@ class FlagsFromConfigsTest(tf.test.TestCase):
     self.assertIsNone(self.flags["dataset"]["choices"])
 
   def test_parsing_flags_imports_neither_tensorflow_nor_keras(self):
-    out = _run_python(_NO_TENSORFLOW)
+    out = _run_python(_NO_TENSORFLOW, fresh=True)
     self.assertEqual(out["error"], "error: epsilon_low (0.03137) must not be "
                      "larger than epsilon (0.01569)")
     self.assertEqual(out["method"], "part")

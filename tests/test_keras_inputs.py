@@ -8,18 +8,19 @@ inputs are rejected with a message that names the problem.
 """
 
 import os
-import subprocess
 import sys
 import textwrap
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf.models import small_cnn
 from part_tf.training import BurnInSwitch
 from part_tf.training import PARTModel
+from tests import commands
 
 SHAPE = (12, 12, 3)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,6 +97,7 @@ def _fixed_shape_reference(x, y, epochs=2, **kwargs):
   return model
 
 
+@pytest.mark.slow
 class InputKindsTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
@@ -288,6 +290,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       model.fit(x, y, epochs=1, verbose=0, callbacks=[BurnInSwitch(1)])
 
 
+@pytest.mark.slow
 class MirroredTest(tf.test.TestCase, parameterized.TestCase):
   """Under MirroredStrategy a partial global batch splits into replicas of
   unequal size, or leaves a replica with no example at all."""
@@ -353,9 +356,9 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
         print("BUDGET", all(np.isfinite(v).all() for v in w),
               logs["full_eps_fraction"], logs["eps_mean"])
         """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    result = commands.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT})
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = [line.split() for line in result.stdout.splitlines()]
     results = {line[1]: [float(v) for v in line[2:]]

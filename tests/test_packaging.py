@@ -6,6 +6,7 @@ outside the checkout."""
 import glob
 import json
 import os
+import pytest
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def _run(args, cwd, timeout=600):
                         text=True, timeout=timeout, check=False)
 
 
+@pytest.mark.slow
 class PackagingTest(unittest.TestCase):
 
   @classmethod

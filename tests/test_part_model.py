@@ -4,7 +4,6 @@ fits and resumes), the CAM layer found, config (and earlier configs)."""
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -13,6 +12,7 @@ import warnings
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import methods
@@ -23,6 +23,7 @@ from part_tf.training import BurnInSwitch
 from part_tf.training import PARTModel
 from part_tf.training.checkpointing import AtomicBackupAndRestore
 from part_tf.training.checkpointing import read_state
+from tests import commands
 
 SHAPE = (16, 16, 3)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,8 +175,8 @@ class PARTModelTest(tf.test.TestCase, parameterized.TestCase):
         diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
         print("RESULT", moved, diff)
         """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, timeout=300, cwd=ROOT)
+    result = commands.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     moved, diff = map(float, result.stdout.split("RESULT")[1].split())
     self.assertGreater(moved, 1e-3)
@@ -495,6 +496,7 @@ class PARTModelTest(tf.test.TestCase, parameterized.TestCase):
                       loaded.cam_layer, loaded.seed, loaded.name),
                      (0.1, 0.05, "gradcam", CAM_LAYER, 1, "act_model"))
 
+  @pytest.mark.slow
   def test_cam_layer_found_in_a_keras_application(self):
     # MobileNetV2 names no CAM layer: the last layer with a spatial output
     # is taken. At 32x32 its maps are 1x1 (constant CAMs): a warning names

@@ -2,12 +2,12 @@
 and the PNG charts of `scripts/evaluate.py`."""
 
 import os
-import subprocess
 import sys
 import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -15,6 +15,7 @@ from part_tf import pictures
 from part_tf.models import small_cnn
 from part_tf.training import PARTModel
 from part_tf.training import image_summaries
+from tests import commands
 from tests import test_cam  # the one-region model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +168,7 @@ def _grid_layout(num_rows, tile=1.7, left=0.45, top=0.95, gap=0.3, dpi=100):
   return boxes
 
 
+@pytest.mark.slow
 class ScriptsTest(tf.test.TestCase):
 
   @classmethod
@@ -178,9 +180,9 @@ class ScriptsTest(tf.test.TestCase):
     small_cnn((28, 28, 1), 10).save(cls.keras_file)
 
   def run_script(self, name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", name),
-                           *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT)
+    return commands.run([sys.executable, os.path.join(ROOT, "scripts", name),
+                         *args], capture_output=True, text=True, timeout=300,
+                        cwd=ROOT)
 
   def visualize(self, name, *args):
     """Runs visualize.py on the test model; returns the decoded grid."""

@@ -4,13 +4,13 @@ bit-identical to the method without it, and the two-view input."""
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import attacks
@@ -22,6 +22,7 @@ from part_tf.config import TrainConfig
 from part_tf.models import small_cnn
 from part_tf.training import PARTModel
 from part_tf.training import forward
+from tests import commands
 from tests import tiny_runs
 from tests.fakes import FixedOutputs
 
@@ -196,6 +197,7 @@ class WeightZeroTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllClose(w_none[-2], w_on[-2])  # and the weight matters
 
 
+@pytest.mark.slow
 class InputTest(tf.test.TestCase):
 
   def test_two_views_from_the_input_pipeline(self):
@@ -309,6 +311,7 @@ class InputTest(tf.test.TestCase):
                   regularisers=[KINDS[kind](weight=1.0, layer="nope")])
 
 
+@pytest.mark.slow
 class MirroredTest(tf.test.TestCase):
   """ACT with consistency and the centre loss over two replicas equals one
   device: a partial last batch splits 3/2 between the replicas, or 1/0
@@ -362,9 +365,9 @@ class MirroredTest(tf.test.TestCase):
         print(json.dumps(results))
         """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], cwd=root,
-                            capture_output=True, text=True, timeout=600,
-                            check=False)
+    result = commands.run([sys.executable, "-c", code], cwd=root,
+                          capture_output=True, text=True, timeout=600,
+                          check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     results = json.loads(result.stdout.strip().splitlines()[-1])
     for runs in results.values():

@@ -13,9 +13,11 @@ import tempfile
 import time
 import zipfile
 
+import pytest
 import tensorflow as tf
 
 from part_tf import run_folder
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +28,9 @@ TINY = [*TINY_TRAIN, "--burn_in_epochs=0"]
 
 
 def run(script, *args, cwd=ROOT, timeout=300, prefix=()):
-  return subprocess.run([*prefix, sys.executable, script, *args],
-                        capture_output=True, text=True, timeout=timeout,
-                        cwd=cwd)
+  return commands.run([*prefix, sys.executable, script, *args],
+                      capture_output=True, text=True, timeout=timeout,
+                      cwd=cwd)
 
 
 def train(model_dir, *args, **kwargs):
@@ -105,6 +107,7 @@ class RunFolderTestCase(tf.test.TestCase):
     return lines[0]
 
 
+@pytest.mark.slow
 class ResumeTest(RunFolderTestCase):
 
   def test_a_default_run_prints_its_lines_and_a_clean_stderr(self):
@@ -175,11 +178,12 @@ class ResumeTest(RunFolderTestCase):
     self.assertFalse([n for n in os.listdir(folder) if n.startswith(".tmp-")])
 
 
+@pytest.mark.slow
 class LockTest(RunFolderTestCase):
 
   def test_second_process_on_a_folder_stops_at_once(self):
     folder = os.path.join(tempfile.mkdtemp(dir=self.root), "run")
-    first = subprocess.Popen(
+    first = commands.Popen(
         [sys.executable, TRAIN, f"--model_dir={folder}", *TINY,
          "--max_train_examples=1024", "--epochs=6", "--noexport"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -212,6 +216,7 @@ class LockTest(RunFolderTestCase):
       pass
 
 
+@pytest.mark.slow
 class BadFolderTest(RunFolderTestCase):
 
   def test_truncated_backup_weights(self):

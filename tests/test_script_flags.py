@@ -3,12 +3,12 @@
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
 from absl.testing import parameterized
 import tensorflow as tf
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train", "evaluate", "compare", "benchmark", "visualize")
@@ -19,9 +19,9 @@ def _script(name):
 
 
 def _run(name, *args, cwd=None):
-  return subprocess.run([sys.executable, _script(name), *args], cwd=cwd,
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
+  return commands.run([sys.executable, _script(name), *args], cwd=cwd,
+                      capture_output=True, text=True, timeout=300,
+                      check=False)
 
 
 def _listed(text):

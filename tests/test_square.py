@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from part_tf import data
@@ -72,6 +73,7 @@ class SquareScheduleTest(tf.test.TestCase):
     self.assertEqual(int(square_side(1.0, 4, 9)), 4)      # fits the image
 
 
+@pytest.mark.slow
 class SquareAttackTest(tf.test.TestCase):
 
   @classmethod

@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow.python.framework import config as tf_config
@@ -21,6 +22,7 @@ from part_tf.config import TrainConfig
 from part_tf.data import datasets
 from part_tf.data import streaming
 from part_tf.data import tfds_any
+from tests import commands
 from tests import test_tiny_imagenet
 from tests import tiny_runs
 
@@ -41,6 +43,7 @@ def _one_pass(spec, batch_size, num_examples, **kwargs):
       np.uint8), np.concatenate([y for _, y in batches])
 
 
+@pytest.mark.slow
 class StreamTest(tf.test.TestCase):
 
   def test_mock_tfds_stream_yields_the_memory_multiset_each_pass(self):
@@ -186,9 +189,9 @@ class StreamTest(tf.test.TestCase):
               datasets.load("tfds:{name}", {data_dir!r}, spec=spec)
             print(status("VmHWM:") - start)
             """)
-        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300,
-                                check=False)
+        result = commands.run([sys.executable, "-c", code], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300,
+                              check=False)
         self.assertEqual(result.returncode, 0, result.stderr[-2000:])
         peaks[name, mode] = int(result.stdout.split()[-1]) / 1024  # MB
     stream_growth = peaks["large_images", "stream"] - peaks[
@@ -227,6 +230,7 @@ class StreamTest(tf.test.TestCase):
         tfds_any.spec_for("tfds:cifar10", mean=[0.5], std=[0.2] * 3)
 
 
+@pytest.mark.slow
 class TfdsByNameTrainTest(tf.test.TestCase):
 
   def test_train_py_on_a_resized_mock_dataset(self):
@@ -264,7 +268,7 @@ class DataServiceTest(tf.test.TestCase):
     self.addCleanup(shutil.rmtree, root)
     model_dir = os.path.join(root, "run")
     try:  # killed after its timeout if it hangs (as it did)
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
            *tiny_runs.TINY_TRAIN, "--epochs=1", "--burn_in_epochs=0",
            f"--data_service=grpc://127.0.0.1:{port}", "--cluster_timeout=2",

@@ -10,10 +10,12 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 from scipy import stats
 import tensorflow as tf
 
 from part_tf import study
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,15 +86,16 @@ def _read(folder):
     return report, f.read()
 
 
+@pytest.mark.slow
 class ResumedStudyTest(tf.test.TestCase):
 
   def test_killed_study_started_again_gives_the_same_report(self):
     root = tempfile.mkdtemp()
     straight = os.path.join(root, "straight")
     command = [sys.executable, COMPARE, *TINY]
-    result = subprocess.run([*command, f"--model_dir={straight}"],
-                            capture_output=True, text=True, timeout=900,
-                            cwd=ROOT)
+    result = commands.run([*command, f"--model_dir={straight}"],
+                          capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertEqual(result.stderr, "")
     self.assertIn("part vs at, natural accuracy: ", result.stdout)
@@ -100,10 +103,10 @@ class ResumedStudyTest(tf.test.TestCase):
     killed = os.path.join(root, "killed")
     # The study and its train.py children in a session of their own, so
     # that the kill takes them all.
-    process = subprocess.Popen([*command, f"--model_dir={killed}"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = commands.Popen([*command, f"--model_dir={killed}"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     first = os.path.join(killed, "at", "seed0", "metrics.json")
     deadline = time.time() + 300
     while not os.path.exists(first) and time.time() < deadline:
@@ -112,9 +115,9 @@ class ResumedStudyTest(tf.test.TestCase):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     self.assertFalse(os.path.exists(os.path.join(killed, "study.json")))
-    again = subprocess.run([*command, f"--model_dir={killed}"],
-                           capture_output=True, text=True, timeout=900,
-                           cwd=ROOT)
+    again = commands.run([*command, f"--model_dir={killed}"],
+                         capture_output=True, text=True, timeout=900,
+                         cwd=ROOT)
     self.assertEqual(again.returncode, 0, again.stderr[-3000:])
     self.assertIn("=== at/seed0: finished already", again.stdout)
     (report_a, text_a), (report_b, text_b) = _read(straight), _read(killed)
@@ -130,6 +133,7 @@ class ResumedStudyTest(tf.test.TestCase):
       self.assertGreater(np.mean(chart < 200), 0.01)
 
 
+@pytest.mark.slow
 class VariantStudyTest(tf.test.TestCase):
   """--methods entries that add regularisers (METHOD+NAME[=WEIGHT])."""
 
@@ -138,8 +142,8 @@ class VariantStudyTest(tf.test.TestCase):
     command = [sys.executable, COMPARE, *TINY[:-2],
                "--methods=at,at+center_loss=0.01", "--seeds=0",
                f"--model_dir={root}"]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            timeout=900, cwd=ROOT)
+    result = commands.run(command, capture_output=True, text=True,
+                          timeout=900, cwd=ROOT)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn("at+center_loss=0.01 vs at, natural accuracy: ",
                   result.stdout)
@@ -150,8 +154,8 @@ class VariantStudyTest(tf.test.TestCase):
                      ("at", 0.01))
     with open(os.path.join(root, "at", "seed0", "config.json")) as f:
       self.assertEqual(json.load(f)["center_loss_weight"], 0.0)
-    again = subprocess.run(command, capture_output=True, text=True,
-                           timeout=900, cwd=ROOT)
+    again = commands.run(command, capture_output=True, text=True,
+                         timeout=900, cwd=ROOT)
     self.assertIn("=== at+center_loss=0.01/seed0: finished already",
                   again.stdout)
 
@@ -161,7 +165,7 @@ class VariantStudyTest(tf.test.TestCase):
         ("at+feature_alignment", "feature_alignment has no paper default"),
         ("at+consistency=-1", "must be > 0"),
         ("fgsm+consistency", "unknown method 'fgsm'")):
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, COMPARE, f"--methods=at,{entry}",
            f"--model_dir={tempfile.mkdtemp()}"],
           capture_output=True, text=True, timeout=120, cwd=ROOT)

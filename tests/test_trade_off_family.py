@@ -17,6 +17,7 @@ import time
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
@@ -24,6 +25,7 @@ from part_tf import components  # pylint: disable=unused-import
 from part_tf import experiment
 from part_tf import registry
 from part_tf.config import TrainConfig
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +44,7 @@ def _rows(model_dir):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 class CrossingTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
@@ -77,6 +80,7 @@ class CrossingTest(tf.test.TestCase, parameterized.TestCase):
                        metrics["natural_accuracy"] + 1e-9)
 
 
+@pytest.mark.slow
 class KilledACTRunTest(tf.test.TestCase):
 
   def test_part_act_with_regularisers_resumes_after_a_kill(self):
@@ -93,15 +97,15 @@ class KilledACTRunTest(tf.test.TestCase):
              "--image_count=0", "--noexport"]
     script = os.path.join(ROOT, "scripts", "train.py")
     full_dir, killed_dir = (os.path.join(root, n) for n in ("full", "killed"))
-    full = subprocess.run(
+    full = commands.run(
         [sys.executable, script, *flags, "--epochs=3",
          f"--model_dir={full_dir}"],
         capture_output=True, text=True, timeout=600, check=False)
     self.assertEqual(full.returncode, 0, full.stderr[-2000:])
     command = [sys.executable, script, *flags, "--epochs=3",
                f"--model_dir={killed_dir}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = commands.Popen(command, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     state = os.path.join(killed_dir, "backup", "state.json")
     deadline, epoch = time.time() + 300, 0
     while time.time() < deadline and process.poll() is None:
@@ -114,8 +118,8 @@ class KilledACTRunTest(tf.test.TestCase):
     self.assertIsNone(process.poll(), "the run ended before it was killed")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    resumed = subprocess.run(command, capture_output=True, text=True,
-                             timeout=600, check=False)
+    resumed = commands.run(command, capture_output=True, text=True,
+                           timeout=600, check=False)
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-2000:])
     self.assertIn("resuming after epoch", resumed.stdout)
     with open(os.path.join(full_dir, "metrics.json")) as f:
@@ -132,7 +136,7 @@ class KilledACTRunTest(tf.test.TestCase):
     self.assertEqual(_rows(full_dir), _rows(killed_dir))
     # visualize.py crafts the pictures' AEs with the run's natural model.
     picture = os.path.join(root, "act.png")
-    shown = subprocess.run(
+    shown = commands.run(
         [sys.executable, os.path.join(ROOT, "scripts", "visualize.py"),
          f"--model_path={full_dir}", "--num_images=2", f"--output={picture}"],
         capture_output=True, text=True, timeout=300, check=False)

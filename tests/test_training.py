@@ -14,6 +14,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
@@ -22,6 +23,7 @@ from part_tf import experiment
 from part_tf import run_folder
 from part_tf import run_settings
 from part_tf.config import TrainConfig
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,6 +45,7 @@ def _epochs_logged(model_dir):
     return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 class EndToEndTest(tf.test.TestCase):
 
   @classmethod
@@ -176,6 +179,7 @@ def _log_rows(model_dir):
     return list(csv.reader(f))
 
 
+@pytest.mark.slow
 class LearningRateTest(tf.test.TestCase):
   """The rate of every epoch in log.csv, the reference schedule through a
   resume, and logs of runs from before the column."""
@@ -221,6 +225,7 @@ class LearningRateTest(tf.test.TestCase):
     self.assertEqual(_epochs_logged(model_dir), [0, 1])
 
 
+@pytest.mark.slow
 class OlderRunsTest(tf.test.TestCase):
   """Run folders of settings version 1 resume as what they were."""
 
@@ -232,7 +237,10 @@ class OlderRunsTest(tf.test.TestCase):
     # A run trained with the pre-activation network, its config.json as
     # version 1 wrote it ("model": "resnet18", no settings_version).
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
-    settings = {**TINY, "model": "preact_resnet18", "burn_in_epochs": 0}
+    # (AT: the network is what is checked, and a ResNet's CAM step is the
+    # slow part of compiling it.)
+    settings = {**TINY, "model": "preact_resnet18", "burn_in_epochs": 0,
+                "method": "at"}
     experiment.train(_config(model_dir, **{**settings, "epochs": 1}))
     path = os.path.join(model_dir, "config.json")
     with open(path) as f:
@@ -295,6 +303,7 @@ class OlderRunsTest(tf.test.TestCase):
                        else config["cam_layer"])
 
 
+@pytest.mark.slow
 class KillAndResumeTest(tf.test.TestCase):
 
   def test_sigkill_mid_run_then_same_command_finishes_the_run(self):
@@ -307,8 +316,8 @@ class KillAndResumeTest(tf.test.TestCase):
         "--num_steps=2", "--optimizer=adam", "--learning_rate=1e-3",
         "--eval_num_steps=2", "--eval_subset=64", "--noexport"]
     state = os.path.join(model_dir, "backup", "state.json")
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = commands.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     epoch = 0
     while time.time() < deadline and process.poll() is None:
@@ -323,8 +332,8 @@ class KillAndResumeTest(tf.test.TestCase):
     process.wait()
     self.assertBetween(epoch, 1, 3)
     self.assertFalse(os.path.exists(os.path.join(model_dir, "metrics.json")))
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = commands.run(command, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     with open(os.path.join(model_dir, "metrics.json")) as f:
       metrics = json.load(f)

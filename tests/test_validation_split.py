@@ -6,13 +6,13 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
@@ -24,6 +24,7 @@ from part_tf import run_folder
 from part_tf.data import streaming
 from part_tf.data import validation
 from part_tf.parsing import parse_validation_split
+from tests import commands
 from tests import test_tiny_imagenet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,6 +130,7 @@ RUN = ["--max_train_examples=1500", "--max_test_examples=200",
        "--image_count=0", "--seed=4"]
 
 
+@pytest.mark.slow
 class ChosenOnValidationTest(tf.test.TestCase):
   """Through train.py and evaluate.py, as a user runs them."""
 
@@ -137,7 +139,7 @@ class ChosenOnValidationTest(tf.test.TestCase):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
     cls.run_dir = os.path.join(cls.root, "run")
-    cls.result = subprocess.run(
+    cls.result = commands.run(
         [sys.executable, TRAIN, *RUN, f"--model_dir={cls.run_dir}"],
         capture_output=True, text=True, timeout=600, check=False)
     cls.addClassCleanup(shutil.rmtree, cls.root, True)
@@ -208,20 +210,49 @@ class ChosenOnValidationTest(tf.test.TestCase):
     self.assertAllEqual(out["class_name"].numpy().astype(str),
                         out["classes"].numpy().astype(str))  # digits
 
-  def test_evaluate_chooses_the_checkpoint(self):
+  def test_evaluate_gives_metrics_json_pgd_example_for_example(self):
+    """`evaluate.py --attacks=pgd --num_steps=N` on a run folder measures
+    what its metrics.json says, for the final and the best model: the same
+    examples survive (the run's seed and batches are evaluate.py's
+    defaults)."""
+    _, test, _ = data.load("mnist_offline", max_train=1, max_test=200)
+    epsilon, step = self.metrics["epsilon"], self.metrics["eval_step_size"]
     for checkpoint, key, stem in (("best", "best", "eval_best"),
                                   ("final", None, "eval")):
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, EVALUATE, f"--model_path={self.run_dir}",
-           f"--checkpoint={checkpoint}", "--attacks=fgsm",
-           "--num_examples=200", "--nosanity_checks"],
+           f"--checkpoint={checkpoint}", "--attacks=pgd", "--num_steps=5",
+           "--save_examples", "--nosanity_checks"],
           capture_output=True, text=True, timeout=300, check=False)
       self.assertEqual(result.returncode, 0, result.stderr[-2000:])
       with open(os.path.join(self.run_dir, f"{stem}.json")) as f:
         report = json.load(f)
-      self.assertEqual(report["checkpoint"], checkpoint)
-      want = (self.metrics[key] if key else self.metrics)["natural_accuracy"]
-      self.assertAllClose(report["reports"][0]["natural_accuracy"], want)
+      self.assertEqual((report["checkpoint"], report["seed"]),
+                       (checkpoint, 4))
+      reported = report["reports"][0]
+      self.assertEqual(reported["num_examples"], 200)
+      want = self.metrics[key] if key else self.metrics
+      self.assertEqual(reported["natural_accuracy"],
+                       want["natural_accuracy"])
+      self.assertEqual(reported["robust_accuracy"]["pgd"],
+                       want["pgd5_accuracy"])
+      with np.load(os.path.join(self.run_dir, f"{stem}_examples.npz")) as f:
+        examples = {k: f[k] for k in f.files}
+      self.assertEqual(examples["robust_pgd"].shape, (1, 200))
+      self.assertAllClose(examples["epsilons"], [epsilon])
+      # The run's own measurement, per example: its classifier, test
+      # images, batches (eval_batch_size), seed and attack.
+      classifier = keras.saving.load_model(os.path.join(
+          self.run_dir, run_folder.CLASSIFIER_FILES[checkpoint]))
+      run = evaluation.robust_accuracy(
+          classifier, data.eval_dataset(test, self.metrics["eval_batch_size"]),
+          epsilon, step, 5, seed=4, per_example=True)
+      self.assertEqual(run["pgd_accuracy"], want["pgd5_accuracy"])
+      self.assertAllEqual(run["natural"], examples["natural"])
+      self.assertAllEqual(run["robust"], examples["robust_pgd"][0])
+      # Some examples fall to the attack and some survive: the comparison
+      # is not between two all-True arrays.
+      self.assertTrue(0 < np.mean(run["robust"]) < np.mean(run["natural"]))
 
   def test_evaluate_best_of_a_file_or_a_run_without_one_is_an_error(self):
     bare = os.path.join(self.root, "no_best")
@@ -234,7 +265,7 @@ class ChosenOnValidationTest(tf.test.TestCase):
          "--checkpoint=best needs a run folder"),
         (os.path.join(self.run_dir, "export", "3"),
          "--checkpoint=best needs a run folder")):
-      result = subprocess.run(
+      result = commands.run(
           [sys.executable, EVALUATE, f"--model_path={path}",
            "--checkpoint=best", "--dataset=mnist_offline"],
           capture_output=True, text=True, timeout=300, check=False)
@@ -267,6 +298,7 @@ def _one_epoch_config(root, **settings):
       **settings})
 
 
+@pytest.mark.slow
 class ResumeTest(tf.test.TestCase):
 
   def tearDown(self):

@@ -2,9 +2,9 @@
 a way to run train.py on TFDS mock data."""
 
 import os
-import subprocess
 import sys
 import textwrap
+from tests import commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +26,6 @@ def train_on_mock_tfds(args, num_examples, timeout=300):
       with tfds.testing.mock_data(num_examples={num_examples}):
         runpy.run_path("scripts/train.py", run_name="__main__")
       """)
-  return subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  return commands.run([sys.executable, "-c", code], cwd=ROOT,
+                      capture_output=True, text=True, timeout=timeout,
+                      check=False)

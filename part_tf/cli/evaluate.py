@@ -55,7 +55,8 @@ flags.DEFINE_string("data_dir", None, "TFDS data folder (default: the run's).")
 flags.DEFINE_list("epsilon", [], "Budgets, e.g. 8/255 or 2/255,4/255,8/255 "
                   "(default: the run's --eval_epsilon, else its --epsilon).")
 flags.DEFINE_integer("num_examples", None, "Evaluate the first N test "
-                     "examples.", lower_bound=1)
+                     "examples (default: those the run measured, all unless "
+                     "it set --max_test_examples).", lower_bound=1)
 flags.DEFINE_list("attacks", [], "Attacks (default: all available): "
                   + ", ".join(attack_catalogue.evaluation_attacks()) + ".")
 flags.DEFINE_enum("preset", None, tuple(PRESETS),
@@ -74,7 +75,9 @@ flags.DEFINE_integer("batch_size", None, "Batch size (default: the run's "
                      "--eval_batch_size, else 256; the random starts follow "
                      "the batches, so the run's gives its metrics.json "
                      "numbers).", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the random starts.", lower_bound=0)
+flags.DEFINE_integer("seed", None, "Seed of the random starts (default: "
+                     "the run's seed, as in its metrics.json; 0 for a model "
+                     "outside a run folder).", lower_bound=0)
 flags.DEFINE_bool("sanity_checks", True, "Run the gradient-masking checks.")
 flags.DEFINE_list("corruptions", [], "CIFAR-10-C corruptions to measure "
                   "natural accuracy on ('all', or names like fog,"
@@ -107,6 +110,9 @@ flags.DEFINE_enum("checkpoint", "final", ("final", "best"), "For a run "
                   "folder: final: the last epoch's classifier; best: the "
                   "most robust epoch on the run's validation split (reports "
                   "then go to eval_best.json, .md, .png).")
+flags.DEFINE_bool("save_examples", False, "Also write eval_examples.npz: "
+                  "per test example, classified right clean and under each "
+                  "attack (to compare models example by example).")
 flags.mark_flag_as_required("model_path")
 refuse_urls("model_path", "output_dir", "data_dir")
 flags.register_validator("model_path",
@@ -187,7 +193,8 @@ def request_from_flags():
       output_dir=FLAGS.output_dir,
       input_range=tuple(_numbers(FLAGS.input_range)),
       input_mean=tuple(_numbers(FLAGS.input_mean)),
-      input_std=tuple(_numbers(FLAGS.input_std)))
+      input_std=tuple(_numbers(FLAGS.input_std)),
+      save_examples=FLAGS.save_examples)
 
 
 def main(argv):

@@ -3,7 +3,6 @@ most robust epoch's checkpoint."""
 
 import keras
 
-from part_tf import distribution
 from part_tf import evaluation
 from part_tf.training import checkpointing
 
@@ -81,9 +80,7 @@ class RobustEvaluation(keras.callbacks.Callback):
       self._evaluator = evaluation.Evaluator(
           classifier, self.epsilon, ("pgd",), self.config, self.seed,
           strategy=strategy, jit_compile=self.jit_compile)
-    distribution.broadcast_first_replica(classifier.non_trainable_variables,
-                                         strategy)
-    report = self._evaluator(self.dataset)
+    report = self._evaluator(self.dataset)  # with replica 0's statistics
     return float(report["robust_accuracy"]["pgd"])
 
   def _save_best(self, epoch, value):

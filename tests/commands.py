@@ -1,0 +1,405 @@
+"""The project's scripts as processes that start in a fraction of a second.
+
+A script run as `python scripts/train.py ...` spends 6-8 seconds importing
+TensorFlow, Keras and part_tf before it reads its first flag, and the suite
+runs a few hundred of them. `Popen` and `run` here are drop-in replacements
+for `subprocess.Popen` and `subprocess.run` that start such a command as a
+fork of a warm process (a "zygote": one per test process, started on first
+use, which has imported those libraries and nothing else, and has run no
+TensorFlow op, so it has no threads to lose in a fork):
+
+    result = commands.run([sys.executable, TRAIN, "--epochs=1", ...],
+                          capture_output=True, text=True, timeout=300)
+
+The child is a real process: its own pid (signals, `kill -9`, locks and
+exit codes behave as they do for a fresh one), its own cwd, environment,
+`sys.argv`, `sys.path` (the script's folder first, then PYTHONPATH) and
+standard streams, and it runs the script as `__main__` with `runpy`, as
+`python` does. What it does not repeat is the import of the preloaded
+libraries, so what those imports print (TensorFlow's start-up lines on
+stderr) and environment variables read only at import time are those of the
+zygote. Tests about exactly that (`test_console`: start-up stderr;
+`test_packaging`: installed console scripts) use `subprocess` itself.
+
+The python commands such a command starts (`compare.py` runs `train.py`
+per run) are forks of the same zygote too, unless it was started with
+`start_new_session` (a kill of its process group must reach them). Commands other than
+`python SCRIPT`, `python -c CODE` or `python -m MODULE`
+(and any command when `PART_TF_TESTS_NO_ZYGOTE=1`) start as ordinary
+subprocesses.
+
+Protocol: the client sends one JSON request with the child's standard
+streams (`socket.send_fds`) over a Unix socket; the zygote forks a monitor
+for the connection, which forks the child, sends its pid, waits for it and
+sends its wait status. The zygote exits when its test process does (end of
+its stdin).
+"""
+
+import atexit
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the zygote imports before it forks: the slow imports of every script.
+# Not part_tf.cli.* (they define absl flags at import, once per process).
+PRELOAD = ("numpy", "tensorflow", "keras", "tensorflow_datasets",
+           "tf_keras_vis.gradcam_plus_plus", "absl.app", "absl.flags",
+           "matplotlib.pyplot", "h5py", "part_tf", "part_tf.experiment",
+           "part_tf.evaluation_report", "part_tf.attack_suite")
+_DISABLE = "PART_TF_TESTS_NO_ZYGOTE"
+_lock = threading.Lock()
+_zygote = None  # (Popen of the zygote, socket path), started on first use
+_inside = None  # in a command the zygote started: the zygote's socket
+
+
+# --- client --------------------------------------------------------------------
+
+def _entry(args):
+  """(kind, target, script args) of a `python ...` command the zygote can
+  run, or None."""
+  if isinstance(args, (str, bytes)) or len(args) < 2:
+    return None
+  args = [os.fspath(a) for a in args]
+  if args[0] != sys.executable:
+    return None
+  if args[1] in ("-c", "-m"):
+    if len(args) < 3:
+      return None
+    return ("code" if args[1] == "-c" else "module", args[2], args[3:])
+  if args[1].startswith("-") or not args[1].endswith(".py"):
+    return None
+  return ("script", args[1], args[2:])
+
+
+def _address():
+  """The socket of this process' zygote (started now if need be)."""
+  global _zygote
+  if _inside is not None:  # a command the zygote runs: its own zygote
+    return _inside
+  with _lock:
+    if _zygote is not None and _zygote[0].poll() is None:
+      return _zygote[1]
+    folder = tempfile.mkdtemp(prefix="part_tf_zygote_")
+    path = os.path.join(folder, "socket")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-m", "tests.commands", path], cwd=ROOT, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+      if process.poll() is not None or time.monotonic() > deadline:
+        process.kill()
+        raise RuntimeError("the test zygote did not start")
+      time.sleep(0.05)
+
+    def stop(process=process, folder=folder):
+      process.stdin.close()  # the zygote exits at the end of its stdin
+      try:
+        process.wait(10)
+      except subprocess.TimeoutExpired:
+        process.kill()
+      for name in os.listdir(folder):
+        os.remove(os.path.join(folder, name))
+      os.rmdir(folder)
+
+    atexit.register(stop)
+    _zygote = (process, path)
+    return path
+
+
+class Popen(subprocess.Popen):
+  """`subprocess.Popen`, started by the zygote when the command is
+  `python SCRIPT|-c CODE|-m MODULE ...` (see the module docstring)."""
+
+  _connection = None
+
+  def _execute_child(self, args, executable, preexec_fn, close_fds,
+                     pass_fds, cwd, env, startupinfo, creationflags, shell,
+                     p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+                     *rest):
+    # rest: restore_signals, gid, gids, uid, umask, start_new_session,
+    # process_group (Python 3.11).
+    plain = not (shell or executable or preexec_fn or pass_fds
+                 or any(v is not None for v in rest[1:4])
+                 or (len(rest) > 6 and rest[6] != -1))
+    entry = _entry(args) if plain and os.environ.get(_DISABLE) != "1" else None
+    if entry is None:
+      return super()._execute_child(
+          args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
+          startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread,
+          c2pwrite, errread, errwrite, *rest)
+    kind, target, script_args = entry
+    request = {
+        "kind": kind, "target": target, "argv": script_args,
+        "cwd": os.path.abspath(os.fspath(cwd)) if cwd else os.getcwd(),
+        "env": dict(os.environ) if env is None else {
+            os.fsdecode(k): os.fsdecode(v) for k, v in env.items()},
+        "new_session": bool(rest[5]),
+        "umask": rest[4]}
+    fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
+           errwrite if errwrite != -1 else 2]
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+      connection.connect(_address())
+      payload = json.dumps(request).encode()
+      socket.send_fds(connection, [len(payload).to_bytes(8, "big") + payload],
+                      fds)
+      reply = _read_line(connection)
+    except BaseException:
+      connection.close()
+      raise
+    # As Popen does: the child's ends of the pipes are the child's now.
+    self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread,
+                         errwrite)
+    if not reply.startswith(b"pid "):
+      connection.close()
+      raise OSError(f"the test zygote could not start {args!r}: "
+                    f"{reply.decode(errors='replace')}")
+    self.pid = int(reply.split()[1])
+    self._connection = connection
+    self._child_created = True
+
+  def _internal_poll(self, _deadstate=None, _waitpid=None, _WNOHANG=None,
+                     _ECHILD=None):
+    if self._connection is None:
+      return super()._internal_poll()
+    self._status(0)
+    return self.returncode
+
+  def _wait(self, timeout):
+    if self._connection is None:
+      return super()._wait(timeout)
+    if self.returncode is not None:
+      return self.returncode
+    if self._status(timeout) is None:
+      raise subprocess.TimeoutExpired(self.args, timeout)
+    return self.returncode
+
+  def _status(self, timeout):
+    """Reads the child's wait status when it comes within `timeout` seconds
+    (None: block); sets `returncode`."""
+    if self.returncode is not None:
+      return self.returncode
+    with selectors.DefaultSelector() as selector:
+      selector.register(self._connection, selectors.EVENT_READ)
+      if not selector.select(timeout):
+        return None
+    line = _read_line(self._connection)
+    self._connection.close()
+    if not line.startswith(b"status "):
+      self.returncode = -signal.SIGKILL  # the monitor died: report a kill
+    else:
+      self.returncode = os.waitstatus_to_exitcode(int(line.split()[1]))
+    return self.returncode
+
+  def send_signal(self, sig):
+    self.poll()
+    if self.returncode is None:
+      try:
+        os.kill(self.pid, sig)
+      except ProcessLookupError:
+        pass
+
+
+def _read_line(connection) -> bytes:
+  data = b""
+  while not data.endswith(b"\n"):
+    chunk = connection.recv(1)
+    if not chunk:
+      break
+    data += chunk
+  return data.strip()
+
+
+def run(*popenargs, input=None, capture_output=False, timeout=None,  # pylint: disable=redefined-builtin
+        check=False, **kwargs):
+  """`subprocess.run` through `Popen` (the zygote for python commands)."""
+  if capture_output:
+    kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+  if input is not None:
+    kwargs["stdin"] = subprocess.PIPE
+  with Popen(*popenargs, **kwargs) as process:
+    try:
+      stdout, stderr = process.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+      process.kill()
+      e.stdout, e.stderr = process.communicate()
+      raise
+    except BaseException:
+      process.kill()
+      raise
+    code = process.poll()
+  if check and code:
+    raise subprocess.CalledProcessError(code, process.args, stdout, stderr)
+  return subprocess.CompletedProcess(process.args, code, stdout, stderr)
+
+
+# --- zygote --------------------------------------------------------------------
+
+def _serve(path):
+  import importlib  # pylint: disable=g-import-not-at-top
+  for name in PRELOAD:
+    try:
+      importlib.import_module(name)
+    except ImportError:
+      pass
+  base_path = [p for p in sys.path[1:]
+               if p not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+  signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors reap themselves
+  listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  listener.bind(path + ".tmp")
+  listener.listen(64)
+  os.rename(path + ".tmp", path)
+  with selectors.DefaultSelector() as selector:
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(sys.stdin, selectors.EVENT_READ)
+    while True:
+      for key, _ in selector.select():
+        if key.fileobj is not listener:
+          if not sys.stdin.buffer.read1(1 << 16):  # the tests have ended
+            return
+          continue
+        connection, _ = listener.accept()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+          listener.close()
+          try:
+            _monitor(connection, base_path, path)
+          finally:
+            os._exit(0)
+        connection.close()
+
+
+def _monitor(connection, base_path, path):
+  """Receives one request, forks its child, reports pid and wait status."""
+  signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+  header, fds, _, _ = socket.recv_fds(connection, 8, 3)
+  size = int.from_bytes(header, "big")
+  payload = b""
+  while len(payload) < size:
+    payload += connection.recv(size - len(payload))
+  request = json.loads(payload)
+  pid = os.fork()
+  if pid == 0:
+    connection.close()
+    _child(request, fds, base_path, path)  # never returns
+  for fd in fds:
+    os.close(fd)
+  connection.sendall(f"pid {pid}\n".encode())
+  _, status = os.waitpid(pid, 0)
+  connection.sendall(f"status {status}\n".encode())
+
+
+def _child(request, fds, base_path, path):
+  """Becomes the requested command: streams, cwd, environment, argv, path,
+  then runs it as `__main__` and exits with its code."""
+  code = 1
+  try:
+    if request["new_session"]:
+      os.setsid()
+    if request["umask"] >= 0:
+      os.umask(request["umask"])
+    for target, fd in enumerate(fds):
+      os.dup2(fd, target)
+    for fd in fds:
+      if fd > 2:
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    _fresh_streams()
+    kind, target = request["kind"], request["target"]
+    first = {"script": os.path.dirname(os.path.abspath(target)),
+             "code": "", "module": os.getcwd()}[kind]
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+             if p]
+    sys.path[:] = [first, *extra, *base_path]
+    # The python commands this one starts (compare.py's train.py runs)
+    # are forks of the same zygote, unless it leads a session of its own:
+    # a kill of its process group must take them too, and forks of the
+    # zygote cannot join it.
+    if not request["new_session"]:
+      global _inside
+      _inside = path
+      subprocess.Popen = Popen
+    code = _run(kind, target, request["argv"])
+  except BaseException:  # pylint: disable=broad-except
+    import traceback  # pylint: disable=g-import-not-at-top
+    traceback.print_exc()
+    code = 1
+  finally:
+    try:
+      atexit._run_exitfuncs()  # pylint: disable=protected-access
+      sys.stdout.flush()
+      sys.stderr.flush()
+    finally:
+      os._exit(code)
+
+
+def _run(kind, target, argv) -> int:
+  """Runs the command as `python` would; returns its exit code."""
+  import runpy  # pylint: disable=g-import-not-at-top
+  try:
+    if kind == "script":
+      sys.argv = [target, *argv]
+      runpy.run_path(target, run_name="__main__")
+    elif kind == "module":
+      sys.argv = [target, *argv]
+      runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+      sys.argv = ["-c", *argv]
+      namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+      exec(compile(target, "<string>", "exec"), namespace)  # pylint: disable=exec-used
+  except SystemExit as e:
+    if e.code is None:
+      return 0
+    if isinstance(e.code, int):
+      return e.code
+    print(e.code, file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    import traceback  # pylint: disable=g-import-not-at-top
+    traceback.print_exc()
+    return 128 + signal.SIGINT  # as far as a test can tell, as python does
+  except BaseException:  # pylint: disable=broad-except
+    import traceback  # pylint: disable=g-import-not-at-top
+    traceback.print_exc()
+    return 1
+  return 0
+
+
+def _fresh_streams():
+  """sys.stdin/stdout/stderr on descriptors 0/1/2 as a new interpreter
+  makes them (block-buffered unless a terminal or PYTHONUNBUFFERED)."""
+  import io  # pylint: disable=g-import-not-at-top
+  unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+  encoding = os.environ.get("PYTHONIOENCODING", "utf-8").split(":")[0] or "utf-8"
+
+  def stream(fd, mode, errors, line_buffering):
+    raw = io.FileIO(fd, mode, closefd=False)
+    if mode == "rb":
+      return io.TextIOWrapper(io.BufferedReader(raw), encoding, errors)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding, errors,
+                            line_buffering=line_buffering,
+                            write_through=unbuffered)
+
+  sys.stdin = sys.__stdin__ = stream(0, "rb", "strict", False)
+  sys.stdout = sys.__stdout__ = stream(1, "wb", "strict",
+                                       os.isatty(1) or unbuffered)
+  sys.stderr = sys.__stderr__ = stream(2, "wb", "backslashreplace", True)
+
+
+if __name__ == "__main__":
+  _serve(sys.argv[1])
