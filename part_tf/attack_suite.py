@@ -21,7 +21,9 @@ only if it survives every attack of the suite (and every restart).
 `evaluate` runs each attack on every example; `evaluate_sequence` runs them
 in turn, each on the examples still robust (AutoAttack's
 `run_standard_evaluation`), and `PRESETS` holds AutoAttack's "standard" and
-"plus" versions.
+"plus" versions, and "aa_reference": the PART reference code's "AutoAttack"
+(torchattacks 3.4.0's `AutoAttack(version='standard')`, 10 iterations), to
+set beside the paper's AA column.
 """
 
 import dataclasses
@@ -137,10 +139,18 @@ MINIMUM_NORM = ("fab_t", "fab")
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  """A named sequence of attacks with its settings (`evaluate_sequence`)."""
+  """A named sequence of attacks with its settings (`evaluate_sequence`).
+
+  Attributes:
+    attacks: the attacks, in order.
+    config: their settings.
+    description: what the preset is, for reports.
+    final: the name of the accuracy after the last attack, for reports.
+  """
   attacks: tuple
   config: SuiteConfig
   description: str
+  final: str = "AutoAttack"
 
 
 # AutoAttack's versions, L-inf (autoattack.py, set_version): every attack at
@@ -162,6 +172,24 @@ PRESETS = {
         "AutoAttack plus: APGD-CE and APGD-DLR (5 restarts each), FAB "
         "(5 restarts), Square (5,000 queries), APGD-T (9 targets), FAB-T "
         "(9 targets)"),
+    # The PART reference code's AA column: craft_ae.py calls torchattacks
+    # 3.4.0's AutoAttack(model, norm='Linf', eps=epsilon, version='standard'),
+    # whose attacks keep their classes' defaults (autoattack.py, apgd.py,
+    # apgdt.py, fab.py, square.py): 10 iterations, 9 targets (n_classes=10;
+    # capped here at num_classes - 1), Square's schedule rescaled to its
+    # 5,000 queries. Each attack runs on the survivors (MultiAttack).
+    "aa_reference": Preset(
+        ("apgd_ce", "apgd_t", "fab_t", "square"),
+        SuiteConfig(apgd_steps=10, apgd_restarts=1, num_targets=9,
+                    fab_steps=10, fab_restarts=1, square_queries=5000,
+                    square_rescale_schedule=True),
+        "The PART reference code's AA evaluation, torchattacks 3.4.0 "
+        "AutoAttack(version='standard'): APGD-CE (10 iterations, 1 restart), "
+        "APGD-T (9 targets x 10 iterations), FAB-T (9 targets x 10 "
+        "iterations), Square (5,000 queries, schedule rescaled). NOT "
+        "AutoAttack standard, which runs 100 iterations: use it beside the "
+        "paper's AA column only, and report aa_standard",
+        final="reference AA (not AutoAttack)"),
 }
 
 

@@ -25,7 +25,8 @@ _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
             "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
-def robustness_figure(reports, attacks, title=None) -> mfigure.Figure:
+def robustness_figure(reports, attacks, title=None,
+                      final=None) -> mfigure.Figure:
   """Accuracy against epsilon per attack and for the worst case; one bar per
   attack when there is a single epsilon.
 
@@ -35,11 +36,13 @@ def robustness_figure(reports, attacks, title=None) -> mfigure.Figure:
       a sequence (`sequential`), the accuracy after each attack.
     attacks: attack names in the order to show.
     title: a line above the chart.
+    final: the name of the last value (default: "AutoAttack" after a
+      sequence, else "worst case").
   """
   reports = sorted(reports, key=lambda r: r["epsilon"])
   # After a sequence (an AutoAttack preset) the last value is its accuracy.
-  worst = ("AutoAttack" if reports and reports[0].get("sequential")
-           else "worst case")
+  worst = final or ("AutoAttack" if reports and reports[0].get("sequential")
+                    else "worst case")
   fig = mfigure.Figure(figsize=(7.0, 4.4), dpi=100)
   ax = fig.add_subplot()
   if len(reports) == 1:

@@ -1,4 +1,5 @@
-"""APGD / APGD-T: budgets, schedule, strength vs PGD and vs ART's AutoPGD."""
+"""APGD / APGD-T: budgets, schedule, strength vs PGD and vs ART's AutoPGD,
+and every iterate of AutoAttack's APGD (a numpy transcription)."""
 
 import importlib
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 from part_tf.attacks.pgd import pgd
 from part_tf.data import datasets
 from part_tf.models import small_cnn
+from tests import autoattack_reference
 
 # The module, not the function of the same name that part_tf.attacks exports.
 apgd_lib = importlib.import_module("part_tf.attacks.apgd")
@@ -285,6 +287,77 @@ class APGDTest(tf.test.TestCase):
       print(f"\n{loss_type}: ours {ours:.3f} ART {art_acc:.3f}")
       self.assertLess(art_acc, self.clean_acc - 0.1)
       self.assertLessEqual(abs(ours - art_acc), 0.02)
+
+
+class AutoAttackTranscriptionTest(tf.test.TestCase):
+  """Ours against `tests/autoattack_reference.py` on a linear classifier,
+  started at `x` (no random draw), at 10 iterations (torchattacks 3.4.0's
+  default, the reference code's evaluation) and 100 (AutoAttack's): the
+  same points, so the same step sizes and checkpoint decisions."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    rng = np.random.default_rng(0)
+    n, dim, classes = 64, 20, 10
+    cls.x = rng.uniform(size=(n, dim))
+    cls.w = rng.normal(size=(dim, classes))
+    cls.b = 0.1 * rng.normal(size=classes)
+    clean = cls.x @ cls.w + cls.b
+    cls.y = clean.argmax(axis=1)            # every example starts correct
+    cls.order = np.argsort(-clean, axis=1)  # its classes, most likely first
+    w, b = tf.constant(cls.w), tf.constant(cls.b)
+    cls.model_fn = staticmethod(lambda z: tf.matmul(z, w) + b)
+
+  def _ours(self, eps, steps, target=None):
+    run = tf.function(lambda x, y: apgd_lib.apgd(
+        self.model_fn, x, y, eps, num_steps=steps,
+        loss="ce" if target is None else "dlr",
+        target=None if target is None else tf.constant(target),
+        random_start=False))
+    return run(tf.constant(self.x), tf.constant(self.y)).numpy()
+
+  def test_every_point_is_autoattacks(self):
+    # CE is APGD-CE's loss, targeted DLR (against the 3rd most likely class)
+    # APGD-T's. Untargeted DLR is left out: on a linear model it is flat
+    # (gradient 0) once y is the third class, and the sign of a rounding
+    # error then decides the step.
+    for steps in (10, 100):
+      for eps in (0.05, 0.1):
+        for target in (None, self.order[:, 2]):
+          with self.subTest(steps=steps, eps=eps, targeted=target is not None):
+            x_best, robust, x_adv = autoattack_reference.apgd_run(
+                self.x, self.y, self.w, self.b, eps, steps,
+                "ce" if target is None else "dlr", target)
+            # Not a trivial comparison: some fooled, some not.
+            self.assertBetween(robust.mean(), 0.1, 0.9)
+            expected = np.where(robust[:, None], x_best, x_adv)
+            # The tolerance covers a sign flip of a near-zero gradient
+            # element (ours float32) once the step is down to ~1e-5.
+            self.assertAllClose(self._ours(eps, steps, target), expected,
+                                atol=1e-4, rtol=0)
+
+  def test_apgd_t_keeps_the_first_target_that_fools(self):
+    # APGD-T as torchattacks' APGDT.perturb: the targets are the 2nd, 3rd,
+    # ... most likely classes, each run only on the examples no earlier
+    # target fooled.
+    eps, steps, targets = 0.05, 10, 4
+    robust = np.ones(len(self.y), bool)
+    expected = self.x.copy()
+    for j in range(1, targets + 1):
+      _, robust_j, x_adv = autoattack_reference.apgd_run(
+          self.x, self.y, self.w, self.b, eps, steps, "dlr",
+          self.order[:, j])
+      fooled_now = robust & ~robust_j
+      expected[fooled_now] = x_adv[fooled_now]
+      robust &= robust_j
+    self.assertBetween(robust.mean(), 0.1, 0.9)
+    ours = tf.function(lambda x, y: apgd_lib.apgd_targeted(
+        self.model_fn, x, y, eps, num_steps=steps, num_targets=targets,
+        random_start=False))(tf.constant(self.x), tf.constant(self.y)).numpy()
+    fooled = (ours @ self.w + self.b).argmax(axis=1) != self.y
+    self.assertAllEqual(fooled, ~robust)
+    self.assertAllClose(ours[fooled], expected[fooled], atol=1e-4, rtol=0)
 
 
 if __name__ == "__main__":

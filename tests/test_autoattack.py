@@ -1,8 +1,11 @@
 """AutoAttack's sequential evaluation (`evaluate_sequence`) and presets:
 the per-example AND of the attacks, only still-robust examples attacked
-(counted model calls), the final accuracy below every attack's, and
+(counted model calls), the final accuracy below every attack's, the PART
+reference code's evaluation (torchattacks 3.4.0) beside AutoAttack's, and
 `scripts/evaluate.py --preset`."""
 
+import dataclasses
+import inspect
 import json
 import os
 import subprocess
@@ -15,12 +18,44 @@ import numpy as np
 import tensorflow as tf
 
 from part_tf import attack_suite
+from part_tf import attacks
 from part_tf import data
 from part_tf.attacks import noise
 from part_tf.models import small_cnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD = ("apgd_ce", "apgd_t", "fab_t", "square")
+
+# What the PART reference code evaluates as "AutoAttack": craft_ae.py calls
+# torchattacks.AutoAttack(model, norm='Linf', eps=epsilon, version='standard')
+# with torchattacks==3.4.0 (its requirements.txt). Read in that version's
+# source (pip download --no-deps torchattacks==3.4.0):
+# torchattacks/attacks/autoattack.py, AutoAttack.__init__: n_classes=10;
+#   version 'standard' is MultiAttack([APGD(loss='ce', n_restarts=1),
+#   APGDT(n_classes=n_classes, n_restarts=1), FAB(multi_targeted=True,
+#   n_classes=n_classes, n_restarts=1), Square(n_queries=5000,
+#   n_restarts=1)]): every other setting is the class's default, and
+#   MultiAttack (wrappers/multiattack.py) runs each attack on the images
+#   that survived the ones before.
+TA_ORDER = ("apgd_ce", "apgd_t", "fab_t", "square")
+TA_N_CLASSES = 10
+# torchattacks/attacks/apgd.py, APGD.__init__: steps=10, n_restarts=1,
+# rho=.75 (loss 'ce': nn.CrossEntropyLoss).
+TA_APGD_STEPS, TA_APGD_RESTARTS, TA_APGD_RHO = 10, 1, 0.75
+# torchattacks/attacks/apgdt.py, APGDT.__init__: steps=10, n_restarts=1,
+# rho=.75, n_target_classes = n_classes - 1 (targets: the 2nd, 3rd, ... most
+# likely classes of the clean logits, each run `steps` iterations).
+TA_APGDT_STEPS, TA_APGDT_RESTARTS, TA_APGDT_RHO = 10, 1, 0.75
+TA_APGDT_TARGETS = TA_N_CLASSES - 1
+# torchattacks/attacks/fab.py, FAB.__init__: steps=10, n_restarts=1,
+# alpha_max=0.1, eta=1.05, beta=0.9, n_target_classes = n_classes - 1.
+TA_FAB_STEPS, TA_FAB_RESTARTS = 10, 1
+TA_FAB_ALPHA_MAX, TA_FAB_ETA, TA_FAB_BETA = 0.1, 1.05, 0.9
+TA_FAB_TARGETS = TA_N_CLASSES - 1
+# torchattacks/attacks/square.py, Square.__init__: p_init=.8,
+# resc_schedule=True (p's schedule stretched to n_queries), loss 'margin';
+# n_queries=5000 from autoattack.py.
+TA_SQUARE_QUERIES, TA_SQUARE_P_INIT, TA_SQUARE_RESCALE = 5000, 0.8, True
 # AutoAttack's order and attacks, at settings small enough for CPU tests.
 SMALL = attack_suite.SuiteConfig(apgd_steps=10, fab_steps=10,
                                  square_queries=100,
@@ -75,6 +110,100 @@ class SequenceTest(tf.test.TestCase):
                                     "apgd_t", "fab_t"))
     self.assertEqual((plus.config.apgd_restarts, plus.config.fab_restarts),
                      (5, 5))
+
+  def test_aa_reference_is_torchattacks_340s_standard(self):
+    preset = attack_suite.PRESETS["aa_reference"]
+    self.assertEqual(preset.attacks, TA_ORDER)
+    c = preset.config
+    # One iteration count serves APGD-CE and APGD-T, one target count
+    # APGD-T and FAB-T: torchattacks gives them the same values.
+    self.assertEqual(TA_APGD_STEPS, TA_APGDT_STEPS)
+    self.assertEqual(TA_APGDT_TARGETS, TA_FAB_TARGETS)
+    self.assertEqual(
+        (c.apgd_steps, c.apgd_restarts, c.num_targets, c.fab_steps,
+         c.fab_restarts, c.square_queries, c.square_rescale_schedule),
+        (TA_APGD_STEPS, TA_APGD_RESTARTS, TA_APGDT_TARGETS, TA_FAB_STEPS,
+         TA_FAB_RESTARTS, TA_SQUARE_QUERIES, TA_SQUARE_RESCALE))
+    # APGD-T makes one run per target (no restarts to set), and the
+    # settings the suite does not pass are the attacks' defaults.
+    self.assertEqual(TA_APGDT_RESTARTS, 1)
+    default = lambda fn, name: inspect.signature(fn).parameters[name].default
+    self.assertEqual(default(attacks.apgd, "rho"), TA_APGD_RHO)
+    self.assertEqual(default(attacks.apgd_targeted, "rho"), TA_APGDT_RHO)
+    self.assertEqual(default(attacks.square, "p_init"), TA_SQUARE_P_INIT)
+    self.assertEqual(
+        (default(attacks.fab, "alpha_max"), default(attacks.fab, "eta"),
+         default(attacks.fab, "beta")),
+        (TA_FAB_ALPHA_MAX, TA_FAB_ETA, TA_FAB_BETA))
+    # The only differences from AutoAttack standard: 10 iterations instead
+    # of 100, and Square's schedule stretched to its queries.
+    standard = attack_suite.PRESETS["aa_standard"]
+    self.assertEqual(standard.attacks, preset.attacks)
+    self.assertEqual(dataclasses.replace(
+        c, apgd_steps=100, fab_steps=100, square_rescale_schedule=False),
+                     standard.config)
+    # Its reports say what it is.
+    self.assertIn("torchattacks 3.4.0", preset.description)
+    self.assertIn("NOT AutoAttack standard", preset.description)
+    self.assertIn("not AutoAttack", preset.final)
+    self.assertEqual(standard.final, "AutoAttack")
+
+  def test_targets_from_ten_classes_unless_fewer(self):
+    # torchattacks' n_classes=10 gives 9 targets; with C < 10 classes it
+    # fails, and the preset takes min(9, C - 1). Counted model calls: per
+    # target, the start, the iterations and the final check (APGD-T), or
+    # the iterations and the final check of the examples not yet fooled
+    # (FAB-T, at a budget of 0 that fools nothing: clean check, then one
+    # per iteration and one final).
+    config = attack_suite.PRESETS["aa_reference"].config
+    calls = tf.Variable(0, dtype=tf.int64)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(6, 4, 4, 1)), tf.float32)
+    for classes in (5, 10, 12):
+      w = tf.constant(rng.normal(size=(16, classes)), tf.float32)
+
+      def model_fn(z, w=w):
+        calls.assign_add(1)
+        return tf.matmul(tf.reshape(z, [-1, 16]), w)
+      y = tf.argmax(model_fn(x), axis=-1, output_type=tf.int32)
+      targets = min(TA_N_CLASSES - 1, classes - 1)
+      with self.subTest(classes=classes, attack="apgd_t"):
+        calls.assign(0)
+        attack_suite.ATTACKS["apgd_t"](config, model_fn, x, y, 0.0, (0, 0))
+        self.assertEqual(int(calls.numpy()),
+                         1 + targets * (config.apgd_steps + 2))
+      with self.subTest(classes=classes, attack="fab_t"):
+        calls.assign(0)
+        attack_suite.ATTACKS["fab_t"](config, model_fn, x, y, 0.0, (0, 0))
+        self.assertEqual(int(calls.numpy()),
+                         1 + targets * (2 * config.fab_steps + 1))
+
+  def test_aa_standard_at_least_as_strong_as_aa_reference(self):
+    # Per example: what survives AutoAttack survives the reference's
+    # 10-iteration version. Both presets as they are (100 against 10
+    # iterations, Square's schedule), with the same cuts to keep the test
+    # short (compiling each target's run dominates its time): one batch, 2
+    # targets and 300 Square queries. An empirical property of a trained
+    # model (on another, 10 iterations can fool an example 100 miss).
+    eps = 0.15
+    reports = {name: attack_suite.evaluate_sequence(
+        self.model_fn, self.ds.take(1), eps,
+        attack_suite.PRESETS[name].attacks,
+        dataclasses.replace(attack_suite.PRESETS[name].config,
+                            num_targets=2, square_queries=300),
+        per_example=True) for name in ("aa_standard", "aa_reference")}
+    survives = {name: np.logical_and.reduce([r["natural"],
+                                             *r["robust"].values()])
+                for name, r in reports.items()}
+    # A real comparison: both leave some examples and fool others, and
+    # the reference's leaves more.
+    for name, left in survives.items():
+      self.assertBetween(left.mean(), 0.1, reports[name]["natural_accuracy"]
+                         - 0.2, msg=name)
+    self.assertGreater(survives["aa_reference"].sum(),
+                       survives["aa_standard"].sum())
+    self.assertFalse(np.any(survives["aa_standard"]
+                            & ~survives["aa_reference"]))
 
   def test_sequence_is_the_per_example_and_of_its_attacks(self):
     seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
@@ -213,23 +342,52 @@ class SequenceTest(tf.test.TestCase):
 
 class PresetScriptTest(tf.test.TestCase):
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    model, _ = _trained_model()
+    cls.model_path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    model.save(cls.model_path)
+
   def _run(self, *args):
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), *args],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
 
-  def test_aa_standard_report(self):
-    model, _ = _trained_model()
+  def _run_preset(self, preset):
+    """Runs `preset` on 32 examples; (the process, the output folder)."""
     folder = tempfile.mkdtemp()
-    path = os.path.join(folder, "model.keras")
-    model.save(path)
     # A large budget keeps the run short: APGD-CE leaves few examples for
     # the costly attacks, which is the point of the sequence.
-    result = self._run(f"--model_path={path}", "--dataset=mnist_offline",
-                       "--num_examples=32", "--epsilon=0.3",
-                       "--preset=aa_standard", "--nosanity_checks",
-                       f"--output_dir={folder}")
+    result = self._run(f"--model_path={self.model_path}",
+                       "--dataset=mnist_offline", "--num_examples=32",
+                       "--epsilon=0.3", f"--preset={preset}",
+                       "--nosanity_checks", f"--output_dir={folder}")
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    return result, folder
+
+  def test_aa_reference_report_says_what_it_is(self):
+    result, folder = self._run_preset("aa_reference")
+    with open(os.path.join(folder, "eval.json")) as f:
+      saved = json.load(f)
+    self.assertEqual(saved["preset"], "aa_reference")
+    self.assertEqual(saved["attacks"], list(TA_ORDER))
+    self.assertEqual((saved["settings"]["apgd_steps"],
+                      saved["settings"]["fab_steps"],
+                      saved["settings"]["square_rescale_schedule"]),
+                     (TA_APGD_STEPS, TA_FAB_STEPS, TA_SQUARE_RESCALE))
+    note = attack_suite.PRESETS["aa_reference"].description
+    self.assertEqual(saved["preset_description"], note)
+    with open(os.path.join(folder, "eval.md")) as f:
+      text = f.read()
+    self.assertTrue(text.startswith(f"aa_reference: {note}."), text[:300])
+    self.assertIn("| after square | reference AA (not AutoAttack) |", text)
+    self.assertIn("reference AA (not AutoAttack) accuracy", result.stdout)
+    self.assertNotIn("AutoAttack accuracy", result.stdout)
+    self.assertIn("NOT AutoAttack standard", result.stdout)
+
+  def test_aa_standard_report(self):
+    result, folder = self._run_preset("aa_standard")
     with open(os.path.join(folder, "eval.json")) as f:
       saved = json.load(f)
     self.assertEqual(saved["preset"], "aa_standard")

@@ -42,6 +42,16 @@ ratios:
   python scripts/benchmark.py --serving_only
   python scripts/benchmark.py --serving_only --model=resnet18 --image_size=32
       --channels=3 --repeats=5 --instances=2    (one line; ~7 s a call here)
+  7. the presets aa_standard (AutoAttack standard) and aa_reference (the PART
+     reference code's torchattacks 3.4.0 "AutoAttack", 10 iterations) on a
+     trained model, as `evaluate.py --preset` runs them: the seconds of each
+     attack (including its one-off tracing; medians over --aa_repeats runs,
+     taken in turn), the accuracy after it and the examples it ran on, and
+     the time ratio. The model is --aa_model_path, by default the quick
+     start's PART model on the offline MNIST sample, trained first (about 2
+     minutes); --aa_only runs this section alone:
+
+       python scripts/benchmark.py --aa_only --aa_model_path=/tmp/qs_part
 """
 
 import dataclasses
@@ -88,12 +98,24 @@ flags.DEFINE_integer("serving_batch_size", 256, "Images per request in "
                      "section 6.", lower_bound=1)
 flags.DEFINE_bool("serving_only", False, "Run only section 6 (the cost of "
                   "the exported model's input checks).")
-refuse_urls("stream_data_dir")
 flags.register_validator(
     "compare_models", lambda names: not names or (
         len(names) >= 2 and set(names) <= set(MODEL_NAMES)),
     message=f"--compare_models needs two or more of {', '.join(MODEL_NAMES)}")
+flags.DEFINE_integer("aa_examples", 500, "Test examples of the presets in "
+                     "section 7 (0 skips it).", lower_bound=0)
+flags.DEFINE_string("aa_model_path", None, "Run folder or .keras file of "
+                    "section 7, a model of --aa_dataset (default: train the "
+                    "quick start's PART model on mnist_offline, seed 0).")
+flags.DEFINE_string("aa_dataset", "mnist_offline", "Dataset of section 7 "
+                    "(default: the run folder's, else this).")
+flags.DEFINE_integer("aa_repeats", 1, "Runs of each preset in section 7 "
+                     "(medians).", lower_bound=1)
+flags.DEFINE_bool("aa_only", False, "Run section 7 alone.")
+refuse_urls("stream_data_dir", "aa_model_path")
 FLAGS = flags.FLAGS
+# The presets of section 6, in the order they run.
+AA_PRESETS = ("aa_standard", "aa_reference")
 
 
 def median_seconds(fn, repeats, warmup=3):
@@ -218,6 +240,97 @@ def compare_models(build_model, shape, x, y):
           f"{median:.3f} median models")
 
 
+def train_quick_start_model(model_dir):
+  """Trains the quick start's PART model (mnist_offline's defaults, those of
+  configs/mnist_offline.cfg, seed 0) into `model_dir`."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, "-m", "part_tf.cli.train",
+             f"--model_dir={model_dir}", "--dataset=mnist_offline",
+             "--method=part", "--seed=0"]
+  print("training the quick start's PART model: python "
+        + " ".join(command[1:]), flush=True)
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  if done.returncode:
+    raise RuntimeError("training the model of section 7 failed: "
+                       + done.stderr.strip()[-500:])
+
+
+def preset_seconds(model_path, dataset, num_examples, repeats):
+  """Runs the presets `AA_PRESETS` on a trained model, in turn `repeats`
+  times.
+
+  Returns:
+    (epsilon, {preset: the report of its first run, with "seconds" per
+    attack and "total_seconds" the medians over its runs}).
+  """
+  from part_tf import attack_suite  # pylint: disable=g-import-not-at-top
+  from part_tf import data  # pylint: disable=g-import-not-at-top
+  from part_tf import run_folder  # pylint: disable=g-import-not-at-top
+  classifier, run, _ = run_folder.load_classifier(model_path)
+  dataset = run.get("dataset") or dataset
+  spec = data.spec_of_run(dataset, run.get("data_dir"), run)
+  _, test, _ = data.load(dataset, data_dir=run.get("data_dir"),
+                         max_test=num_examples, max_train=1, spec=spec)
+  epsilon = run.get("eval_epsilon") or run.get("epsilon", 8 / 255)
+  model_fn = lambda x: classifier(x, training=False)
+  test_ds = data.eval_dataset(test, 256)
+  runs = {name: [] for name in AA_PRESETS}
+  for _ in range(repeats):
+    for name in AA_PRESETS:
+      preset = attack_suite.PRESETS[name]
+      start = time.perf_counter()
+      report = attack_suite.evaluate_sequence(
+          model_fn, test_ds, epsilon, preset.attacks, preset.config)
+      report["total_seconds"] = time.perf_counter() - start
+      runs[name].append(report)
+  reports = {}
+  for name, done in runs.items():
+    report = dict(done[0])
+    report["seconds"] = {a: statistics.median(r["seconds"][a] for r in done)
+                         for a in report["seconds"]}
+    report["total_seconds"] = statistics.median(
+        r["total_seconds"] for r in done)
+    reports[name] = report
+  return epsilon, reports
+
+
+def print_presets(model_path, epsilon, reports, repeats):
+  """Prints section 7: per preset, each attack's seconds, the accuracy after
+  it and the examples it ran on; then the time ratio."""
+  from part_tf import attack_suite  # pylint: disable=g-import-not-at-top
+  first = next(iter(reports.values()))
+  print(f"presets on {model_path}: {first['num_examples']} examples, "
+        f"epsilon {epsilon:.4g}, natural accuracy "
+        f"{first['natural_accuracy']:.4f}; seconds include each attack's "
+        f"tracing (median of {repeats} run{'s' * (repeats > 1)})")
+  for name, report in reports.items():
+    preset = attack_suite.PRESETS[name]
+    for attack in preset.attacks:
+      print(f"  {name:12s} {attack:8s} {report['seconds'][attack]:8.1f} s  "
+            f"accuracy after it {report['robust_accuracy'][attack]:.4f}  "
+            f"({report['examples_attacked'][attack]} attacked)")
+    print(f"  {name:12s} total    {report['total_seconds']:8.1f} s  "
+          f"{preset.final} accuracy {report['worst_case_accuracy']:.4f}")
+  standard, reference = (reports[n]["total_seconds"] for n in AA_PRESETS)
+  print(f"aa_standard / aa_reference time ratio: {standard / reference:.2f}")
+
+
+def aa_presets_section():
+  """Section 7 (see the module docstring)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  if not FLAGS.aa_examples:
+    return
+  with tempfile.TemporaryDirectory() as folder:
+    model_path = FLAGS.aa_model_path
+    if model_path is None:
+      model_path = os.path.join(folder, "quick_start_part")
+      train_quick_start_model(model_path)
+    epsilon, reports = preset_seconds(model_path, FLAGS.aa_dataset,
+                                      FLAGS.aa_examples, FLAGS.aa_repeats)
+  print_presets(FLAGS.aa_model_path or "the quick start's PART model",
+                epsilon, reports, FLAGS.aa_repeats)
+
+
 def main(argv):
   del argv
   shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
@@ -227,6 +340,9 @@ def main(argv):
     time_serving_checks(FLAGS.model, shape, FLAGS.num_classes,
                         FLAGS.serving_batch_size, FLAGS.repeats,
                         FLAGS.instances)
+    return
+  if FLAGS.aa_only:
+    aa_presets_section()
     return
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -437,6 +553,8 @@ def main(argv):
   # --- 6. The served model's input checks -----------------------------------
   time_serving_checks(FLAGS.model, shape, FLAGS.num_classes,
                       FLAGS.serving_batch_size, FLAGS.repeats, FLAGS.instances)
+  # --- 7. The AutoAttack presets on a trained model ------------------------
+  aa_presets_section()
 
 
 def run():
