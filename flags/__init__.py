@@ -111,11 +111,12 @@ def command_name(name: str, argv0: str, main_module: str | None = None):
   Returns:
     "part-compare" when the user ran an installed command (`part-train`),
     "python DIR/compare.py" when they ran a script as `python DIR/train.py`,
-    "python -m part_tf.cli.compare" for `python -m part_tf.cli.train`, and
+    "python -m part_tf_flags.cli.compare" for
+    `python -m part_tf_flags.cli.train`, and
     None when the way is unknown (e.g. `bazel run`).
   """
-  if main_module and main_module.startswith("part_tf.cli."):
-    return f"python -m part_tf.cli.{name}"
+  if main_module and main_module.startswith("part_tf_flags.cli."):
+    return f"python -m part_tf_flags.cli.{name}"
   base = os.path.basename(argv0)
   if base.startswith("part-"):
     return f"part-{name}"
@@ -161,8 +162,8 @@ def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
 
   absl's `--help` shows the key flags of the main module (`sys.argv[0]`),
   but the scripts' flags are defined in `part_tf_flags.train_flags` and
-  `part_tf.cli.*`, so only `--helpfull` (which adds absl's and TensorFlow's
-  flags) showed them. This declares the flags of those modules key flags of
+  `part_tf_flags.cli.*`, so only `--helpfull` (which adds absl's and
+  TensorFlow's flags) showed them. This declares the flags of those modules key flags of
   the main module.
   """
   main = sys.argv[0]

@@ -370,7 +370,7 @@ def train_quick_start_model(model_dir):
   """Trains the quick start's PART model (mnist_offline's defaults, those of
   configs/mnist_offline.cfg, seed 0) into `model_dir`."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  command = [sys.executable, "-m", "part_tf.cli.train",
+  command = [sys.executable, "-m", "part_tf_flags.cli.train",
              f"--model_dir={model_dir}", "--dataset=mnist_offline",
              "--method=part", "--seed=0"]
   print("training the quick start's PART model: python "

@@ -49,7 +49,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the zygote imports before it forks: the slow imports of every script.
-# Not part_tf.cli.* (they define absl flags at import, once per process).
+# Not part_tf_flags.cli.* (they define absl flags at import, once per process).
 PRELOAD = ("numpy", "tensorflow", "keras", "tensorflow_datasets",
            "tf_keras_vis.gradcam_plus_plus", "absl.app", "absl.flags",
            "matplotlib.pyplot", "h5py", "part_tf", "part_tf.experiment",

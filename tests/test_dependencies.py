@@ -108,5 +108,32 @@ class DependenciesTest(unittest.TestCase):
                     "neither pyproject.toml's dependencies nor its [test]")
 
 
+class LayersTest(unittest.TestCase):
+  """The layers run one way: the command line (`flags/`, installed as
+  `part_tf_flags`, with the commands in `part_tf_flags.cli`) imports the
+  library, never the reverse."""
+
+  def test_the_library_imports_neither_the_flags_nor_absl_flags(self):
+    offending = []
+    for folder, _, names in os.walk(os.path.join(ROOT, "part_tf")):
+      for name in (n for n in names if n.endswith(".py")):
+        file = os.path.join(folder, name)
+        with open(file, encoding="utf-8") as f:
+          tree = ast.parse(f.read(), file)
+        for node in ast.walk(tree):
+          if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+          elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            modules = [node.module] + [f"{node.module}.{a.name}"
+                                       for a in node.names]
+          else:
+            continue
+          offending += [f"{os.path.relpath(file, ROOT)}:{node.lineno} {m}"
+                        for m in modules
+                        if m.split(".")[0] == "part_tf_flags"
+                        or m in ("absl.flags", "flags")]
+    self.assertEqual(offending, [])
+
+
 if __name__ == "__main__":
   unittest.main()

@@ -494,7 +494,7 @@ DRIVER = textwrap.dedent(r"""
         os.dup2(write, 2)
         sys.argv = argv
         try:
-          cli = importlib.import_module(f"part_tf.cli.{name}")
+          cli = importlib.import_module(f"part_tf_flags.cli.{name}")
           cli.main = lambda argv: 0     # parse and check the flags only
           cli.run()
         except SystemExit as e:

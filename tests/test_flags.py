@@ -46,7 +46,7 @@ class BudgetTest(tf.test.TestCase, parameterized.TestCase):
 _TRAIN_FLAGS = textwrap.dedent("""
     import json
     from absl import flags
-    from part_tf.cli import train  # pylint: disable=unused-import
+    from part_tf_flags.cli import train  # pylint: disable=unused-import
     print(json.dumps({
         name: {"default": flag.default, "help": flag.help,
                "choices": getattr(flag.parser, "enum_values", None)}
@@ -58,7 +58,7 @@ _TRAIN_FLAGS = textwrap.dedent("""
 _NO_TENSORFLOW = textwrap.dedent("""
     import json, sys
     from absl import flags
-    from part_tf.cli import train  # pylint: disable=unused-import
+    from part_tf_flags.cli import train  # pylint: disable=unused-import
     from part_tf_flags import parse_flags_or_exit, train_flags
     try:
       parse_flags_or_exit(["train.py", "--model_dir=x", "--epsilon=4/255",

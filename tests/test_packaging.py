@@ -83,7 +83,7 @@ class PackagingTest(unittest.TestCase):
     self.assertIn("part_tf_flags/__init__.py", names)
     self.assertIn("part_tf_flags/train_flags.py", names)
     self.assertIn("part_tf_configs/mnist_offline.cfg", names)
-    self.assertIn("part_tf/cli/train.py", names)
+    self.assertIn("part_tf_flags/cli/train.py", names)
     self.assertIn("part_tf/attacks/fab.py", names)
     # Every package of the library (pyproject lists them by hand: a moved
     # one went missing once).
@@ -147,7 +147,7 @@ class UsageTest(unittest.TestCase):
     import ast  # pylint: disable=g-import-not-at-top
     docs = {}
     for name in ("train", "evaluate", "compare", "visualize", "benchmark"):
-      with open(os.path.join(ROOT, "part_tf", "cli", f"{name}.py"),
+      with open(os.path.join(ROOT, "flags", "cli", f"{name}.py"),
                 encoding="utf-8") as f:
         docs[name] = ast.get_docstring(ast.parse(f.read()), clean=False)
     return docs
@@ -171,9 +171,9 @@ class UsageTest(unittest.TestCase):
                         main_module=None))
     self.assertIn("  python train.py --model_dir=",
                   usage(doc, argv0="train.py", main_module=None))
-    self.assertIn("  python -m part_tf.cli.train --model_dir=",
-                  usage(doc, argv0="/x/part_tf/cli/train.py",
-                        main_module="part_tf.cli.train"))
+    self.assertIn("  python -m part_tf_flags.cli.train --model_dir=",
+                  usage(doc, argv0="/x/part_tf_flags/cli/train.py",
+                        main_module="part_tf_flags.cli.train"))
     # A way it cannot tell (e.g. `bazel run //:train`): the text as written.
     self.assertEqual(usage(doc, argv0="/bazel/runfiles/train",
                            main_module=None), doc)
@@ -183,7 +183,7 @@ class UsageTest(unittest.TestCase):
       for args, expected in (
           ([os.path.join("scripts", f"{name}.py")],
            f"  python scripts/{name}.py --"),
-          (["-m", f"part_tf.cli.{name}"], f"  python -m part_tf.cli.{name} --")):
+          (["-m", f"part_tf_flags.cli.{name}"], f"  python -m part_tf_flags.cli.{name} --")):
         result = subprocess.run([sys.executable, *args, "--help"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120,
                                 check=False)

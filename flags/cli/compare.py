@@ -223,7 +223,7 @@ def _one_run(entry, value, seed, folder, sweep_name, variants, common):
   extra += [f"--{name}={weight}" for name, weight in weights.items()]
   _CURRENT[:] = [folder]
   returncode = _train_run(
-      [sys.executable, "-m", "part_tf.cli.train", *common, *extra,
+      [sys.executable, "-m", "part_tf_flags.cli.train", *common, *extra,
        f"--method={method}", f"--seed={seed}", f"--model_dir={model_dir}"])
   _CURRENT[:] = []
   if returncode != 0:
