@@ -62,7 +62,8 @@ def parse_flags_or_exit(argv, dataset_defaults=True, check=None):
 INTERRUPTED_EXIT = 130
 
 
-def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None):
+def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None,
+                doc=None):
   """`absl.app.run(main, flags_parser=...)`, with Ctrl-C ending in one line.
 
   A KeyboardInterrupt anywhere (flag parsing, TensorFlow's import, the
@@ -73,8 +74,13 @@ def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None):
     flags_parser: as for `absl.app.run`.
     interrupted: `() -> str`, the line to print (e.g. where a run resumes);
       called only once the flags are parsed. Default: "interrupted".
+    doc: the command's docstring, its usage text: absl prints the main
+      module's docstring, so it becomes that, with the command named as the
+      user ran it (`usage`).
   """
   from absl import app  # pylint: disable=g-import-not-at-top
+  if doc is not None:
+    sys.modules["__main__"].__doc__ = usage(doc)
   try:
     app.run(main, flags_parser=flags_parser)
   except KeyboardInterrupt:

@@ -30,7 +30,6 @@ Example:
   report = evaluator(dataset)   # {"natural_accuracy": ..., ...}
 """
 
-import dataclasses
 import time
 
 import numpy as np

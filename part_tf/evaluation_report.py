@@ -201,10 +201,10 @@ def prepare(request: Request, strategy, writes: bool = True) -> _Loaded:
   if request.input_mean and len(request.input_mean) != input_shape[-1]:
     raise ValueError(f"input_mean has {len(request.input_mean)} values, "
                      f"but the model takes {input_shape[-1]} channel(s)")
-  num_examples = request.num_examples
-  if num_examples is None and not request.dataset:  # the run's test images
-    num_examples = run.get("max_test_examples")
   dataset = request.dataset or run.get("dataset")
+  num_examples = request.num_examples
+  if num_examples is None and dataset == run.get("dataset"):
+    num_examples = run.get("max_test_examples")  # the images it measured
   if dataset is None:
     raise ValueError("--dataset is needed for a model outside a run folder")
   data_dir = request.data_dir or run.get("data_dir")

@@ -21,9 +21,9 @@ stderr) and environment variables read only at import time are those of the
 zygote. Tests about exactly that (`test_console`: start-up stderr;
 `test_packaging`: installed console scripts) use `subprocess` itself.
 
-The python commands such a command starts (`compare.py` runs `train.py`
-per run) are forks of the same zygote too, unless it was started with
-`start_new_session` (a kill of its process group must reach them). Commands other than
+The processes such a command starts itself (`compare.py` runs `train.py`
+per run) are ordinary subprocesses, as in use: their waits, signals and
+process groups are the product's own. Commands other than
 `python SCRIPT`, `python -c CODE` or `python -m MODULE`
 (and any command when `PART_TF_TESTS_NO_ZYGOTE=1`) start as ordinary
 subprocesses.
@@ -57,7 +57,6 @@ PRELOAD = ("numpy", "tensorflow", "keras", "tensorflow_datasets",
 _DISABLE = "PART_TF_TESTS_NO_ZYGOTE"
 _lock = threading.Lock()
 _zygote = None  # (Popen of the zygote, socket path), started on first use
-_inside = None  # in a command the zygote started: the zygote's socket
 
 
 # --- client --------------------------------------------------------------------
@@ -82,8 +81,6 @@ def _entry(args):
 def _address():
   """The socket of this process' zygote (started now if need be)."""
   global _zygote
-  if _inside is not None:  # a command the zygote runs: its own zygote
-    return _inside
   with _lock:
     if _zygote is not None and _zygote[0].poll() is None:
       return _zygote[1]
@@ -276,13 +273,13 @@ def _serve(path):
         if os.fork() == 0:
           listener.close()
           try:
-            _monitor(connection, base_path, path)
+            _monitor(connection, base_path)
           finally:
             os._exit(0)
         connection.close()
 
 
-def _monitor(connection, base_path, path):
+def _monitor(connection, base_path):
   """Receives one request, forks its child, reports pid and wait status."""
   signal.signal(signal.SIGCHLD, signal.SIG_DFL)
   header, fds, _, _ = socket.recv_fds(connection, 8, 3)
@@ -294,7 +291,7 @@ def _monitor(connection, base_path, path):
   pid = os.fork()
   if pid == 0:
     connection.close()
-    _child(request, fds, base_path, path)  # never returns
+    _child(request, fds, base_path)  # never returns
   for fd in fds:
     os.close(fd)
   connection.sendall(f"pid {pid}\n".encode())
@@ -302,7 +299,7 @@ def _monitor(connection, base_path, path):
   connection.sendall(f"status {status}\n".encode())
 
 
-def _child(request, fds, base_path, path):
+def _child(request, fds, base_path):
   """Becomes the requested command: streams, cwd, environment, argv, path,
   then runs it as `__main__` and exits with its code."""
   code = 1
@@ -326,14 +323,6 @@ def _child(request, fds, base_path, path):
     extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
              if p]
     sys.path[:] = [first, *extra, *base_path]
-    # The python commands this one starts (compare.py's train.py runs)
-    # are forks of the same zygote, unless it leads a session of its own:
-    # a kill of its process group must take them too, and forks of the
-    # zygote cannot join it.
-    if not request["new_session"]:
-      global _inside
-      _inside = path
-      subprocess.Popen = Popen
     code = _run(kind, target, request["argv"])
   except BaseException:  # pylint: disable=broad-except
     import traceback  # pylint: disable=g-import-not-at-top

@@ -18,10 +18,10 @@ def _normal(name):
   return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _imports(folders):
-  """Top-level module names imported anywhere in the .py files under
-  `folders` (also inside functions), without the standard library."""
-  found = {}
+def _import_statements(folders):
+  """(file, line, modules) of every absolute import in the .py files under
+  `folders` (also inside functions); `from a import b` gives `a` and
+  `a.b`."""
   for folder in folders:
     path = os.path.join(ROOT, folder)
     files = ([path] if path.endswith(".py") else
@@ -32,15 +32,21 @@ def _imports(folders):
         tree = ast.parse(f.read(), file)
       for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-          names = [a.name for a in node.names]
+          yield file, node.lineno, [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
-          names = [node.module]
-        else:
-          continue
-        for name in names:
-          top = name.split(".")[0]
-          if top not in sys.stdlib_module_names and top not in LOCAL:
-            found.setdefault(top, os.path.relpath(file, ROOT))
+          yield file, node.lineno, [node.module] + [
+              f"{node.module}.{a.name}" for a in node.names]
+
+
+def _imports(folders):
+  """Top-level module names imported anywhere in the .py files under
+  `folders` (also inside functions), without the standard library."""
+  found = {}
+  for file, _, names in _import_statements(folders):
+    for name in names:
+      top = name.split(".")[0]
+      if top not in sys.stdlib_module_names and top not in LOCAL:
+        found.setdefault(top, os.path.relpath(file, ROOT))
   return found
 
 
@@ -114,24 +120,11 @@ class LayersTest(unittest.TestCase):
   library, never the reverse."""
 
   def test_the_library_imports_neither_the_flags_nor_absl_flags(self):
-    offending = []
-    for folder, _, names in os.walk(os.path.join(ROOT, "part_tf")):
-      for name in (n for n in names if n.endswith(".py")):
-        file = os.path.join(folder, name)
-        with open(file, encoding="utf-8") as f:
-          tree = ast.parse(f.read(), file)
-        for node in ast.walk(tree):
-          if isinstance(node, ast.Import):
-            modules = [a.name for a in node.names]
-          elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            modules = [node.module] + [f"{node.module}.{a.name}"
-                                       for a in node.names]
-          else:
-            continue
-          offending += [f"{os.path.relpath(file, ROOT)}:{node.lineno} {m}"
-                        for m in modules
-                        if m.split(".")[0] == "part_tf_flags"
-                        or m in ("absl.flags", "flags")]
+    offending = [f"{os.path.relpath(file, ROOT)}:{line} {m}"
+                 for file, line, modules in _import_statements(["part_tf"])
+                 for m in modules
+                 if m.split(".")[0] == "part_tf_flags"
+                 or m in ("absl.flags", "flags")]
     self.assertEqual(offending, [])
 
 

@@ -54,7 +54,6 @@ ratios:
        python scripts/benchmark.py --aa_only --aa_model_path=/tmp/qs_part
 """
 
-import sys
 
 from absl import flags
 
@@ -63,7 +62,6 @@ from part_tf import registry
 from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
-from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 
 # Plug-ins first: what they register becomes a choice of the flags below.
@@ -156,11 +154,8 @@ def main(argv):
 
 def run():
   """The `part-benchmark` command (and `python scripts/benchmark.py`)."""
-  # absl prints the main module's docstring as the usage: this one, with
-  # the command named as the user ran it.
-  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False))
+      argv, dataset_defaults=False), doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from part_tf import config as config_lib
 from part_tf import presets
 from part_tf import registry
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
-from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 
@@ -314,11 +313,9 @@ def _interrupted() -> str:
 
 def run():
   """The `part-compare` command (and `python scripts/compare.py`)."""
-  # absl prints the main module's docstring as the usage: this one, with
-  # the command named as the user ran it.
-  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
-      argv, check=train_flags.check), interrupted=_interrupted)
+      argv, check=train_flags.check), interrupted=_interrupted,
+              doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
-from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 
 # Plug-ins first: what they register becomes a choice of the flags below.
 define_plugins_flag()
@@ -253,11 +252,9 @@ def _interrupted() -> str:
 
 def run():
   """The `part-evaluate` command (and `python scripts/evaluate.py`)."""
-  # absl prints the main module's docstring as the usage: this one, with
-  # the command named as the user ran it.
-  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False), interrupted=_interrupted)
+      argv, dataset_defaults=False), interrupted=_interrupted,
+              doc=__doc__)
 
 
 if __name__ == "__main__":

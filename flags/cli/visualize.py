@@ -23,7 +23,6 @@ from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
 from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
-from part_tf_flags import usage  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags.budgets import DEFINE_budget  # pylint: disable=g-import-not-at-top
 from part_tf import components  # pylint: disable=unused-import
@@ -121,11 +120,8 @@ def main(argv):
 
 def run():
   """The `part-visualize` command (and `python scripts/visualize.py`)."""
-  # absl prints the main module's docstring as the usage: this one, with
-  # the command named as the user ran it.
-  sys.modules["__main__"].__doc__ = usage(__doc__)
   run_command(main, lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False))
+      argv, dataset_defaults=False), doc=__doc__)
 
 
 if __name__ == "__main__":
