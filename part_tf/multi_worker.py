@@ -199,7 +199,13 @@ def check_same_everywhere(worker, values: dict, timeout: float) -> None:
     # The leader, which holds the values, stays until all have read them.
     ctx.wait_at_barrier("part_tf/settings_read", milliseconds)
   except tf.errors.OpError:
+    # A task with every value knows the answer even if the barrier failed:
+    # the leader, having passed it, may exit on the same difference before
+    # its service answers this task's wait.
     missing = [name for name, _ in worker.tasks if name not in everyone]
+    if not missing and differing_settings(everyone):
+      raise ValueError("the workers' settings differ: "
+                       f"{differing_settings(everyone)}") from None
     raise ValueError(
         f"{worker.name}: {', '.join(missing) or 'a task'} did not send "
         f"{'their' if len(missing) > 1 else 'its'} settings within "

@@ -5,6 +5,7 @@ reference code's evaluation (torchattacks 3.4.0) beside AutoAttack's, and
 `scripts/evaluate.py --preset`."""
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -65,7 +66,9 @@ SMALL = attack_suite.SuiteConfig(apgd_steps=10, fab_steps=10,
 EPS = 0.1
 
 
+@functools.lru_cache(maxsize=None)
 def _trained_model():
+  """Trained once per process; the tests only read it."""
   keras.utils.set_random_seed(0)
   train, test, spec = data.load("mnist_offline", max_train=2048, max_test=96)
   model = small_cnn(spec.image_shape, 10, mean=spec.mean, std=spec.std)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from part_tf import log_filter
 from part_tf.training.progress import EpochLog
 from part_tf.training.progress import format_logs
+from tests import commands
 from tests.tiny_runs import TINY_TRAIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,10 +60,12 @@ KEPT = [
 ]
 
 
-def run_train(model_dir, *args):
-  return subprocess.run([sys.executable, TRAIN, f"--model_dir={model_dir}",
-                         *TINY, *args], capture_output=True, text=True,
-                        timeout=300, cwd=ROOT)
+def run_train(model_dir, *args, fresh=True):
+  """train.py in a fresh interpreter (its start-up stderr is the point), or
+  with `fresh=False` as a fork of the tests' warm process."""
+  run = subprocess.run if fresh else commands.run
+  return run([sys.executable, TRAIN, f"--model_dir={model_dir}", *TINY,
+              *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 class LogFilterTest(tf.test.TestCase):
@@ -122,12 +125,14 @@ class ScriptOutputTest(tf.test.TestCase):
     self.assertNotIn("pixel-reweighted", quiet.stdout)
     # --verbosity=0: absl's INFO lines (the SavedModel writer's among them)
     # come back; an AT run still says nothing about pixel-reweighted budgets.
-    at = run_train(os.path.join(root, "at"), "--method=at", "--verbosity=0")
+    # (What follows the start-up: these two need no fresh interpreter.)
+    at = run_train(os.path.join(root, "at"), "--method=at", "--verbosity=0",
+                   fresh=False)
     self.assertEqual(at.returncode, 0, at.stderr)
     self.assertIn("Assets written to", at.stderr)
     self.assertNotIn("pixel-reweighted budgets", at.stderr)
     part = run_train(os.path.join(root, "part"), "--method=part",
-                     "--verbosity=0", "--noexport")
+                     "--verbosity=0", "--noexport", fresh=False)
     self.assertEqual(part.returncode, 0, part.stderr)
     self.assertIn("epoch 2: pixel-reweighted budgets on", part.stderr)
 

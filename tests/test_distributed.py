@@ -429,7 +429,9 @@ class DistributedEvaluationTest(tf.test.TestCase):
           return tf.where(u[:, None, None, None] < 0.5, 1.0 - x, x)
         from part_tf import attack_catalogue
         attack_catalogue.register("coin", evaluate=coin)
-        plus = ("fgsm", "coin") + attack_suite.PRESETS["aa_plus"].attacks
+        # (Every attack alone is checked above; the sequence needs a
+        # gradient attack, a targeted one, a black box and the coin.)
+        plus = ("fgsm", "coin", "apgd_t", "square")
         # Labels the model gets right, so that every example is attacked.
         x2 = rng.uniform(size=(60, 8, 8, 3)).astype(np.float32)
         y2 = np.argmax(one(x2), 1).astype(np.int32)
@@ -636,6 +638,37 @@ class StrategyChoiceTest(tf.test.TestCase):
         '--d (chief: [1], worker 0: [1], worker 1: [2])')
     self.assertEqual(multi_worker.differing_settings(
         {"worker 0": {"a": 1.0}, "worker 1": {"a": 1}}), "")
+
+  def test_a_failed_barrier_after_every_value_still_names_the_difference(
+      self):
+    # The leader passes the barrier, raises on the difference and exits
+    # before its coordination service answers worker 1's wait.
+    values = {"worker 0": {"epochs": 4}, "worker 1": {"epochs": 5}}
+
+    class Context:
+      def set_config_key_value(self, key, value):
+        del key, value
+
+      def get_config_key_value(self, key, milliseconds):
+        del milliseconds
+        return json.dumps(values[key.rsplit("/", 1)[1]])
+
+      def wait_at_barrier(self, name, milliseconds):
+        raise tf.errors.UnavailableError(None, None, f"{name} {milliseconds}")
+
+    tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                 "task": {"type": "worker", "index": 1}}
+    with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(tf_config)}):
+      worker = distribution.cluster()
+    with mock.patch("tensorflow.python.eager.context.context", Context):
+      with self.assertRaisesRegex(ValueError, r"^the workers' settings "
+                                  r"differ: --epochs \(worker 0: 4, worker "
+                                  r"1: 5\)$"):
+        multi_worker.check_same_everywhere(worker, values["worker 1"], 5)
+      values["worker 1"] = values["worker 0"]  # equal: the barrier's error
+      with self.assertRaisesRegex(ValueError, "^worker 1: a task did not "
+                                  "send its settings within 5 s"):
+        multi_worker.check_same_everywhere(worker, values["worker 1"], 5)
 
   def test_per_worker_settings_are_settings(self):
     from part_tf import config as config_lib  # pylint: disable=g-import-not-at-top

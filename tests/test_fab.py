@@ -221,8 +221,10 @@ class TrainedModelTest(tf.test.TestCase):
     rng = np.random.default_rng(0)
     eps_map = rng.uniform(0.0, 0.2, self.x.shape).astype(np.float32)
     eps_map[:, :, :14] = 0.0                   # half the image may not move
+    # (Two targets: the budget is enforced per run, whatever the target.)
     for eps in (0.08, eps_map):
-      x_adv = self.fab(self.x, self.y, eps, num_steps=30).numpy()
+      x_adv = self.fab(self.x, self.y, eps, num_steps=30,
+                       num_targets=2).numpy()
       x = self.x.numpy()
       self.assertTrue(np.all(np.abs(x_adv - x) <= eps))
       self.assertTrue(np.all((x_adv >= 0) & (x_adv <= 1)))
@@ -230,9 +232,9 @@ class TrainedModelTest(tf.test.TestCase):
                       self._robust(x).mean())      # and it fools some
 
   def test_constant_map_equals_scalar_budget(self):
-    a = self.fab(self.x[:20], self.y[:20], 0.1, num_steps=20)
+    a = self.fab(self.x[:20], self.y[:20], 0.1, num_steps=20, num_targets=2)
     b = self.fab(self.x[:20], self.y[:20], tf.fill(self.x[:20].shape, 0.1),
-                 num_steps=20)
+                 num_steps=20, num_targets=2)
     self.assertAllClose(a, b)
 
   def test_restarts_start_inside_half_the_budget_and_never_hurt(self):

@@ -295,7 +295,7 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
   """Under MirroredStrategy a partial global batch splits into replicas of
   unequal size, or leaves a replica with no example at all."""
 
-  def _run(self, n, norm):
+  def _run(self, n, norm, budget=False):
     """Trains in a separate process: two logical CPUs must be configured
     before TensorFlow starts. Zero budgets make the AEs the clean images, so
     the runs are comparable, while the CAMs still run on every replica."""
@@ -352,9 +352,10 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
           moved = max(float(np.abs(a - b).max()) for a, b in zip(w1, start))
           print("RESULT", method, moved, diff,
                 max(abs(logs1[k] - logs2[k]) for k in logs1))
-        w, logs = run(two, 0.1, "part_m")
-        print("BUDGET", all(np.isfinite(v).all() for v in w),
-              logs["full_eps_fraction"], logs["eps_mean"])
+        if {budget}:
+          w, logs = run(two, 0.1, "part_m")
+          print("BUDGET", all(np.isfinite(v).all() for v in w),
+                logs["full_eps_fraction"], logs["eps_mean"])
         """)
     result = commands.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=600, cwd=ROOT,
@@ -364,12 +365,14 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
     results = {line[1]: [float(v) for v in line[2:]]
                for line in lines if line[0] == "RESULT"}
     self.assertEqual(set(results), {"part", "part_t"})
-    (_, finite, fraction, mean), = [l for l in lines if l[0] == "BUDGET"]
-    # With real budgets every weight (batch-norm statistics too) is finite
-    # and the CAM budgets were on in the second epoch.
-    self.assertEqual(finite, "True")
-    self.assertBetween(float(fraction), 0.01, 0.6)
-    self.assertAllClose(float(mean), 0.05 + 0.05 * float(fraction), atol=1e-5)
+    if budget:
+      (_, finite, fraction, mean), = [l for l in lines if l[0] == "BUDGET"]
+      # With real budgets every weight (batch-norm statistics too) is finite
+      # and the CAM budgets were on in the second epoch.
+      self.assertEqual(finite, "True")
+      self.assertBetween(float(fraction), 0.01, 0.6)
+      self.assertAllClose(float(mean), 0.05 + 0.05 * float(fraction),
+                          atol=1e-5)
     return results
 
   @parameterized.parameters(
@@ -377,7 +380,9 @@ class MirroredTest(tf.test.TestCase, parameterized.TestCase):
       (33, "none"),   # last batch 1: replicas of 1 and 0
   )
   def test_partial_global_batch_equals_the_single_device_run(self, n, norm):
-    for moved, diff, log_diff in self._run(n, norm).values():
+    # (The run with real budgets: once, on replicas of 2 and 1.)
+    for moved, diff, log_diff in self._run(n, norm,
+                                           budget=n == 35).values():
       self.assertGreater(moved, 1e-3)
       self.assertLess(diff, 1e-5)
       self.assertLess(log_diff, 1e-5)

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = os.path.join(ROOT, "scripts", "compare.py")
 TINY = [*TINY_TRAIN, "--epochs=2", "--burn_in_epochs=1",
         "--eval_num_steps=2", "--eval_every=1", "--noexport",
-        "--image_count=2", "--methods=at,part", "--seeds=0,1"]
+        "--image_count=0", "--methods=at,part", "--seeds=0,1"]
 
 
 class StatisticsTest(tf.test.TestCase):
@@ -92,7 +92,10 @@ class ResumedStudyTest(tf.test.TestCase):
   def test_killed_study_started_again_gives_the_same_report(self):
     root = tempfile.mkdtemp()
     straight = os.path.join(root, "straight")
-    command = [sys.executable, COMPARE, *TINY]
+    # One seed: two runs straight through, then the kill after the first
+    # (a finished run read back, a run done after the restart). The
+    # statistics of several seeds are StatisticsTest's.
+    command = [sys.executable, COMPARE, *TINY[:-1], "--seeds=0"]
     result = commands.run([*command, f"--model_dir={straight}"],
                           capture_output=True, text=True, timeout=900,
                           cwd=ROOT)
@@ -123,7 +126,7 @@ class ResumedStudyTest(tf.test.TestCase):
     (report_a, text_a), (report_b, text_b) = _read(straight), _read(killed)
     self.assertEqual(report_a, report_b)
     self.assertEqual(text_a, text_b)
-    self.assertLen(report_a["runs"], 4)
+    self.assertLen(report_a["runs"], 2)
     # The charts of the study.
     for name in ("study.png", "comparison.png"):
       with open(os.path.join(killed, name), "rb") as f:

@@ -91,7 +91,7 @@ class KilledACTRunTest(tf.test.TestCase):
     # processes in the 7th digit on this CPU; see the README.)
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    flags = [*TINY_TRAIN, "--max_train_examples=1024", "--method=part_act",
+    flags = [*TINY_TRAIN, "--max_train_examples=512", "--method=part_act",
              "--burn_in_epochs=1",
              "--consistency_weight=1", "--center_loss_weight=0.01",
              "--image_count=0", "--noexport"]

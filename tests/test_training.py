@@ -35,6 +35,11 @@ QUICK = dict(dataset="mnist_offline", max_train_examples=2048,
              eval_num_steps=5, eval_subset=128, eval_every=1, seed=3)
 
 
+# For what needs a run but not a trained model: 2 steps, 1-step PGD.
+SMALL = {**QUICK, "max_train_examples": 256, "max_test_examples": 64,
+         "eval_subset": 64, "num_steps": 1, "image_count": 0, "export": False}
+
+
 def _config(model_dir, **settings) -> TrainConfig:
   """A run's config from flat settings (the flags' names)."""
   return TrainConfig.from_flat({"model_dir": model_dir, **settings})
@@ -110,7 +115,7 @@ class EndToEndTest(tf.test.TestCase):
 
   def test_running_a_finished_run_again_gives_the_same_model(self):
     model_dir = os.path.join(self.root, "again")
-    config = _config(model_dir, **{**QUICK, "epochs": 1,
+    config = _config(model_dir, **{**SMALL, "epochs": 1,
                                    "burn_in_epochs": 0})
     first = experiment.train(config)
     again = experiment.train(config)
@@ -122,9 +127,9 @@ class EndToEndTest(tf.test.TestCase):
   def test_a_start_that_failed_does_not_bind_the_folder(self):
     model_dir = os.path.join(self.root, "failed")
     with self.assertRaisesRegex(ValueError, "no layer named 'nope'"):
-      experiment.train(_config(model_dir, **{**QUICK, "cam_layer": "nope"}))
+      experiment.train(_config(model_dir, **{**SMALL, "cam_layer": "nope"}))
     metrics = experiment.train(_config(model_dir, **{
-        **QUICK, "epochs": 1, "burn_in_epochs": 0}))
+        **SMALL, "epochs": 1, "burn_in_epochs": 0}))
     self.assertEqual(metrics["epochs"], 1)
 
   def test_log_rows_past_the_backup_are_dropped_on_resume(self):
