@@ -77,7 +77,7 @@ class SuiteTest(tf.test.TestCase):
     # (the attacks' strength is tested in their own files).
     config = attack_suite.SuiteConfig(num_steps=10, apgd_steps=20,
                                       square_queries=100, fab_steps=10,
-                                      num_targets=3)
+                                      num_targets=2)
     report = attack_suite.evaluate(self.model_fn, self.ds, 0.1, None, config)
     self.assertCountEqual(report["robust_accuracy"],
                           attack_suite.available_attacks())
