@@ -1,6 +1,6 @@
 """pytest setup: import from the repo root; drop tf.test.TestCase's
 `test_session`, a context manager that pytest would list as a skipped test;
-run the files with slow tests first."""
+start the longest files first."""
 
 import os
 import sys
@@ -38,11 +38,10 @@ FILE_SECONDS = {
 def pytest_collection_modifyitems(config, items):
   del config
   items[:] = [item for item in items if item.name != "test_session"]
-  # Files with slow tests first (a stable sort keeps each file's order):
-  # under `pytest -n N --dist loadfile` a long file that starts last would
-  # leave the other workers idle at the end.
-  # Longest first (the seconds of FILE_SECONDS), then the other files with
-  # slow tests, then the rest.
+  # Longest first (FILE_SECONDS), then the other files with slow tests, then
+  # the rest; a stable sort keeps each file's order. Under `pytest -n N
+  # --dist loadfile` a long file that starts last would leave the other
+  # workers idle at the end.
   slow_files = {item.path for item in items
                 if item.get_closest_marker("slow") is not None}
   items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0),

@@ -62,16 +62,17 @@ def parse_flags_or_exit(argv, dataset_defaults=True, check=None):
 INTERRUPTED_EXIT = 130
 
 
-def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None,
+def run_command(main, dataset_defaults=True, check=None, interrupted=None,
                 doc=None):
-  """`absl.app.run(main, flags_parser=...)`, with Ctrl-C ending in one line.
+  """`absl.app.run(main)` with the flags read by `parse_flags_or_exit`, and
+  Ctrl-C ending in one line.
 
   A KeyboardInterrupt anywhere (flag parsing, TensorFlow's import, the
   work) prints one line on stderr, no traceback, and exits with status 130.
 
   Args:
     main: the command's main function.
-    flags_parser: as for `absl.app.run`.
+    dataset_defaults, check: as for `parse_flags_or_exit`.
     interrupted: `() -> str`, the line to print (e.g. where a run resumes);
       called only once the flags are parsed. Default: "interrupted".
     doc: the command's docstring, its usage text: absl prints the main
@@ -82,7 +83,8 @@ def run_command(main, flags_parser=parse_flags_or_exit, interrupted=None,
   if doc is not None:
     sys.modules["__main__"].__doc__ = usage(doc)
   try:
-    app.run(main, flags_parser=flags_parser)
+    app.run(main, flags_parser=lambda argv: parse_flags_or_exit(
+        argv, dataset_defaults=dataset_defaults, check=check))
   except KeyboardInterrupt:
     line = "interrupted"
     if interrupted is not None and absl_flags.FLAGS.is_parsed():
@@ -169,8 +171,8 @@ def show_script_flags_in_help(flag_values=absl_flags.FLAGS) -> None:
   absl's `--help` shows the key flags of the main module (`sys.argv[0]`),
   but the scripts' flags are defined in `part_tf_flags.train_flags` and
   `part_tf_flags.cli.*`, so only `--helpfull` (which adds absl's and
-  TensorFlow's flags) showed them. This declares the flags of those modules key flags of
-  the main module.
+  TensorFlow's flags) showed them. This declares the flags of those modules
+  key flags of the main module.
   """
   main = sys.argv[0]
   for module, module_flags in flag_values.flags_by_module_dict().items():

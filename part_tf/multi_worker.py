@@ -203,13 +203,11 @@ def check_same_everywhere(worker, values: dict, timeout: float) -> None:
     # the leader, having passed it, may exit on the same difference before
     # its service answers this task's wait.
     missing = [name for name, _ in worker.tasks if name not in everyone]
-    if not missing and differing_settings(everyone):
-      raise ValueError("the workers' settings differ: "
-                       f"{differing_settings(everyone)}") from None
-    raise ValueError(
-        f"{worker.name}: {', '.join(missing) or 'a task'} did not send "
-        f"{'their' if len(missing) > 1 else 'its'} settings within "
-        f"{timeout:g} s (--cluster_timeout)") from None
+    if missing or not differing_settings(everyone):
+      raise ValueError(
+          f"{worker.name}: {', '.join(missing) or 'a task'} did not send "
+          f"{'their' if len(missing) > 1 else 'its'} settings within "
+          f"{timeout:g} s (--cluster_timeout)") from None
   differences = differing_settings(everyone)
   if differences:
     raise ValueError(f"the workers' settings differ: {differences}")

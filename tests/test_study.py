@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARE = os.path.join(ROOT, "scripts", "compare.py")
 TINY = [*TINY_TRAIN, "--epochs=2", "--burn_in_epochs=1",
         "--eval_num_steps=2", "--eval_every=1", "--noexport",
-        "--image_count=0", "--methods=at,part", "--seeds=0,1"]
+        "--image_count=0"]
 
 
 class StatisticsTest(tf.test.TestCase):
@@ -95,7 +95,8 @@ class ResumedStudyTest(tf.test.TestCase):
     # One seed: two runs straight through, then the kill after the first
     # (a finished run read back, a run done after the restart). The
     # statistics of several seeds are StatisticsTest's.
-    command = [sys.executable, COMPARE, *TINY[:-1], "--seeds=0"]
+    command = [sys.executable, COMPARE, *TINY, "--methods=at,part",
+               "--seeds=0"]
     result = commands.run([*command, f"--model_dir={straight}"],
                           capture_output=True, text=True, timeout=900,
                           cwd=ROOT)
@@ -142,7 +143,7 @@ class VariantStudyTest(tf.test.TestCase):
 
   def test_a_regulariser_variant_is_a_method_of_the_study(self):
     root = tempfile.mkdtemp()
-    command = [sys.executable, COMPARE, *TINY[:-2],
+    command = [sys.executable, COMPARE, *TINY,
                "--methods=at,at+center_loss=0.01", "--seeds=0",
                f"--model_dir={root}"]
     result = commands.run(command, capture_output=True, text=True,

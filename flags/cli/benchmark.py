@@ -60,7 +60,6 @@ from absl import flags
 from part_tf import components  # pylint: disable=unused-import
 from part_tf import registry
 from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 
@@ -154,8 +153,7 @@ def main(argv):
 
 def run():
   """The `part-benchmark` command (and `python scripts/benchmark.py`)."""
-  run_command(main, lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False), doc=__doc__)
+  run_command(main, dataset_defaults=False, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from part_tf import config as config_lib
 from part_tf import presets
 from part_tf import registry
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
 
 train_flags.define_flags()
@@ -313,8 +312,7 @@ def _interrupted() -> str:
 
 def run():
   """The `part-compare` command (and `python scripts/compare.py`)."""
-  run_command(main, lambda argv: parse_flags_or_exit(
-      argv, check=train_flags.check), interrupted=_interrupted,
+  run_command(main, check=train_flags.check, interrupted=_interrupted,
               doc=__doc__)
 
 

@@ -42,7 +42,6 @@ from part_tf.evaluation_config import PRESETS
 from part_tf.parsing import parse_budget
 from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import refuse_urls  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 
@@ -252,8 +251,7 @@ def _interrupted() -> str:
 
 def run():
   """The `part-evaluate` command (and `python scripts/evaluate.py`)."""
-  run_command(main, lambda argv: parse_flags_or_exit(
-      argv, dataset_defaults=False), interrupted=_interrupted,
+  run_command(main, dataset_defaults=False, interrupted=_interrupted,
               doc=__doc__)
 
 

@@ -18,7 +18,6 @@ from absl import app
 from absl import flags
 
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
-from part_tf_flags import parse_flags_or_exit  # pylint: disable=g-import-not-at-top
 from part_tf_flags import run_command  # pylint: disable=g-import-not-at-top
 from part_tf_flags import dataset_defaults  # pylint: disable=g-import-not-at-top
 from part_tf_flags import train_flags  # pylint: disable=g-import-not-at-top
@@ -64,8 +63,7 @@ def _interrupted() -> str:
 
 def run():
   """The `part-train` command (and `python scripts/train.py`)."""
-  run_command(main, lambda argv: parse_flags_or_exit(
-      argv, check=train_flags.check), interrupted=_interrupted,
+  run_command(main, check=train_flags.check, interrupted=_interrupted,
               doc=__doc__)
 
 
