@@ -198,8 +198,9 @@ def _run(model_fn, x, y, eps, target, start, num_steps, num_classes,
 # --- the attack ---------------------------------------------------------------
 
 def _seed(seed, index):
+  """The seed of run `index` (a Python int or a scalar tensor)."""
   return tf.cast(tf.convert_to_tensor(seed), tf.int64) + tf.constant(
-      [0, 1], tf.int64) * index
+      [0, 1], tf.int64) * tf.cast(index, tf.int64)
 
 
 def fab(model_fn: ModelFn,
@@ -265,55 +266,52 @@ def fab(model_fn: ModelFn,
     num_targets = min(num_targets, num_classes - 1)
     order = tf.argsort(clean_logits, axis=-1, direction="DESCENDING",
                        stable=True)
-    runs = [(order[:, k], r) for k in range(1, num_targets + 1)
-            for r in range(num_restarts)]
-  else:
-    runs = [(None, r) for r in range(num_restarts)]
-  x_adv = x
-  # A misclassified clean example needs no perturbation.
-  norms = tf.where(pending, _NOT_FOUND, 0.0)
-  for index, (target, restart) in enumerate(runs):
-    if restart > 0:
-      # Uniform noise rescaled to norm 1/2 (eps / 2 in pixels), drawn for the
-      # whole batch so that an example's start does not depend on which
-      # examples are still pending.
-      noise = tf.reshape(noise_lib.uniform(
-          tf.shape(x), seed=_seed(seed, index), minval=-1.0, maxval=1.0,
-          dtype=x.dtype), [batch, -1])
-      noise = 0.5 * noise / tf.reduce_max(tf.abs(noise), axis=1,
-                                          keepdims=True)
-    else:
-      noise = tf.zeros_like(flat)
+  num_runs = num_restarts * (num_targets if targeted else 1)
 
-    def attack(rows, target=target, noise=noise):
-      xs, ys, es = (tf.gather(v, rows) for v in (x, y, eps))
-      lo = tf.reshape(tf.math.divide_no_nan(-xs, es), [tf.size(rows), -1])
-      hi = tf.reshape(tf.math.divide_no_nan(1.0 - xs, es),
-                      [tf.size(rows), -1])
-      start = tf.clip_by_value(tf.gather(noise, rows), lo, hi)
-      u, _ = _run(model_fn, xs, ys, es, None if target is None
-                  else tf.gather(target, rows), start, num_steps, num_classes,
-                  alpha_max, eta, beta)
-      found = tf.clip_by_value(xs + es * tf.reshape(u, tf.shape(xs)), 0.0, 1.0)
-      size = tf.reduce_max(tf.abs(tf.reshape(found - xs, [tf.size(rows), -1])),
-                           axis=1)
-      wrong = tf.not_equal(
-          tf.argmax(model_fn(found), axis=-1, output_type=tf.int32), ys)
-      size = tf.where(wrong, size, _NOT_FOUND)
-      inside = wrong & tf.reduce_all(
-          tf.reshape(tf.abs(found - xs) <= es, [tf.size(rows), -1]), axis=1)
-      return found, size, inside
+  def attack(rows, target, noise):
+    xs, ys, es = (tf.gather(v, rows) for v in (x, y, eps))
+    lo = tf.reshape(tf.math.divide_no_nan(-xs, es), [tf.size(rows), -1])
+    hi = tf.reshape(tf.math.divide_no_nan(1.0 - xs, es), [tf.size(rows), -1])
+    start = tf.clip_by_value(tf.gather(noise, rows), lo, hi)
+    u, _ = _run(model_fn, xs, ys, es, None if target is None
+                else tf.gather(target, rows), start, num_steps, num_classes,
+                alpha_max, eta, beta)
+    found = tf.clip_by_value(xs + es * tf.reshape(u, tf.shape(xs)), 0.0, 1.0)
+    size = tf.reduce_max(tf.abs(tf.reshape(found - xs, [tf.size(rows), -1])),
+                         axis=1)
+    wrong = tf.not_equal(
+        tf.argmax(model_fn(found), axis=-1, output_type=tf.int32), ys)
+    size = tf.where(wrong, size, _NOT_FOUND)
+    inside = wrong & tf.reduce_all(
+        tf.reshape(tf.abs(found - xs) <= es, [tf.size(rows), -1]), axis=1)
+    return found, size, inside
 
+  def start_noise(index):
+    # Uniform noise rescaled to norm 1/2 (eps / 2 in pixels), drawn for the
+    # whole batch so that an example's start does not depend on which
+    # examples are still pending.
+    noise = tf.reshape(noise_lib.uniform(
+        tf.shape(x), seed=_seed(seed, index), minval=-1.0, maxval=1.0,
+        dtype=x.dtype), [batch, -1])
+    return 0.5 * noise / tf.reduce_max(tf.abs(noise), axis=1, keepdims=True)
+
+  def one_run(index, x_adv, norms, pending):
+    # Run `index`: target column 1 + index // num_restarts of `order`
+    # (FAB-T), restart index % num_restarts (the first at x).
+    target = (tf.gather(order, 1 + index // num_restarts, axis=1)
+              if targeted else None)
+    noise = tf.cond(index % num_restarts > 0, lambda: start_noise(index),
+                    lambda: tf.zeros_like(flat))
     rows = tf.where(pending)[:, 0]
-    empty = tf.size(rows) == 0
 
-    def skip(rows=rows):
+    def skip():
       n = tf.size(rows)
       return (tf.zeros(tf.concat([[n], tf.shape(x)[1:]], 0), x.dtype),
               tf.zeros([n], tf.float32), tf.zeros([n], tf.bool))
 
     # TF's convolutions fail on an empty batch.
-    found, size, inside = tf.cond(empty, skip, lambda a=attack, r=rows: a(r))
+    found, size, inside = tf.cond(tf.size(rows) == 0, skip,
+                                  lambda: attack(rows, target, noise))
     at = rows[:, None]
     old = tf.gather(norms, rows)
     norms = tf.tensor_scatter_nd_update(norms, at, tf.minimum(old, size))
@@ -321,5 +319,14 @@ def fab(model_fn: ModelFn,
         x_adv, at, tf.where(tf.reshape(inside, [-1] + [1] * (x.shape.rank - 1)),
                             found, tf.gather(x_adv, rows)))
     pending = tf.tensor_scatter_nd_update(pending, at, ~inside)
+    return index + 1, x_adv, norms, pending
+
+  # A misclassified clean example needs no perturbation. The runs go one
+  # after the other in a tf.while_loop: the graph holds one run whatever
+  # their number (a Python loop would unroll one copy of FAB per run).
+  initial = (tf.constant(0), x, tf.where(pending, _NOT_FOUND, 0.0), pending)
+  _, x_adv, norms, _ = tf.while_loop(
+      lambda index, *_: index < num_runs, one_run, initial,
+      maximum_iterations=num_runs, parallel_iterations=1)
   x_adv = tf.stop_gradient(tf.cast(x_adv, dtype))
   return (x_adv, norms) if return_norms else x_adv
