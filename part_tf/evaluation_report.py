@@ -303,10 +303,11 @@ def _outcome(request, loaded, preset, names, config, reports, corrupted,
     result["input_scaling"] = {"input_range": list(request.input_range),
                                "input_mean": list(request.input_mean),
                                "input_std": list(request.input_std)}
+  # Every attack setting, so that the report says how it was made.
+  result["settings"] = dataclasses.asdict(config)
   if preset:
     result.update(preset=request.preset,
-                  preset_description=preset.description,
-                  settings=dataclasses.asdict(config))
+                  preset_description=preset.description)
   else:
     result.update(num_steps=config.num_steps, restarts=config.restarts)
   if corrupted is not None:

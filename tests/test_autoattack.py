@@ -23,6 +23,7 @@ from part_tf import registry
 from part_tf import attacks
 from part_tf import data
 from part_tf.attacks import noise
+from part_tf.evaluation_config import SuiteConfig
 from part_tf.models import small_cnn
 from tests import commands
 
@@ -414,13 +415,41 @@ class PresetScriptTest(tf.test.TestCase):
                     "after square | AutoAttack |", f.read())
 
   def test_preset_fixes_the_attacks(self):
-    result = self._run("--model_path=/", "--preset=aa_standard",
-                       "--attacks=pgd")
-    self.assertNotEqual(result.returncode, 0)
-    lines = result.stderr.strip().splitlines()
-    self.assertLen(lines, 1)
-    self.assertIn("--preset=aa_standard fixes the attacks and their "
-                  "settings; drop --attacks", lines[0])
+    for flag in ("--attacks=pgd", "--num_targets=2", "--fab_steps=3"):
+      with self.subTest(flag):
+        result = self._run("--model_path=/", "--preset=aa_standard", flag)
+        self.assertNotEqual(result.returncode, 0)
+        lines = result.stderr.strip().splitlines()
+        self.assertLen(lines, 1)
+        self.assertIn("--preset=aa_standard fixes the attacks and their "
+                      f"settings; drop {flag.partition('=')[0]}", lines[0])
+
+  def test_fab_and_target_settings_reach_the_attacks(self):
+    folder = tempfile.mkdtemp()
+    result = self._run(f"--model_path={self.model_path}",
+                       "--dataset=mnist_offline", "--num_examples=16",
+                       "--epsilon=0.3", "--attacks=fab_t,fab",
+                       "--num_targets=2", "--fab_steps=3",
+                       "--fab_restarts=2", "--nosanity_checks",
+                       f"--output_dir={folder}")
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    with open(os.path.join(folder, "eval.json")) as f:
+      saved = json.load(f)
+    settings = saved["settings"]
+    self.assertEqual((settings["num_targets"], settings["fab_steps"],
+                      settings["fab_restarts"]), (2, 3, 2))
+    # The script's numbers are the library's with these settings (seed 0 for
+    # a model outside a run folder, the first 16 test images).
+    model, test = _trained_model()
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (test.images[:16] / 255.0, test.labels[:16])).batch(256)
+    expected = attack_suite.evaluate(
+        lambda x: model(x, training=False), dataset, 0.3, ("fab_t", "fab"),
+        config=SuiteConfig(num_targets=2, fab_steps=3, fab_restarts=2))
+    report, = saved["reports"]
+    for name in ("fab_t", "fab"):
+      self.assertEqual(report["robust_accuracy"][name],
+                       expected["robust_accuracy"][name])
 
 
 if __name__ == "__main__":

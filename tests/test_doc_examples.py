@@ -118,6 +118,7 @@ TINY_FLAGS = {
     "compare": [*TINY_TRAIN, "--epochs=1", "--burn_in_epochs=0",
                 "--image_count=0"],
     "evaluate": ["--num_examples=8", "--num_steps=5", "--apgd_steps=5",
+                 "--num_targets=2", "--fab_steps=5",
                  "--square_queries=50"],
     "visualize": ["--num_images=2"],
     "benchmark": ["--repeats=1", "--instances=1", "--serving_batch_size=4"],

@@ -39,6 +39,7 @@ from absl import flags
 from part_tf import attack_catalogue
 from part_tf.config import RunConfig
 from part_tf.evaluation_config import PRESETS
+from part_tf.evaluation_config import SuiteConfig
 from part_tf.parsing import parse_budget
 from part_tf_flags import define_plugins_flag  # pylint: disable=g-import-not-at-top
 from part_tf_flags import one_line  # pylint: disable=g-import-not-at-top
@@ -62,13 +63,24 @@ flags.DEFINE_enum("preset", None, tuple(PRESETS),
                   "fixed settings: " + "; ".join(
                       f"{name}: {preset.description}"
                       for name, preset in PRESETS.items()) + ".")
-flags.DEFINE_integer("num_steps", 20, "Steps of PGD / CW / MMA.", lower_bound=1)
+flags.DEFINE_integer("num_steps", SuiteConfig.num_steps,
+                     "Steps of PGD / CW / MMA.", lower_bound=1)
 flags.DEFINE_string("step_size", None, "Step size (default epsilon/4).")
-flags.DEFINE_integer("restarts", 1, "PGD random restarts.", lower_bound=1)
-flags.DEFINE_integer("apgd_steps", 100, "APGD iterations (per target for "
-                     "APGD-T).", lower_bound=1)
-flags.DEFINE_integer("square_queries", 1000, "Square query budget.",
+flags.DEFINE_integer("restarts", SuiteConfig.restarts, "PGD random restarts.",
                      lower_bound=1)
+flags.DEFINE_integer("apgd_steps", SuiteConfig.apgd_steps, "APGD iterations "
+                     "(per target for APGD-T).", lower_bound=1)
+flags.DEFINE_integer("apgd_restarts", SuiteConfig.apgd_restarts,
+                     "Restarts of APGD-CE and APGD-DLR.", lower_bound=1)
+flags.DEFINE_integer("num_targets", SuiteConfig.num_targets, "Target classes "
+                     "of APGD-T and FAB-T (the top wrong classes; capped at "
+                     "the number of classes - 1).", lower_bound=1)
+flags.DEFINE_integer("fab_steps", SuiteConfig.fab_steps, "FAB iterations "
+                     "(per target for FAB-T).", lower_bound=0)
+flags.DEFINE_integer("fab_restarts", SuiteConfig.fab_restarts,
+                     "Runs of untargeted FAB.", lower_bound=1)
+flags.DEFINE_integer("square_queries", SuiteConfig.square_queries,
+                     "Square query budget.", lower_bound=1)
 flags.DEFINE_integer("batch_size", None, "Batch size (default: the run's "
                      "--eval_batch_size, else 256; the random starts follow "
                      "the batches, so the run's gives its metrics.json "
@@ -124,7 +136,8 @@ flags.register_validator("step_size", lambda v: v is None or _ok_budget(v),
 FLAGS = flags.FLAGS
 # Settings a preset fixes.
 _PRESET_FIXES = ("attacks", "num_steps", "step_size", "restarts",
-                 "apgd_steps", "square_queries")
+                 "apgd_steps", "apgd_restarts", "num_targets", "fab_steps",
+                 "fab_restarts", "square_queries")
 
 
 def _preset_alone(values):
@@ -173,7 +186,6 @@ def _ok_budget(text):
 def request_from_flags():
   """The `evaluation_report.Request` of the parsed flags."""
   from part_tf import evaluation_report  # pylint: disable=g-import-not-at-top
-  from part_tf.evaluation_config import SuiteConfig  # pylint: disable=g-import-not-at-top
   return evaluation_report.Request(
       model_path=FLAGS.model_path, checkpoint=FLAGS.checkpoint,
       dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
@@ -181,7 +193,10 @@ def request_from_flags():
       attacks=tuple(FLAGS.attacks), preset=FLAGS.preset,
       config=SuiteConfig(
           num_steps=FLAGS.num_steps, restarts=FLAGS.restarts,
-          apgd_steps=FLAGS.apgd_steps, square_queries=FLAGS.square_queries,
+          apgd_steps=FLAGS.apgd_steps, apgd_restarts=FLAGS.apgd_restarts,
+          num_targets=FLAGS.num_targets, fab_steps=FLAGS.fab_steps,
+          fab_restarts=FLAGS.fab_restarts,
+          square_queries=FLAGS.square_queries,
           step_size=parse_budget(FLAGS.step_size) if FLAGS.step_size
           else None),
       seed=FLAGS.seed, batch_size=FLAGS.batch_size,
