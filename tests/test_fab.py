@@ -176,6 +176,25 @@ class LinearModelTest(tf.test.TestCase):
     self._check_optimal(targeted=True, spread=0.05, eps_map=scale)
 
 
+class GraphSizeTest(tf.test.TestCase):
+
+  def test_the_graph_holds_one_run_whatever_the_targets_and_restarts(self):
+    """The runs are a tf.while_loop, not unrolled copies of FAB: a compiled
+    FAB-T of 9 targets x 2 restarts has as many ops as one of 2 x 1."""
+    _, _, model_fn, x, y = LinearModelTest()._data(0.05)
+
+    def ops(num_targets, num_restarts):
+      run = tf.function(lambda: fab(model_fn, x, y, 0.1, num_steps=3,
+                                    num_targets=num_targets,
+                                    num_restarts=num_restarts))
+      graph = run.get_concrete_function().graph
+      functions = graph.as_graph_def().library.function
+      return len(graph.get_operations()) + sum(len(f.node_def)
+                                               for f in functions)
+
+    self.assertEqual(ops(9, 2), ops(2, 1))
+
+
 @pytest.mark.slow
 class TrainedModelTest(tf.test.TestCase):
 
