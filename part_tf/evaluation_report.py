@@ -308,7 +308,7 @@ def _outcome(request, loaded, preset, names, config, reports, corrupted,
   if preset:
     result.update(preset=request.preset,
                   preset_description=preset.description)
-  else:
+  else:  # also at the top level, where reports before `settings` had them
     result.update(num_steps=config.num_steps, restarts=config.restarts)
   if corrupted is not None:
     result["corruptions"] = corrupted

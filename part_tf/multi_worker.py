@@ -192,6 +192,7 @@ def check_same_everywhere(worker, values: dict, timeout: float) -> None:
   ctx.set_config_key_value(key + worker.name,
                            json.dumps(values, sort_keys=True))
   everyone = {}
+  timed_out = False
   try:
     for name, _ in worker.tasks:
       everyone[name] = json.loads(ctx.get_config_key_value(key + name,
@@ -199,18 +200,19 @@ def check_same_everywhere(worker, values: dict, timeout: float) -> None:
     # The leader, which holds the values, stays until all have read them.
     ctx.wait_at_barrier("part_tf/settings_read", milliseconds)
   except tf.errors.OpError:
-    # A task with every value knows the answer even if the barrier failed:
-    # the leader, having passed it, may exit on the same difference before
-    # its service answers this task's wait.
-    missing = [name for name, _ in worker.tasks if name not in everyone]
-    if missing or not differing_settings(everyone):
-      raise ValueError(
-          f"{worker.name}: {', '.join(missing) or 'a task'} did not send "
-          f"{'their' if len(missing) > 1 else 'its'} settings within "
-          f"{timeout:g} s (--cluster_timeout)") from None
-  differences = differing_settings(everyone)
+    timed_out = True
+  # A task with every value knows the answer even if the barrier failed:
+  # the leader, having passed it, may exit on the same difference before its
+  # service answers this task's wait.
+  missing = [name for name, _ in worker.tasks if name not in everyone]
+  differences = None if missing else differing_settings(everyone)
   if differences:
     raise ValueError(f"the workers' settings differ: {differences}")
+  if timed_out:
+    raise ValueError(
+        f"{worker.name}: {', '.join(missing) or 'a task'} did not send "
+        f"{'their' if len(missing) > 1 else 'its'} settings within "
+        f"{timeout:g} s (--cluster_timeout)")
 
 
 _UNSET = object()

@@ -181,7 +181,9 @@ class GraphSizeTest(tf.test.TestCase):
   def test_the_graph_holds_one_run_whatever_the_targets_and_restarts(self):
     """The runs are a tf.while_loop, not unrolled copies of FAB: a compiled
     FAB-T of 9 targets x 2 restarts has as many ops as one of 2 x 1."""
-    _, _, model_fn, x, y = LinearModelTest()._data(0.05)
+    weights, bias, model_fn = _linear()
+    x = np.random.default_rng(0).uniform(size=(8, 40)).astype(np.float32)
+    y = np.argmax(x @ weights + bias, 1).astype(np.int32)
 
     def ops(num_targets, num_restarts):
       run = tf.function(lambda: fab(model_fn, x, y, 0.1, num_steps=3,

@@ -221,13 +221,6 @@ def _apgd_once(model_fn, x, y, eps_map, num_steps, loss_fn, rho, seed,
   return tf.stop_gradient(x_out), s["found"], s["loss_best"], trace
 
 
-def _seed(seed, index: int) -> tf.Tensor:
-  seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-  if index == 0:
-    return seed
-  return seed + tf.constant([0, 1], tf.int64) * index
-
-
 def apgd(model_fn: ModelFn,
          x: tf.Tensor,
          y: tf.Tensor,
@@ -276,9 +269,9 @@ def apgd(model_fn: ModelFn,
   rank = x.shape.rank
   x_out = found = best = None
   for r in range(num_restarts):
-    x_r, found_r, best_r, _ = _apgd_once(model_fn, x, y, eps_map, num_steps,
-                                         loss_fn, rho, _seed(seed, r),
-                                         random_start)
+    x_r, found_r, best_r, _ = _apgd_once(
+        model_fn, x, y, eps_map, num_steps, loss_fn, rho,
+        noise_lib.run_seed(seed, r), random_start)
     if x_out is None:
       x_out, found, best = x_r, found_r, best_r
       continue
@@ -338,7 +331,8 @@ def apgd_targeted(model_fn: ModelFn,
     x_all = apgd(model_fn, tiled(x), y_all, tiled(eps_map),
                  num_steps=num_steps, loss="dlr",
                  target=tf.reshape(tf.transpose(targets), [-1]), rho=rho,
-                 seed=_seed(seed, 1000), random_start=random_start)
+                 seed=noise_lib.run_seed(seed, 1000),
+                 random_start=random_start)
     wrong = tf.not_equal(
         tf.argmax(model_fn(x_all), axis=-1, output_type=tf.int32), y_all)
     batch = tf.shape(x)[0]
@@ -350,7 +344,8 @@ def apgd_targeted(model_fn: ModelFn,
   x_out = found = None
   for j in range(num_targets):
     x_j = apgd(model_fn, x, y, eps, num_steps=num_steps, loss="dlr",
-               target=targets[:, j], rho=rho, seed=_seed(seed, 1000 + j),
+               target=targets[:, j], rho=rho,
+               seed=noise_lib.run_seed(seed, 1000 + j),
                random_start=random_start)
     wrong = tf.not_equal(
         tf.argmax(model_fn(x_j), axis=-1, output_type=tf.int32), y)

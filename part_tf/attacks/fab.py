@@ -197,12 +197,6 @@ def _run(model_fn, x, y, eps, target, start, num_steps, num_classes,
 
 # --- the attack ---------------------------------------------------------------
 
-def _seed(seed, index):
-  """The seed of run `index` (a Python int or a scalar tensor)."""
-  return tf.cast(tf.convert_to_tensor(seed), tf.int64) + tf.constant(
-      [0, 1], tf.int64) * tf.cast(index, tf.int64)
-
-
 def fab(model_fn: ModelFn,
         x: tf.Tensor,
         y: tf.Tensor,
@@ -291,8 +285,8 @@ def fab(model_fn: ModelFn,
     # whole batch so that an example's start does not depend on which
     # examples are still pending.
     noise = tf.reshape(noise_lib.uniform(
-        tf.shape(x), seed=_seed(seed, index), minval=-1.0, maxval=1.0,
-        dtype=x.dtype), [batch, -1])
+        tf.shape(x), seed=noise_lib.run_seed(seed, index), minval=-1.0,
+        maxval=1.0, dtype=x.dtype), [batch, -1])
     return 0.5 * noise / tf.reduce_max(tf.abs(noise), axis=1, keepdims=True)
 
   def one_run(index, x_adv, norms, pending):

@@ -60,6 +60,14 @@ def _draw(sample, shape):
   return tf.reshape(tf.gather(full, rows, axis=1), shape)
 
 
+def run_seed(seed, index) -> tf.Tensor:
+  """The stateless seed of an attack's run `index` (a restart or a target;
+  a Python int or a scalar tensor): `seed` shifted by `index` in its second
+  element, `seed` itself for run 0."""
+  return tf.cast(tf.convert_to_tensor(seed), tf.int64) + tf.constant(
+      [0, 1], tf.int64) * tf.cast(index, tf.int64)
+
+
 def uniform(shape, seed, minval, maxval, dtype):
   """`tf.random.stateless_uniform` with rows that follow the example."""
   return _draw(lambda s: tf.random.stateless_uniform(
