@@ -10,7 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def pytest_configure(config):
-  del config
+  if not hasattr(config, "workerinput"):  # the process that runs the session
+    import tempfile  # pylint: disable=g-import-not-at-top
+    # Runs that the test processes share (tests/tiny_runs.made_once).
+    os.environ["PART_TF_TESTS_SHARED"] = tempfile.mkdtemp(
+        prefix="part_tf_tests_")
   try:
     import part_tf_flags  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -22,17 +26,27 @@ def pytest_configure(config):
 
 # Seconds each long file took in a whole-suite run on the 2-core machine
 # (`--durations=0`, summed per file): the order in which the files start.
+# test_failures.py: its 77 s less the runs that it shares with
+# test_run_folder.py (tests/tiny_runs.made_once), and it should not start
+# beside that file (one of the two would wait for the other's runs).
 FILE_SECONDS = {
     "test_distributed.py": 170, "test_training.py": 116,
     "test_trade_off_family.py": 110, "test_autoattack.py": 100,
     "test_doc_examples.py": 86, "test_keras_inputs.py": 86,
-    "test_fab.py": 80, "test_failures.py": 77, "test_run_folder.py": 75,
+    "test_fab.py": 80, "test_failures.py": 60, "test_run_folder.py": 75,
     "test_attack_suite.py": 71, "test_methods.py": 69, "test_study.py": 68,
     "test_part_model.py": 67, "test_validation_split.py": 56,
     "test_streaming.py": 50, "test_apgd.py": 47, "test_regularisers.py": 41,
     "test_export.py": 34, "test_packaging.py": 32, "test_square.py": 31,
     "test_console.py": 27, "test_dataset_defaults.py": 22,
 }
+
+
+def pytest_unconfigure(config):
+  if not hasattr(config, "workerinput"):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(os.environ.pop("PART_TF_TESTS_SHARED", ""),
+                  ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

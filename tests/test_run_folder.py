@@ -19,6 +19,7 @@ import tensorflow as tf
 from part_tf import run_folder
 from tests import commands
 from tests.tiny_runs import TINY_TRAIN
+from tests.tiny_runs import made_once
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -65,20 +66,29 @@ def without_permission_checks():
 _SHARED = {}
 
 
+def _train_shared_runs(folder):
+  result = train(os.path.join(folder, "finished"), "--epochs=2", "--noexport")
+  assert result.returncode == 0, result.stderr
+  second = train(os.path.join(folder, "partial"), "--epochs=1", "--noexport")
+  assert second.returncode == 0, second.stderr
+  for name in ("stdout", "stderr"):
+    with open(os.path.join(folder, f"finished.{name}"), "w") as f:
+      f.write(getattr(result, name))
+
+
 def _shared_runs():
   """A finished 2-epoch run and a run stopped after 1 of 2 epochs, trained
-  once for all the tests of this module."""
+  once for all the tests of this module and test_failures.py (in whichever
+  test process asks first). Tests change only their copies."""
   if not _SHARED:
-    root = tempfile.mkdtemp()
-    finished = os.path.join(root, "finished")
-    result = train(finished, "--epochs=2", "--noexport")
-    assert result.returncode == 0, result.stderr
-    partial = os.path.join(root, "partial")
-    second = train(partial, "--epochs=1", "--noexport")
-    assert second.returncode == 0, second.stderr
-    _SHARED.update(root=root, finished=finished, partial=partial,
-                   finished_stdout=result.stdout,
-                   finished_stderr=result.stderr)
+    folder = made_once("run_folder_runs", _train_shared_runs)
+    output = {}
+    for name in ("stdout", "stderr"):
+      with open(os.path.join(folder, f"finished.{name}")) as f:
+        output[f"finished_{name}"] = f.read()
+    _SHARED.update(root=tempfile.mkdtemp(),
+                   finished=os.path.join(folder, "finished"),
+                   partial=os.path.join(folder, "partial"), **output)
   return _SHARED
 
 

@@ -1,0 +1,65 @@
+"""The test harness' warm process (`tests/commands.py`): what it learns from
+its children is what a fresh interpreter would compute."""
+
+import json
+import sys
+from unittest import mock
+
+import tensorflow as tf
+
+from part_tf import evaluation
+from part_tf.attacks.pgd import project_linf
+from tests import commands
+
+# A child that reports whether AutoGraph had `project_linf` converted before
+# it traced it, and what the traced function gives.
+_CHILD = """
+import json
+import tensorflow as tf
+from tensorflow.python.autograph.impl import api
+from part_tf.attacks.pgd import project_linf
+cached = project_linf.__code__ in api._TRANSPILER._cache._cache
+x = tf.constant([[0.5, 0.9, 0.1]])
+out = tf.function(project_linf)(x + [[0.3, 0.3, -0.3]], x, 0.2)
+print(json.dumps({"cached": cached, "out": out.numpy().tolist()}))
+"""
+
+
+class LearnedConversionsTest(tf.test.TestCase):
+
+  def test_a_later_child_inherits_an_earlier_childs_conversion(self):
+    # A zygote of this test's own, which no other test has taught.
+    with mock.patch.object(commands, "_zygote", None):
+      answers = []
+      for _ in range(2):
+        result = commands.run([sys.executable, "-c", _CHILD],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        answers.append(json.loads(result.stdout.splitlines()[-1]))
+      process, _ = commands._zygote  # pylint: disable=protected-access
+      process.stdin.close()
+      process.wait(30)
+    self.assertEqual([a["cached"] for a in answers], [False, True])
+    self.assertAllClose(answers[0]["out"], [[0.7, 1.0, 0.0]])
+    self.assertEqual(answers[1]["out"], answers[0]["out"])
+
+  def test_records_find_module_and_nested_functions(self):
+    linf = {"module": "part_tf.attacks.pgd", "qualname": "project_linf",
+            "line": project_linf.__code__.co_firstlineno}
+    self.assertIs(commands._function(linf), project_linf)  # pylint: disable=protected-access
+    nested, = [c for c in evaluation._compiled.__code__.co_consts  # pylint: disable=protected-access
+               if getattr(c, "co_name", None) == "one_device"]
+    found = commands._function(  # pylint: disable=protected-access
+        {"module": "part_tf.evaluation",
+         "qualname": "_compiled.<locals>.one_device",
+         "line": nested.co_firstlineno})
+    self.assertIs(found.__code__, nested)
+    self.assertEqual(len(found.__closure__), len(nested.co_freevars))
+    # A record that no longer matches the code (an edited line, a module
+    # the zygote lacks) finds nothing: the child converts it itself.
+    self.assertIsNone(commands._function({**linf, "line": linf["line"] + 1}))  # pylint: disable=protected-access
+    self.assertIsNone(commands._function({**linf, "module": "not.there"}))  # pylint: disable=protected-access
+
+
+if __name__ == "__main__":
+  tf.test.main()
