@@ -54,7 +54,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRELOAD = ("numpy", "tensorflow", "keras", "tensorflow_datasets",
            "tf_keras_vis.gradcam_plus_plus", "absl.app", "absl.flags",
            "matplotlib.pyplot", "h5py", "part_tf", "part_tf.experiment",
-           "part_tf.evaluation_report", "part_tf.attack_suite")
+           "part_tf.evaluation_report", "part_tf.attack_suite",
+           "part_tf.attack_catalogue", "part_tf.export")
 _DISABLE = "PART_TF_TESTS_NO_ZYGOTE"
 # The zygote's file of the functions its children had AutoGraph convert.
 _CONVERTED = None
@@ -384,7 +385,7 @@ def _run(kind, target, argv) -> int:
 # calls (parse, transform, load), once per process. The result is cached per
 # code object and does not depend on the function's closure, so a conversion
 # the zygote has made is one every later child inherits: a tiny train.py
-# child takes 3.8 s instead of 5.1 s (medians of 6). Each child appends the
+# child takes 3.9 s instead of 5.3 s (medians of 10 runs). Each child appends the
 # functions it converted to a file; before its next fork the zygote converts
 # them too. Pure Python: no TensorFlow op runs in the zygote. A function it
 # cannot find is simply converted again by the next child, as without this.
@@ -497,10 +498,12 @@ def _function(record):
     obj = vars(obj).get(part) if isinstance(obj, type) else getattr(
         obj, part, None)
     obj = getattr(obj, "__func__", obj)           # staticmethod, classmethod
+    obj = getattr(obj, "fget", obj)               # property
     obj = getattr(obj, "python_function", obj)    # tf.function
-    obj = _unwrapped(obj)
+    while hasattr(obj, "__wrapped__"):            # functools.wraps
+      obj = obj.__wrapped__
     code = getattr(obj, "__code__", None)
-    if code is None and parts:
+    if code is None and parts[:1] == ["<locals>"]:
       return None
   if code is None or code.co_firstlineno != record["line"]:
     return None
@@ -510,11 +513,6 @@ def _function(record):
   return types.FunctionType(code, module.__dict__, code.co_name, None,
                             cells or None)
 
-
-def _unwrapped(obj):
-  while hasattr(obj, "__wrapped__") and not hasattr(obj, "__code__"):
-    obj = obj.__wrapped__
-  return obj
 
 
 def _fresh_streams():

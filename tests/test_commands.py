@@ -5,10 +5,12 @@ import json
 import sys
 from unittest import mock
 
+from keras.src.backend.tensorflow.layer import TFLayer
 import tensorflow as tf
 
 from part_tf import evaluation
 from part_tf.attacks.pgd import project_linf
+from part_tf.training.part_model import PARTModel
 from tests import commands
 
 # A child that reports whether AutoGraph had `project_linf` converted before
@@ -55,6 +57,19 @@ class LearnedConversionsTest(tf.test.TestCase):
          "line": nested.co_firstlineno})
     self.assertIs(found.__code__, nested)
     self.assertEqual(len(found.__closure__), len(nested.co_freevars))
+    # A method, and a function nested in a property of a class.
+    budget = {"module": "part_tf.training.part_model",
+              "qualname": "PARTModel.budget",
+              "line": PARTModel.budget.__code__.co_firstlineno}
+    self.assertIs(commands._function(budget), PARTModel.budget)  # pylint: disable=protected-access
+    signature = vars(TFLayer)["_default_save_signature"].fget
+    serving, = [c for c in signature.__code__.co_consts
+                if getattr(c, "co_name", None) == "serving_default"]
+    found = commands._function(  # pylint: disable=protected-access
+        {"module": TFLayer.__module__,
+         "qualname": "TFLayer._default_save_signature.<locals>."
+                     "serving_default", "line": serving.co_firstlineno})
+    self.assertIs(found.__code__, serving)
     # A record that no longer matches the code (an edited line, a module
     # the zygote lacks) finds nothing: the child converts it itself.
     self.assertIsNone(commands._function({**linf, "line": linf["line"] + 1}))  # pylint: disable=protected-access
