@@ -6,6 +6,7 @@ import sys
 from unittest import mock
 
 from keras.src.backend.tensorflow.layer import TFLayer
+import pytest
 import tensorflow as tf
 
 from part_tf import evaluation
@@ -29,6 +30,7 @@ print(json.dumps({"cached": cached, "out": out.numpy().tolist()}))
 
 class LearnedConversionsTest(tf.test.TestCase):
 
+  @pytest.mark.slow  # starts a zygote of its own
   def test_a_later_child_inherits_an_earlier_childs_conversion(self):
     # A zygote of this test's own, which no other test has taught.
     with mock.patch.object(commands, "_zygote", None):
