@@ -122,6 +122,7 @@ class SuiteTest(tf.test.TestCase):
       attack_suite.evaluate(self.model_fn, self.ds, 0.1, ["deepfool"])
 
 
+@pytest.mark.slow  # evaluate.py runs
 class EvaluateScriptTest(tf.test.TestCase):
 
   def test_keras_file_and_saved_model_give_the_same_report(self):

@@ -358,6 +358,7 @@ class InterruptTest(RunFolderTestCase):
 
 class SmallThingsTest(RunFolderTestCase):
 
+  @pytest.mark.slow  # a train.py run
   def test_log_lines_end_in_lf_also_after_a_resume_of_an_old_log(self):
     with open(os.path.join(self.finished, "log.csv"), "rb") as f:
       fresh = f.read()

@@ -283,6 +283,7 @@ class DataServiceTest(tf.test.TestCase):
         "first"]))
     self.assertFalse(os.path.exists(model_dir))
 
+  @pytest.mark.slow  # two trainings, one through a tf.data service
   def test_training_through_the_service_equals_the_local_pipeline(self):
     dispatcher = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=0))
