@@ -12,8 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def pytest_configure(config):
   if not hasattr(config, "workerinput"):  # the process that runs the session
     import tempfile  # pylint: disable=g-import-not-at-top
+    from tests import tiny_runs  # pylint: disable=g-import-not-at-top
     # Runs that the test processes share (tests/tiny_runs.made_once).
-    os.environ["PART_TF_TESTS_SHARED"] = tempfile.mkdtemp(
+    os.environ[tiny_runs.SHARED_ENV] = tempfile.mkdtemp(
         prefix="part_tf_tests_")
   try:
     import part_tf_flags  # pylint: disable=g-import-not-at-top,unused-import
@@ -45,7 +46,8 @@ FILE_SECONDS = {
 def pytest_unconfigure(config):
   if not hasattr(config, "workerinput"):
     import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(os.environ.pop("PART_TF_TESTS_SHARED", ""),
+    from tests import tiny_runs  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(os.environ.pop(tiny_runs.SHARED_ENV, ""),
                   ignore_errors=True)
 
 

@@ -19,8 +19,9 @@ standard streams, and it runs the script as `__main__` with `runpy`, as
 libraries (and AutoGraph's conversion of the functions that earlier children
 converted: see "AutoGraph conversions" below), so what those imports print
 (TensorFlow's start-up lines on stderr) and environment variables read only
-at import time are those of the zygote. Tests about exactly that (`test_console`: start-up stderr;
-`test_packaging`: installed console scripts) use `subprocess` itself.
+at import time are those of the zygote. Tests about exactly that
+(`test_console`: start-up stderr; `test_packaging`: installed console
+scripts) use `subprocess` itself.
 
 The processes such a command starts itself (`compare.py` runs `train.py`
 per run) are ordinary subprocesses, as in use: their waits, signals and
@@ -385,10 +386,11 @@ def _run(kind, target, argv) -> int:
 # calls (parse, transform, load), once per process. The result is cached per
 # code object and does not depend on the function's closure, so a conversion
 # the zygote has made is one every later child inherits: a tiny train.py
-# child takes 3.9 s instead of 5.3 s (medians of 10 runs). Each child appends the
-# functions it converted to a file; before its next fork the zygote converts
-# them too. Pure Python: no TensorFlow op runs in the zygote. A function it
-# cannot find is simply converted again by the next child, as without this.
+# child takes 3.9 s instead of 5.3 s (medians of 10 runs). Each child
+# appends the functions it converted to a file; before its next fork the
+# zygote converts them too. Pure Python: no TensorFlow op runs in the zygote.
+# A function it cannot find is simply converted again by the next child, as
+# without this.
 
 _recorded = []
 
@@ -512,7 +514,6 @@ def _function(record):
   cells = tuple(types.CellType(None) for _ in code.co_freevars)
   return types.FunctionType(code, module.__dict__, code.co_name, None,
                             cells or None)
-
 
 
 def _fresh_streams():

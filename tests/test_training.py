@@ -242,9 +242,8 @@ class OlderRunsTest(tf.test.TestCase):
     # A run trained with the pre-activation network, its config.json as
     # version 1 wrote it ("model": "resnet18", no settings_version).
     model_dir = os.path.join(tempfile.mkdtemp(), "run")
-    # (AT: the network is what is checked, and a ResNet's CAM step is the
-    # slow part of compiling it.)
-    # Batches of 8 images: the network is what is checked, not its fit.
+    # (AT and batches of 8 images: the network is what is checked, and a
+    # ResNet's CAM step is the slow part of compiling it.)
     settings = {**TINY, "model": "preact_resnet18", "burn_in_epochs": 0,
                 "method": "at", "max_train_examples": 16, "batch_size": 8,
                 "max_test_examples": 8, "eval_subset": 8}
