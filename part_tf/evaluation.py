@@ -239,15 +239,21 @@ def robust_accuracy(model_fn, dataset, epsilon: float, step_size: float,
   {"natural_accuracy", "pgd_accuracy", "num_examples"} (and "natural",
   "robust" per example with `per_example`). The evaluation of a run's
   metrics, the same as `evaluate.py --attacks=pgd`."""
-  report = Evaluator(model_fn, epsilon, ("pgd",),
-                     SuiteConfig(num_steps=num_steps, step_size=step_size,
-                                 random_start=random_start),
-                     seed, strategy=strategy, jit_compile=jit_compile)(
-                         dataset, per_example=per_example)
+  return pgd_accuracies(Evaluator(
+      model_fn, epsilon, ("pgd",),
+      SuiteConfig(num_steps=num_steps, step_size=step_size,
+                  random_start=random_start),
+      seed, strategy=strategy, jit_compile=jit_compile)(
+          dataset, per_example=per_example))
+
+
+def pgd_accuracies(report: dict) -> dict:
+  """`robust_accuracy`'s result from the report of an `Evaluator` whose
+  attack is "pgd" (its per-example arrays too, if the report has them)."""
   result = {"natural_accuracy": report["natural_accuracy"],
             "pgd_accuracy": report["robust_accuracy"]["pgd"],
             "num_examples": report["num_examples"]}
-  if per_example:
+  if "natural" in report:
     result.update(natural=report["natural"], robust=report["robust"]["pgd"])
   return result
 

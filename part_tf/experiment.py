@@ -186,7 +186,7 @@ def _run(config, strategy, folder, reporter, made, started) -> dict:
   callbacks = _callbacks(config, folder, inputs, model, start.jit, reporter)
   seconds = _fit(config, model, inputs, start.epoch, callbacks, reporter)
   return _report(config, folder, model, inputs, start, seconds, strategy,
-                 reporter)
+                 reporter, callbacks)
 
 
 @dataclasses.dataclass
@@ -330,10 +330,11 @@ def _fit(config, model, inputs, start_epoch, callbacks, reporter) -> float:
 
 
 def _report(config, folder, model, inputs, start, seconds, strategy,
-            reporter) -> dict:
+            reporter, callbacks) -> dict:
   """The final model's (and the most robust epoch's) test accuracy, the
   classifiers saved and exported, metrics.json and the hparams entry."""
-  measure = _Measure(config, inputs.test, strategy, start.jit)
+  measure = _Measure(config, inputs.test, strategy, start.jit, next(
+      c for c in callbacks if isinstance(c, RobustEvaluation)))
   metrics = {**_accuracies(measure(model.classifier), config),
              **_run_facts(config, start, seconds, strategy)}
   folder.save_classifier(model.classifier)
@@ -362,14 +363,21 @@ def _report(config, folder, model, inputs, start, seconds, strategy,
 
 class _Measure:
   """Natural and PGD accuracy on the test split: `evaluation`'s loop, as
-  `evaluate.py --attacks=pgd` measures it (same seeds and batches)."""
+  `evaluate.py --attacks=pgd` measures it (same seeds and batches). The
+  trained classifier is measured with the in-training evaluation's
+  compiled graph (`robust_evaluation`: the same settings), when it has the
+  model (it has not when a finished run is evaluated again)."""
 
-  def __init__(self, config, test, strategy, jit):
+  def __init__(self, config, test, strategy, jit, robust_evaluation):
     self.epsilon, self.step = config.evaluation_budget()
     self.steps, self.seed = config.evaluation.eval_num_steps, config.run.seed
     self.test, self.strategy, self.jit = test, strategy, jit
+    self.shared = robust_evaluation
 
   def __call__(self, classifier) -> dict:
+    model = self.shared.model
+    if model is not None and model.classifier is classifier:
+      return evaluation.pgd_accuracies(self.shared.evaluator()(self.test))
     return evaluation.robust_accuracy(  # with replica 0's statistics
         classifier, self.test, self.epsilon, self.step, self.steps,
         seed=self.seed, strategy=self.strategy, jit_compile=self.jit)

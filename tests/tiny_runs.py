@@ -12,11 +12,14 @@ from tests import commands
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # 2 steps per epoch on 256 offline MNIST images, 1-step PGD, a tiny
-# evaluation. Tests add epochs, burn-in and what they check.
+# evaluation, no TensorBoard pictures (test_pictures tests them, and
+# test_distributed's runs draw some). Tests add epochs, burn-in and what
+# they check.
 TINY_TRAIN = ["--max_train_examples=256", "--max_test_examples=64",
               "--batch_size=128", "--epsilon=0.1", "--epsilon_low=0.07",
               "--step_size=0.025", "--num_steps=1", "--eval_num_steps=1",
-              "--eval_subset=32", "--optimizer=adam", "--learning_rate=1e-3"]
+              "--eval_subset=32", "--optimizer=adam", "--learning_rate=1e-3",
+              "--image_count=0"]
 
 
 # The folder that the processes of one pytest run share (set by conftest.py

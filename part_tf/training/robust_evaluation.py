@@ -73,14 +73,21 @@ class RobustEvaluation(keras.callbacks.Callback):
         self._save_best(epoch + 1, value)
     logs["val_pgd_accuracy"] = value
 
-  def _evaluate(self) -> float:
-    classifier = self.model.classifier
-    strategy = self.model.distribute_strategy
-    if self._evaluator is None:  # compiled once, reused every epoch
+  def evaluator(self) -> evaluation.Evaluator:
+    """The natural and PGD evaluation of the model's classifier at this
+    callback's settings: compiled on first use, then reused every epoch
+    (and by `experiment.train` for the run's final test accuracy, which
+    therefore needs no graph of its own). Needs the model (`fit` sets it).
+    """
+    if self._evaluator is None:
       self._evaluator = evaluation.Evaluator(
-          classifier, self.epsilon, ("pgd",), self.config, self.seed,
-          strategy=strategy, jit_compile=self.jit_compile)
-    report = self._evaluator(self.dataset)  # with replica 0's statistics
+          self.model.classifier, self.epsilon, ("pgd",), self.config,
+          self.seed, strategy=self.model.distribute_strategy,
+          jit_compile=self.jit_compile)
+    return self._evaluator
+
+  def _evaluate(self) -> float:
+    report = self.evaluator()(self.dataset)  # with replica 0's statistics
     return float(report["robust_accuracy"]["pgd"])
 
   def _save_best(self, epoch, value):
