@@ -23,9 +23,11 @@ at import time are those of the zygote. Tests about exactly that
 (`test_console`: start-up stderr; `test_packaging`: installed console
 scripts) use `subprocess` itself.
 
-The processes such a command starts itself (`compare.py` runs `train.py`
-per run) are ordinary subprocesses, as in use: their waits, signals and
-process groups are the product's own. Commands other than
+The python commands that such a command starts itself (`compare.py` runs
+`train.py` per run) are forked from it while it has no thread, so that they
+too skip the imports: real children of it, whose waits, signals and process
+groups are the product's own (see "The python commands a child starts"
+below). Commands other than
 `python SCRIPT`, `python -c CODE` or `python -m MODULE`
 (and any command when `PART_TF_TESTS_NO_ZYGOTE=1`) start as ordinary
 subprocesses.
@@ -83,6 +85,26 @@ def _entry(args):
   return ("script", args[1], args[2:])
 
 
+def _plain(shell, executable, preexec_fn, pass_fds, rest) -> bool:
+  """Whether a Popen asks for nothing but a command, streams, cwd, env,
+  umask and a new session (what a forked child can be given)."""
+  return not (shell or executable or preexec_fn or pass_fds
+              or any(v is not None for v in rest[1:4])
+              or (len(rest) > 6 and rest[6] != -1))
+
+
+def _request(entry, cwd, env, rest) -> dict:
+  """What a forked child becomes (see `_child`)."""
+  kind, target, script_args = entry
+  return {
+      "kind": kind, "target": target, "argv": script_args,
+      "cwd": os.path.abspath(os.fspath(cwd)) if cwd else os.getcwd(),
+      "env": dict(os.environ) if env is None else {
+          os.fsdecode(k): os.fsdecode(v) for k, v in env.items()},
+      "new_session": bool(rest[5]),
+      "umask": rest[4]}
+
+
 def _address():
   """The socket of this process' zygote (started now if need be)."""
   global _zygote
@@ -132,23 +154,14 @@ class Popen(subprocess.Popen):
                      *rest):
     # rest: restore_signals, gid, gids, uid, umask, start_new_session,
     # process_group (Python 3.11).
-    plain = not (shell or executable or preexec_fn or pass_fds
-                 or any(v is not None for v in rest[1:4])
-                 or (len(rest) > 6 and rest[6] != -1))
+    plain = _plain(shell, executable, preexec_fn, pass_fds, rest)
     entry = _entry(args) if plain and os.environ.get(_DISABLE) != "1" else None
     if entry is None:
       return super()._execute_child(
           args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
           startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread,
           c2pwrite, errread, errwrite, *rest)
-    kind, target, script_args = entry
-    request = {
-        "kind": kind, "target": target, "argv": script_args,
-        "cwd": os.path.abspath(os.fspath(cwd)) if cwd else os.getcwd(),
-        "env": dict(os.environ) if env is None else {
-            os.fsdecode(k): os.fsdecode(v) for k, v in env.items()},
-        "new_session": bool(rest[5]),
-        "umask": rest[4]}
+    request = _request(entry, cwd, env, rest)
     fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
            errwrite if errwrite != -1 else 2]
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -333,6 +346,9 @@ def _child(request, fds, base_path):
              if p]
     sys.path[:] = [first, *extra, *base_path]
     _record_conversions()
+    global _BASE_PATH
+    _BASE_PATH = base_path
+    subprocess.Popen = _ForkingPopen  # the commands this one starts
     code = _run(kind, target, request["argv"])
   except BaseException:  # pylint: disable=broad-except
     import traceback  # pylint: disable=g-import-not-at-top
@@ -380,6 +396,79 @@ def _run(kind, target, argv) -> int:
   return 0
 
 
+# --- the python commands a child starts ----------------------------------------
+#
+# compare.py runs train.py once per run (`subprocess.Popen`). A fresh
+# interpreter spends 6-8 s on imports before the run starts. In a child of
+# the zygote that has started no thread (it has run no TensorFlow op: a
+# study's own process reads flags, starts runs and writes reports), such a
+# command is forked from the child itself, as the zygote forks: a real child
+# of it (its pid, process group and session; `waitpid`, signals and
+# `os.killpg` behave as for a fresh process), which forgets what its parent
+# set up for itself (atexit handlers, absl flags and values, the project's
+# flag modules) before it runs the command. With a thread running, or for
+# anything but a plain python command, it is an ordinary subprocess.
+
+_BASE_PATH = None  # in a child of the zygote: sys.path after the script's
+
+
+class _ForkingPopen(subprocess.Popen):
+  """`subprocess.Popen` inside a child of the zygote (see above)."""
+
+  def _execute_child(self, args, executable, preexec_fn, close_fds,
+                     pass_fds, cwd, env, startupinfo, creationflags, shell,
+                     p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
+                     *rest):
+    entry = (_entry(args) if _plain(shell, executable, preexec_fn, pass_fds,
+                                    rest) and _single_threaded() else None)
+    if entry is None:
+      return super()._execute_child(
+          args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
+          startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread,
+          c2pwrite, errread, errwrite, *rest)
+    request = _request(entry, cwd, env, rest)
+    fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
+           errwrite if errwrite != -1 else 2]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+      for fd in (p2cwrite, c2pread, errread):  # the parent's ends
+        if fd != -1:
+          os.close(fd)
+      _forget_parent()
+      _child(request, fds, _BASE_PATH)  # never returns
+    self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread,
+                         errwrite)
+    self.pid = pid
+    self._child_created = True
+
+
+def _single_threaded() -> bool:
+  return len(os.listdir("/proc/self/task")) == 1
+
+
+def _forget_parent():
+  """In a child forked from a running command: what a new interpreter
+  would not have of its parent's."""
+  atexit._clear()  # pylint: disable=protected-access
+  _recorded.clear()  # the parent writes its own conversions
+  for name in [m for m in sys.modules
+               if m == "part_tf_flags" or m.startswith("part_tf_flags.")]:
+    del sys.modules[name]  # they define their flags when imported
+  absl_flags = sys.modules.get("absl.flags")
+  if absl_flags is None:
+    return
+  values = absl_flags.FLAGS
+  values.unparse_flags()
+  for module, defined in list(values.flags_by_module_dict().items()):
+    if not module.startswith("absl."):
+      for flag in list(defined):
+        for name in (flag.name, flag.short_name):
+          if name and name in values:
+            delattr(values, name)
+
+
 # --- AutoGraph conversions learned from the children ---------------------------
 #
 # Tracing a tf.function first has AutoGraph rewrite each Python function it
@@ -403,6 +492,8 @@ def _record_conversions():
     return
   transpiler = api._TRANSPILER  # pylint: disable=protected-access
   transform_function = transpiler.transform_function
+  if getattr(transform_function, "recording", False):
+    return  # a command's child: its parent's hook is in place
 
   def recording(fn, user_context):
     key = transpiler.get_caching_key(user_context)
@@ -417,6 +508,7 @@ def _record_conversions():
                       sorted(f.name for f in key.optional_features)]})
     return transform_function(fn, user_context)
 
+  recording.recording = True
   transpiler.transform_function = recording
 
 

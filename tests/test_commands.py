@@ -78,5 +78,64 @@ class LearnedConversionsTest(tf.test.TestCase):
     self.assertIsNone(commands._function({**linf, "module": "not.there"}))  # pylint: disable=protected-access
 
 
+# A command that starts a python command of its own (as compare.py starts
+# train.py), first with no thread of its own, then with one: it prints the
+# two children's answers and its own pid, session and process group.
+_CHILD_OF_CHILD = """
+import json, os, sys
+from absl import flags
+print(json.dumps({"warm": "tensorflow" in sys.modules, "ppid": os.getppid(),
+                  "sid": os.getsid(0), "pgid": os.getpgid(0),
+                  "parent_flag": "parent_only" in flags.FLAGS,
+                  "argv": sys.argv[1:]}))
+"""
+_PARENT = """
+import atexit, json, os, subprocess, sys, threading
+from absl import flags
+flags.DEFINE_string("parent_only", "set", "A flag of the parent's.")
+flags.FLAGS(sys.argv)
+atexit.register(print, "the parent's atexit handler")
+answers = []
+for threaded in (False, True):
+  if threaded:
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+  answers.append(subprocess.run(
+      [sys.executable, "-c", sys.argv[1], "--x"], check=True,
+      capture_output=True, text=True).stdout)
+print(json.dumps({"pid": os.getpid(), "sid": os.getsid(0),
+                  "pgid": os.getpgid(0), "children": answers}))
+"""
+
+
+class CommandsOfChildrenTest(tf.test.TestCase):
+
+  def test_a_childs_python_command_is_its_own_fork_unless_it_has_threads(
+      self):
+    result = commands.run(
+        [sys.executable, "-c", _PARENT, _CHILD_OF_CHILD], capture_output=True,
+        text=True, timeout=120, start_new_session=True)
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    *_, line, last = result.stdout.splitlines()
+    self.assertEqual(last, "the parent's atexit handler")
+    parent = json.loads(line)
+    forked, started = parent["children"]
+    # Without a thread: forked (TensorFlow already imported); with none of
+    # its parent's atexit handlers, its output is its one line.
+    self.assertLen(forked.splitlines(), 1)
+    forked = json.loads(forked)
+    self.assertTrue(forked["warm"])
+    # With one: an ordinary subprocess (a fresh interpreter).
+    started = json.loads(started.splitlines()[-1])
+    self.assertFalse(started["warm"])
+    # Either way a child of the command, in its session and process group
+    # (a kill of the group takes both), with flags of its own.
+    for child in (forked, started):
+      self.assertEqual(
+          (child["ppid"], child["sid"], child["pgid"], child["parent_flag"],
+           child["argv"]),
+          (parent["pid"], parent["sid"], parent["pgid"], False, ["--x"]))
+    self.assertEqual(parent["sid"], parent["pid"])  # its own session
+
+
 if __name__ == "__main__":
   tf.test.main()
