@@ -116,9 +116,13 @@ class Evaluator:
     self._restarts = {name: config.restarts if name == "pgd" else 1
                       for name in self.attacks}
 
-  def __call__(self, dataset, per_example: bool = False,
-               progress=None) -> dict:
+  def __call__(self, dataset, per_example: bool = False, progress=None,
+               sequential: bool | None = None) -> dict:
     """The report of `dataset` (batches of images in [0, 1] and labels).
+
+    `sequential` (None: the evaluator's setting) evaluates the other way
+    with the same compiled attacks: e.g. AutoAttack's sequence and then each
+    attack on every example, for one tracing of each attack.
 
     Returns:
       {"epsilon", "num_examples", "natural_accuracy", "robust_accuracy":
@@ -133,16 +137,20 @@ class Evaluator:
     if self._replica_state is not None:
       from part_tf import distribution  # pylint: disable=g-import-not-at-top
       distribution.broadcast_first_replica(*self._replica_state)
+    sequential = self.sequential if sequential is None else sequential
+    if sequential and not self.attacks:
+      raise ValueError("a sequential evaluation needs at least one attack")
     tally = _Tally(self.attacks)
     batches = enumerate(dataset)
     for i, (x, y) in (progress(batches) if progress else batches):
-      self._batch(tally, i, tf.cast(x, tf.float32), tf.cast(y, tf.int32))
-    report = tally.report(self.epsilon, self.sequential, per_example)
+      self._batch(tally, i, tf.cast(x, tf.float32), tf.cast(y, tf.int32),
+                  sequential)
+    report = tally.report(self.epsilon, sequential, per_example)
     if self.keep_adversarial:
       report["adversarial"] = np.concatenate(tally.adversarial)
     return report
 
-  def _batch(self, tally, i, x, y):
+  def _batch(self, tally, i, x, y, sequential):
     clean, _ = _call(self._natural, x, y,
                      tf.constant([self.seed, 0], tf.int64), None)
     tally.correct.append(clean)
@@ -150,9 +158,9 @@ class Evaluator:
       tally.adversarial.append(x.numpy().copy())
     still = clean.copy()
     for name in self.attacks:
-      survived = still.copy() if self.sequential else clean.copy()
+      survived = still.copy() if sequential else clean.copy()
       for r in range(self._restarts[name]):
-        rows = np.flatnonzero(survived) if self.sequential else None
+        rows = np.flatnonzero(survived) if sequential else None
         if not survived.any():
           break
         start = time.perf_counter()
@@ -171,7 +179,7 @@ class Evaluator:
         if name in tally.norms:
           tally.norms[name].append(norm)
       tally.robust[name].append(survived)
-      if self.sequential:
+      if sequential:
         still &= survived
 
 

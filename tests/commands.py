@@ -203,20 +203,32 @@ class Popen(subprocess.Popen):
 
   def _status(self, timeout):
     """Reads the child's wait status when it comes within `timeout` seconds
-    (None: block); sets `returncode`."""
+    (None: block); sets `returncode`. One thread at a time reads it, as
+    `subprocess.Popen` waits (`_waitpid_lock`): a poll while another thread
+    waits returns None, and a waiter that comes second finds the status
+    the first has read."""
     if self.returncode is not None:
       return self.returncode
-    with selectors.DefaultSelector() as selector:
-      selector.register(self._connection, selectors.EVENT_READ)
-      if not selector.select(timeout):
-        return None
-    line = _read_line(self._connection)
-    self._connection.close()
-    if not line.startswith(b"status "):
-      self.returncode = -signal.SIGKILL  # the monitor died: report a kill
-    else:
-      self.returncode = os.waitstatus_to_exitcode(int(line.split()[1]))
-    return self.returncode
+    lock = self.__dict__.setdefault("_status_lock", threading.Lock())
+    if not (lock.acquire(False) if timeout == 0 else lock.acquire(
+        True, -1 if timeout is None else timeout)):
+      return None
+    try:
+      if self.returncode is not None:
+        return self.returncode
+      with selectors.DefaultSelector() as selector:
+        selector.register(self._connection, selectors.EVENT_READ)
+        if not selector.select(timeout):
+          return None
+      line = _read_line(self._connection)
+      self._connection.close()
+      if not line.startswith(b"status "):
+        self.returncode = -signal.SIGKILL  # the monitor died: report a kill
+      else:
+        self.returncode = os.waitstatus_to_exitcode(int(line.split()[1]))
+      return self.returncode
+    finally:
+      lock.release()
 
   def send_signal(self, sig):
     self.poll()

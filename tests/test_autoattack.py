@@ -22,6 +22,7 @@ from part_tf import attack_suite
 from part_tf import registry
 from part_tf import attacks
 from part_tf import data
+from part_tf import evaluation
 from part_tf.attacks import noise
 from part_tf.evaluation_config import SuiteConfig
 from part_tf.models import small_cnn
@@ -215,10 +216,13 @@ class SequenceTest(tf.test.TestCase):
                             & ~survives["aa_reference"]))
 
   def test_sequence_is_the_per_example_and_of_its_attacks(self):
-    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
-                                         STANDARD, SMALL, per_example=True)
-    alone = attack_suite.evaluate(self.model_fn, self.ds, EPS, STANDARD,
-                                  SMALL, per_example=True)
+    # One evaluator both ways: the same compiled attacks (evaluate_sequence
+    # and evaluate, its wrappers, are compared in the tests below).
+    evaluator = evaluation.Evaluator(self.model_fn, EPS, STANDARD, SMALL,
+                                     sequential=True)
+    seq = evaluator(self.ds, per_example=True)
+    alone = evaluator(self.ds, per_example=True, sequential=False)
+    self.assertNotIn("sequential", alone)
     both = np.logical_and.reduce([alone["natural"],
                                   *alone["robust"].values()])
     final = np.logical_and.reduce([seq["natural"], *seq["robust"].values()])
@@ -289,11 +293,10 @@ class SequenceTest(tf.test.TestCase):
 
   def test_restarts_in_a_sequence(self):
     config = attack_suite.SuiteConfig(num_steps=3, restarts=3)
-    seq = attack_suite.evaluate_sequence(self.model_fn, self.ds, EPS,
-                                         ("fgsm", "pgd"), config,
-                                         per_example=True)
-    alone = attack_suite.evaluate(self.model_fn, self.ds, EPS,
-                                  ("fgsm", "pgd"), config, per_example=True)
+    evaluator = evaluation.Evaluator(self.model_fn, EPS, ("fgsm", "pgd"),
+                                     config, sequential=True)
+    seq = evaluator(self.ds, per_example=True)
+    alone = evaluator(self.ds, per_example=True, sequential=False)
     self.assertAllEqual(seq["robust"]["fgsm"] & seq["robust"]["pgd"],
                         alone["natural"] & alone["robust"]["fgsm"]
                         & alone["robust"]["pgd"])
