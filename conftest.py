@@ -26,21 +26,20 @@ def pytest_configure(config):
 
 
 # Seconds each long file took in a whole-suite run on the 2-core machine
-# (`--durations=0`, summed per file, 2026-12-08): the order in which the
-# files start. test_failures.py reads the runs that it shares with
+# (`--durations=0`, summed per file): the order in which the files start.
+# test_failures.py: its 77 s less the runs that it shares with
 # test_run_folder.py (tests/tiny_runs.made_once), and it should not start
 # beside that file (one of the two would wait for the other's runs).
 FILE_SECONDS = {
-    "test_distributed.py": 108, "test_trade_off_family.py": 62,
-    "test_keras_inputs.py": 61, "test_training.py": 59,
-    "test_autoattack.py": 52, "test_attack_suite.py": 51,
-    "test_methods.py": 43, "test_fab.py": 42, "test_doc_examples.py": 42,
-    "test_part_model.py": 40, "test_run_folder.py": 39,
-    "test_validation_split.py": 32, "test_apgd.py": 31,
-    "test_regularisers.py": 30, "test_streaming.py": 24,
-    "test_packaging.py": 23, "test_failures.py": 23, "test_square.py": 20,
-    "test_dataset_defaults.py": 17, "test_study.py": 15,
-    "test_console.py": 15,
+    "test_distributed.py": 170, "test_training.py": 116,
+    "test_trade_off_family.py": 110, "test_autoattack.py": 100,
+    "test_doc_examples.py": 86, "test_keras_inputs.py": 86,
+    "test_fab.py": 80, "test_failures.py": 60, "test_run_folder.py": 75,
+    "test_attack_suite.py": 71, "test_methods.py": 69, "test_study.py": 68,
+    "test_part_model.py": 67, "test_validation_split.py": 56,
+    "test_streaming.py": 50, "test_apgd.py": 47, "test_regularisers.py": 41,
+    "test_export.py": 34, "test_packaging.py": 32, "test_square.py": 31,
+    "test_console.py": 27, "test_dataset_defaults.py": 22,
 }
 
 
