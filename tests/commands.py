@@ -142,11 +142,19 @@ def _address():
     return path
 
 
-class Popen(subprocess.Popen):
-  """`subprocess.Popen`, started by the zygote when the command is
-  `python SCRIPT|-c CODE|-m MODULE ...` (see the module docstring)."""
+class _PythonCommandPopen(subprocess.Popen):
+  """A `subprocess.Popen` that hands a plain `python SCRIPT|-c|-m` command
+  (`_entry`, `_plain`) to `_start` when `_may_start()`, and starts any other
+  command as `subprocess.Popen` does."""
 
-  _connection = None
+  def _may_start(self) -> bool:
+    raise NotImplementedError
+
+  def _start(self, args, request, fds, pipes):
+    """Starts the child that `request` describes, with `fds` as its stdin,
+    stdout and stderr; closes the child's ends of `pipes` (Popen's six pipe
+    fds)."""
+    raise NotImplementedError
 
   def _execute_child(self, args, executable, preexec_fn, close_fds,
                      pass_fds, cwd, env, startupinfo, creationflags, shell,
@@ -154,16 +162,29 @@ class Popen(subprocess.Popen):
                      *rest):
     # rest: restore_signals, gid, gids, uid, umask, start_new_session,
     # process_group (Python 3.11).
-    plain = _plain(shell, executable, preexec_fn, pass_fds, rest)
-    entry = _entry(args) if plain and os.environ.get(_DISABLE) != "1" else None
+    entry = (_entry(args) if _plain(shell, executable, preexec_fn, pass_fds,
+                                    rest) and self._may_start() else None)
     if entry is None:
       return super()._execute_child(
           args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
           startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread,
           c2pwrite, errread, errwrite, *rest)
-    request = _request(entry, cwd, env, rest)
     fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
            errwrite if errwrite != -1 else 2]
+    self._start(args, _request(entry, cwd, env, rest), fds,
+                (p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite))
+
+
+class Popen(_PythonCommandPopen):
+  """`subprocess.Popen`, started by the zygote when the command is
+  `python SCRIPT|-c CODE|-m MODULE ...` (see the module docstring)."""
+
+  _connection = None
+
+  def _may_start(self) -> bool:
+    return os.environ.get(_DISABLE) != "1"
+
+  def _start(self, args, request, fds, pipes):
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
       connection.connect(_address())
@@ -175,8 +196,7 @@ class Popen(subprocess.Popen):
       connection.close()
       raise
     # As Popen does: the child's ends of the pipes are the child's now.
-    self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread,
-                         errwrite)
+    self._close_pipe_fds(*pipes)
     if not reply.startswith(b"pid "):
       connection.close()
       raise OSError(f"the test zygote could not start {args!r}: "
@@ -424,34 +444,25 @@ def _run(kind, target, argv) -> int:
 _BASE_PATH = None  # in a child of the zygote: sys.path after the script's
 
 
-class _ForkingPopen(subprocess.Popen):
+class _ForkingPopen(_PythonCommandPopen):
   """`subprocess.Popen` inside a child of the zygote (see above)."""
 
-  def _execute_child(self, args, executable, preexec_fn, close_fds,
-                     pass_fds, cwd, env, startupinfo, creationflags, shell,
-                     p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite,
-                     *rest):
-    entry = (_entry(args) if _plain(shell, executable, preexec_fn, pass_fds,
-                                    rest) and _single_threaded() else None)
-    if entry is None:
-      return super()._execute_child(
-          args, executable, preexec_fn, close_fds, pass_fds, cwd, env,
-          startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread,
-          c2pwrite, errread, errwrite, *rest)
-    request = _request(entry, cwd, env, rest)
-    fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
-           errwrite if errwrite != -1 else 2]
+  def _may_start(self) -> bool:
+    return _single_threaded()
+
+  def _start(self, args, request, fds, pipes):
+    del args
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
+      _, p2cwrite, c2pread, _, errread, _ = pipes
       for fd in (p2cwrite, c2pread, errread):  # the parent's ends
         if fd != -1:
           os.close(fd)
       _forget_parent()
       _child(request, fds, _BASE_PATH)  # never returns
-    self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread,
-                         errwrite)
+    self._close_pipe_fds(*pipes)
     self.pid = pid
     self._child_created = True
 
